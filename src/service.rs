@@ -1,0 +1,114 @@
+use crate::body::ResponseBody;
+use crate::config::{builder_methods, Config};
+use crate::error::{BoxError, Error};
+use crate::future::ResponseFuture;
+use crate::matcher::StorageMatcher;
+use crate::SignedRedirectLayer;
+use http::{Method, Request, Response};
+use http_body::Body;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// Follows redirects to pre-signed storage URLs with a fresh, credential-free `GET`.
+///
+/// Wraps an HTTP client service; see the [crate documentation](crate) for the rules and
+/// [`SignedRedirectLayer`] for the configuration. The builder methods here are the same.
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response, StatusCode};
+/// # use tower::{service_fn, ServiceExt};
+/// use tower_signed_redirect::SignedRedirect;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let client = service_fn(|req: Request<String>| async move {
+/// #     let res = if req.uri().host() == Some("registry.example") {
+/// #         Response::builder().status(307)
+/// #             .header("location", "https://bucket.s3.us-east-1.amazonaws.com/blob?X-Amz-Signature=abc")
+/// #             .body(String::new())
+/// #     } else {
+/// #         Response::builder().body(String::from("blob bytes"))
+/// #     };
+/// #     Ok::<_, Infallible>(res.unwrap())
+/// # });
+/// let client = SignedRedirect::new(client).max_redirects(2);
+/// let res = client
+///     .oneshot(Request::get("https://registry.example/v2/library/alpine/blobs/sha256:00").body(String::new()).unwrap())
+///     .await
+///     .unwrap();
+/// assert_eq!(res.status(), StatusCode::OK);
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SignedRedirect<S> {
+    inner: S,
+    config: Config,
+}
+
+impl<S> SignedRedirect<S> {
+    /// Wraps `inner`, following redirects to [`WellKnownStorage`](crate::matcher::WellKnownStorage).
+    pub fn new(inner: S) -> Self {
+        Self::from_config(inner, Config::default())
+    }
+
+    /// Wraps `inner`, following redirects to what `matcher` accepts.
+    pub fn with_matcher<M>(inner: S, matcher: M) -> Self
+    where
+        M: StorageMatcher + Send + Sync + 'static,
+    {
+        Self::from_config(inner, Config::new(matcher))
+    }
+
+    /// A [`SignedRedirectLayer`] with the default configuration.
+    pub fn layer() -> SignedRedirectLayer {
+        SignedRedirectLayer::new()
+    }
+
+    pub(crate) fn from_config(inner: S, config: Config) -> Self {
+        SignedRedirect { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    builder_methods!(config);
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SignedRedirect<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqBody: Default,
+    ResBody: Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::upstream(e.into()))
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let followable = req.method() == Method::GET || req.method() == Method::HEAD;
+        let follow = followable
+            .then(|| crate::future::Follow::new(self.inner.clone(), self.config.clone(), &req));
+        ResponseFuture::new(self.inner.call(req), follow)
+    }
+}

@@ -1,0 +1,382 @@
+//! Recognising pre-signed URLs, reading their expiry, and printing them without secrets.
+
+use http::Uri;
+use percent_encoding::percent_decode_str;
+use std::borrow::Cow;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// What replaces every credential-bearing value when a URL is printed.
+pub const REDACTED: &str = "REDACTED";
+
+/// Query parameters whose values are credentials or signatures, compared
+/// case-insensitively after percent-decoding the name.
+const SECRET_PARAMS: &[&str] = &[
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "signature",
+    "awsaccesskeyid",
+    "key-pair-id",
+    "x-goog-signature",
+    "x-goog-credential",
+    "googleaccessid",
+    "sig",
+    "verify",
+    "token",
+    "access_token",
+];
+
+/// How a pre-signed URL is signed, recognised from its query parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignatureScheme {
+    /// AWS Signature Version 4 in the query (`X-Amz-Algorithm`, `X-Amz-Signature`): S3,
+    /// Cloudflare R2, MinIO, Ceph, GCS in interoperability mode.
+    AwsSigV4,
+    /// AWS Signature Version 2 (`AWSAccessKeyId`, `Signature`, `Expires`).
+    AwsSigV2,
+    /// CloudFront signed URL (`Key-Pair-Id`, `Signature`, and `Expires` or `Policy`).
+    CloudFront,
+    /// Google Cloud Storage V4 signing (`X-Goog-Algorithm`, `X-Goog-Signature`).
+    GoogleV4,
+    /// Google Cloud Storage V2 signing (`GoogleAccessId`, `Signature`, `Expires`).
+    GoogleV2,
+    /// Azure shared access signature (`sig`, with `sv`, `se`, `sp`...).
+    AzureSas,
+    /// Cloudflare token authentication (`verify=<timestamp>-<hmac>`).
+    CloudflareToken,
+    /// No recognised signature in the query.
+    Unknown,
+}
+
+impl SignatureScheme {
+    /// A short stable name, e.g. `"aws-sigv4"`, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SignatureScheme::AwsSigV4 => "aws-sigv4",
+            SignatureScheme::AwsSigV2 => "aws-sigv2",
+            SignatureScheme::CloudFront => "cloudfront",
+            SignatureScheme::GoogleV4 => "gcs-v4",
+            SignatureScheme::GoogleV2 => "gcs-v2",
+            SignatureScheme::AzureSas => "azure-sas",
+            SignatureScheme::CloudflareToken => "cloudflare-token",
+            SignatureScheme::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for SignatureScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A URL read as a pre-signed storage URL: its [`SignatureScheme`], its expiry, and a
+/// rendering with every credential redacted.
+///
+/// `Display` and `Debug` print the URL with the values of signature and credential
+/// parameters (`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`, `Signature`,
+/// `AWSAccessKeyId`, `Key-Pair-Id`, `X-Goog-Signature`, `X-Goog-Credential`,
+/// `GoogleAccessId`, `sig`, `verify`, `token`, `access_token`) and any userinfo replaced by
+/// [`REDACTED`]. Everything else is printed as it is, so the output still says which
+/// object, which bucket and which expiry.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use tower_signed_redirect::{SignatureScheme, SignedUrl};
+///
+/// let uri = "https://examplebucket.s3.amazonaws.com/test.txt\
+///     ?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+///     &X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
+///     &X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\
+///     &X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+///     .parse()
+///     .unwrap();
+/// let signed = SignedUrl::new(&uri);
+/// assert_eq!(signed.scheme(), SignatureScheme::AwsSigV4);
+/// // 2013-05-24T00:00:00Z plus one day
+/// assert_eq!(signed.expires_at(), Some(UNIX_EPOCH + Duration::from_secs(1_369_353_600 + 86_400)));
+/// assert_eq!(
+///     signed.to_string(),
+///     "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+///      &X-Amz-Credential=REDACTED&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400\
+///      &X-Amz-SignedHeaders=host&X-Amz-Signature=REDACTED"
+/// );
+/// ```
+#[derive(Clone, Copy)]
+pub struct SignedUrl<'a> {
+    uri: &'a Uri,
+    scheme: SignatureScheme,
+}
+
+impl<'a> SignedUrl<'a> {
+    /// Reads `uri`'s query. Never fails: a URL without a recognised signature has the
+    /// scheme [`SignatureScheme::Unknown`].
+    pub fn new(uri: &'a Uri) -> Self {
+        let mut seen = Seen::default();
+        for (key, value) in params(uri) {
+            seen.note(&key, value);
+        }
+        SignedUrl {
+            uri,
+            scheme: seen.scheme(),
+        }
+    }
+
+    /// The URL as given (with its secrets: do not print it).
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// How the URL is signed.
+    pub fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+
+    /// When the signature expires, where the URL says so: `X-Amz-Date` + `X-Amz-Expires`,
+    /// `X-Goog-Date` + `X-Goog-Expires`, `Expires` (Unix seconds, SigV2, GCS V2 and canned
+    /// CloudFront policies) or Azure's `se`. `None` otherwise (CloudFront custom policies,
+    /// Cloudflare tokens, which carry the signing time, and unsigned URLs).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let param = |name: &str| {
+            params(self.uri)
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| percent_decode_str(v).decode_utf8_lossy())
+        };
+        let dated = |date: &str, expires: &str| {
+            let start = parse_basic_timestamp(&param(date)?)?;
+            let secs: u64 = param(expires)?.parse().ok()?;
+            start.checked_add(Duration::from_secs(secs))
+        };
+        match self.scheme {
+            SignatureScheme::AwsSigV4 => dated("X-Amz-Date", "X-Amz-Expires"),
+            SignatureScheme::GoogleV4 => dated("X-Goog-Date", "X-Goog-Expires"),
+            SignatureScheme::AwsSigV2 | SignatureScheme::GoogleV2 | SignatureScheme::CloudFront => {
+                let secs: u64 = param("Expires")?.parse().ok()?;
+                SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+            }
+            SignatureScheme::AzureSas => parse_iso8601(&param("se")?),
+            SignatureScheme::CloudflareToken | SignatureScheme::Unknown => None,
+        }
+    }
+
+    /// Replaces every secret of this URL (its credential-bearing query values, raw and
+    /// percent-decoded, and its userinfo) found in `text` by [`REDACTED`].
+    ///
+    /// For text this crate does not control, such as an inner service's error message that
+    /// may quote the URL.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        let userinfo = self
+            .uri
+            .authority()
+            .and_then(|a| a.as_str().rsplit_once('@'))
+            .map(|(u, _)| u);
+        let secrets = params(self.uri)
+            .filter(|(k, _)| is_secret(k))
+            .map(|(_, v)| v)
+            .chain(userinfo)
+            .filter(|v| !v.is_empty());
+        for raw in secrets {
+            let decoded = percent_decode_str(raw).decode_utf8_lossy();
+            for s in [raw, &decoded] {
+                if out.contains(s) {
+                    out = out.replace(s, REDACTED);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for SignedUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_redacted(self.uri, f)
+    }
+}
+
+impl fmt::Debug for SignedUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedUrl")
+            .field("url", &format_args!("{self}"))
+            .field("scheme", &self.scheme)
+            .finish()
+    }
+}
+
+/// Writes `uri` with userinfo and credential-bearing query values replaced by [`REDACTED`].
+pub(crate) fn write_redacted(uri: &Uri, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    if let Some(scheme) = uri.scheme_str() {
+        write!(f, "{scheme}://")?;
+    }
+    if let Some(authority) = uri.authority() {
+        match authority.as_str().rsplit_once('@') {
+            Some((_, host)) => write!(f, "{REDACTED}@{host}")?,
+            None => f.write_str(authority.as_str())?,
+        }
+    }
+    f.write_str(uri.path())?;
+    let Some(query) = uri.query() else {
+        return Ok(());
+    };
+    f.write_str("?")?;
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            f.write_str("&")?;
+        }
+        match pair.split_once('=') {
+            Some((key, _)) if is_secret(&decode(key)) => write!(f, "{key}={REDACTED}")?,
+            _ => f.write_str(pair)?,
+        }
+    }
+    Ok(())
+}
+
+/// A `Display` of a URI through [`write_redacted`].
+pub(crate) struct Redacted<'a>(pub(crate) &'a Uri);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_redacted(self.0, f)
+    }
+}
+
+fn is_secret(key: &str) -> bool {
+    SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s))
+}
+
+fn decode(s: &str) -> Cow<'_, str> {
+    percent_decode_str(s).decode_utf8_lossy()
+}
+
+/// The query's `(decoded name, raw value)` pairs.
+fn params(uri: &Uri) -> impl Iterator<Item = (Cow<'_, str>, &str)> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), v)
+        })
+}
+
+#[derive(Default)]
+struct Seen {
+    amz_v4: bool,
+    goog_v4: bool,
+    goog_v2: bool,
+    amz_v2: bool,
+    key_pair_id: bool,
+    sig: bool,
+    sv: bool,
+    verify: bool,
+}
+
+impl Seen {
+    fn note(&mut self, key: &str, value: &str) {
+        let is = |name: &str| key.eq_ignore_ascii_case(name);
+        if is("X-Amz-Signature") || is("X-Amz-Algorithm") {
+            self.amz_v4 = true;
+        } else if is("X-Goog-Signature") || is("X-Goog-Algorithm") {
+            self.goog_v4 = true;
+        } else if is("GoogleAccessId") {
+            self.goog_v2 = true;
+        } else if is("AWSAccessKeyId") {
+            self.amz_v2 = true;
+        } else if is("Key-Pair-Id") {
+            self.key_pair_id = true;
+        } else if key == "sig" {
+            self.sig = true;
+        } else if key == "sv" {
+            self.sv = true;
+        } else if key == "verify" {
+            self.verify = value.split_once('-').is_some_and(|(ts, mac)| {
+                !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()) && !mac.is_empty()
+            });
+        }
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        if self.amz_v4 {
+            SignatureScheme::AwsSigV4
+        } else if self.goog_v4 {
+            SignatureScheme::GoogleV4
+        } else if self.goog_v2 {
+            SignatureScheme::GoogleV2
+        } else if self.amz_v2 {
+            SignatureScheme::AwsSigV2
+        } else if self.key_pair_id {
+            SignatureScheme::CloudFront
+        } else if self.sig && self.sv {
+            SignatureScheme::AzureSas
+        } else if self.verify {
+            SignatureScheme::CloudflareToken
+        } else {
+            SignatureScheme::Unknown
+        }
+    }
+}
+
+/// `20130524T000000Z` (ISO 8601 basic, as in `X-Amz-Date`).
+fn parse_basic_timestamp(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| digits(&s[r]);
+    to_system_time(
+        n(0..4)?,
+        n(4..6)?,
+        n(6..8)?,
+        n(9..11)?,
+        n(11..13)?,
+        n(13..15)?,
+    )
+}
+
+/// `2024-01-31`, `2024-01-31T10:20Z`, `2024-01-31T10:20:30Z`, `2024-01-31T10:20:30.123Z`
+/// (the forms Azure accepts in `se`).
+fn parse_iso8601(s: &str) -> Option<SystemTime> {
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let mut d = date.split('-');
+    let (y, mo, day) = (digits(d.next()?)?, digits(d.next()?)?, digits(d.next()?)?);
+    let time = time.strip_suffix('Z')?;
+    let time = time.split_once('.').map_or(time, |(t, _)| t);
+    let mut t = time.split(':');
+    let (h, mi) = (digits(t.next()?)?, digits(t.next()?)?);
+    let sec = t.next().map_or(Some(0), digits)?;
+    if d.next().is_some() || t.next().is_some() {
+        return None;
+    }
+    to_system_time(y, mo, day, h, mi, sec)
+}
+
+fn digits(s: &str) -> Option<u64> {
+    (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn to_system_time(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64) -> Option<SystemTime> {
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || s > 60
+    {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), for the proleptic Gregorian calendar.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3_600 + mi * 60 + s;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
