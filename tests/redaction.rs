@@ -1,0 +1,148 @@
+//! No signature or credential reaches a log line or an error message.
+
+mod support;
+
+use http::Method;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use support::mock::*;
+use tower::ServiceExt;
+use tower_signed_redirect::SignedRedirectLayer;
+
+const SECRETS: &[&str] = &["5ecre7sig", "AKIDSECRET", "T0KEN", "cfmac", "azsig", "pa55"];
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Each scenario: what the registry redirects to, and what that storage hop does.
+fn scenarios() -> Vec<(&'static str, MockClient)> {
+    let r2 = "https://a.r2.cloudflarestorage.com/b?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDSECRET%2F20240101&X-Amz-Security-Token=T0KEN&X-Amz-Signature=5ecre7sig";
+    let cf = "https://production.cloudflare.docker.com/b?verify=1700000000-cfmac";
+    let az = "https://user:pa55@x.blob.core.windows.net/b?sv=1&sig=azsig";
+    let plain = "http://a.r2.cloudflarestorage.com/b?X-Amz-Signature=5ecre7sig";
+    let elsewhere = "https://evil.example/b?X-Amz-Signature=5ecre7sig";
+    let hop =
+        |to: &'static str,
+         then: fn(&http::Request<String>) -> Result<http::Response<TestBody>, MockError>| {
+            MockClient::new(move |req| match req.uri().host() {
+                Some("registry.example") => Ok(redirect(307, to)),
+                _ => then(req),
+            })
+        };
+    vec![
+        ("followed", hop(r2, |_| Ok(response(200, "blob")))),
+        (
+            "followed cloudflare",
+            hop(cf, |_| Ok(response(200, "blob"))),
+        ),
+        ("followed azure", hop(az, |_| Ok(response(200, "blob")))),
+        (
+            "storage error",
+            hop(r2, |req| Err(MockError(format!("reset: {}", req.uri())))),
+        ),
+        ("downgrade", hop(plain, |_| Ok(response(200, "blob")))),
+        (
+            "pass-through",
+            hop(elsewhere, |_| Ok(response(200, "blob"))),
+        ),
+        (
+            "loop",
+            hop(r2, |req| Ok(redirect(302, &req.uri().to_string()))),
+        ),
+        (
+            "bad location",
+            hop(cf, |_| {
+                Ok(redirect(302, "ftp://x.r2.cloudflarestorage.com/?sig=azsig"))
+            }),
+        ),
+        (
+            "head fallback",
+            hop(az, |req| {
+                Ok(if req.method() == Method::GET {
+                    response(403, "")
+                } else {
+                    response(200, "")
+                })
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn tracing_events_and_errors_never_contain_secrets() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let mut errors = String::new();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (name, client) in scenarios() {
+            for method in [Method::GET, Method::HEAD] {
+                let req = blob_request(method);
+                let result = rt.block_on(
+                    tower::ServiceBuilder::new()
+                        .layer(SignedRedirectLayer::new())
+                        .service(client.clone())
+                        .oneshot(req),
+                );
+                match result {
+                    Ok(res) => {
+                        if let Some(f) = res
+                            .extensions()
+                            .get::<tower_signed_redirect::FollowedRedirect>()
+                        {
+                            errors.push_str(&format!("{name}: {f:?}\n"));
+                        }
+                    }
+                    Err(e) => {
+                        errors.push_str(&format!(
+                            "{name}: {e} / {e:?} / {}\n",
+                            std::error::Error::source(&e)
+                                .map(|s| s.to_string())
+                                .unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    });
+    let logs = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    // The scenarios did produce the events and errors this test is about.
+    for expected in [
+        "following redirect to storage",
+        "passing redirect through",
+        "storage answered",
+        "range probe rejected",
+    ] {
+        assert!(logs.contains(expected), "no {expected:?} event in:\n{logs}");
+    }
+    for expected in [
+        "storage request failed",
+        "refused https to http",
+        "storage redirect loop",
+        "unusable Location",
+        "X-Amz-Signature=REDACTED",
+    ] {
+        assert!(errors.contains(expected), "no {expected:?} in:\n{errors}");
+    }
+    for secret in SECRETS {
+        assert!(!logs.contains(secret), "{secret} in logs:\n{logs}");
+        assert!(!errors.contains(secret), "{secret} in errors:\n{errors}");
+    }
+}
