@@ -5,6 +5,7 @@ use super::net::{self, ServerBody};
 use http::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 pub const TOKEN: &str = "registry-test-token";
 
@@ -19,22 +20,50 @@ pub fn blob_key(digest: &str) -> String {
     format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2])
 }
 
+/// A manifest the registry serves for every tag.
+pub const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:00","size":2},"layers":[]}"#;
+
+/// Requests the registry received: method, path and query, headers.
+pub type RegistryLog = Arc<Mutex<Vec<(Method, String, http::HeaderMap)>>>;
+
 /// Starts the registry. `locate(method, digest)` gives the redirect target of a blob, or
 /// `None` for an unknown blob.
 pub async fn start<L>(locate: L) -> SocketAddr
 where
     L: Fn(&Method, &str) -> Option<String> + Send + Sync + 'static,
 {
-    let locate = std::sync::Arc::new(locate);
-    net::serve(move |req: Request<hyper::body::Incoming>| {
-        let answer = answer(&req, &*locate);
+    start_with_realm("http://auth.invalid/token".into(), locate)
+        .await
+        .0
+}
+
+/// [`start`], with the token service its challenges name, and a log of what it received.
+pub async fn start_with_realm<L>(realm: String, locate: L) -> (SocketAddr, RegistryLog)
+where
+    L: Fn(&Method, &str) -> Option<String> + Send + Sync + 'static,
+{
+    let locate = Arc::new(locate);
+    let log: RegistryLog = Arc::default();
+    let seen = log.clone();
+    let addr = net::serve(move |req: Request<hyper::body::Incoming>| {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        seen.lock()
+            .unwrap()
+            .push((req.method().clone(), target, req.headers().clone()));
+        let answer = answer(&req, &realm, &*locate);
         async move { answer }
     })
-    .await
+    .await;
+    (addr, log)
 }
 
 fn answer(
     req: &Request<hyper::body::Incoming>,
+    realm: &str,
     locate: &dyn Fn(&Method, &str) -> Option<String>,
 ) -> Response<ServerBody> {
     let authorized = req
@@ -46,7 +75,7 @@ fn answer(
             .status(StatusCode::UNAUTHORIZED)
             .header(
                 "www-authenticate",
-                "Bearer realm=\"http://auth.invalid/token\",service=\"registry\"",
+                format!("Bearer realm=\"{realm}\",service=\"registry.test\""),
             )
             .body(net::full(
                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
@@ -54,6 +83,30 @@ fn answer(
             .unwrap();
     }
     let path = req.uri().path();
+    if path == "/v2/" {
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(net::full("{}"))
+            .unwrap();
+    }
+    if let Some(name) = path
+        .strip_prefix("/v2/")
+        .and_then(|p| p.split_once("/manifests/"))
+        .map(|(n, _)| n)
+    {
+        let body = if req.method() == Method::HEAD {
+            net::empty()
+        } else {
+            net::full(MANIFEST)
+        };
+        return Response::builder()
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .header("content-length", MANIFEST.len())
+            .header("docker-content-digest", digest(MANIFEST.as_bytes()))
+            .header("x-repository", name)
+            .body(body)
+            .unwrap();
+    }
     let digest = path
         .strip_prefix("/v2/")
         .and_then(|p| p.rsplit_once("/blobs/"))

@@ -1,0 +1,425 @@
+//! The registry mirror examples' request handling, against loopback fakes: a registry with
+//! a Bearer token service, a real S3 store, and a plain HTTP client in the role of docker.
+
+mod support;
+
+#[path = "../examples/registry_mirror/app.rs"]
+mod app;
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Empty;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::net::{self, collect, http_client};
+use support::registry::{self, blob_key, digest, TOKEN};
+use support::s3::{AuthRule, Store};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// What the token service received: query and `Authorization`.
+type TokenLog = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// The fakes: a token service, a registry whose challenges point at it, and the store.
+struct Upstream {
+    registry: SocketAddr,
+    registry_log: registry::RegistryLog,
+    token_log: TokenLog,
+    store: Arc<Store>,
+    blob: Vec<u8>,
+    digest: String,
+}
+
+async fn upstream(rule: AuthRule) -> Upstream {
+    let token_log: TokenLog = Arc::default();
+    let seen = token_log.clone();
+    let tokens = net::serve(move |req: Request<hyper::body::Incoming>| {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        seen.lock()
+            .unwrap()
+            .push((req.uri().query().unwrap_or_default().to_owned(), auth));
+        async move {
+            http::Response::builder()
+                .header("content-type", "application/json")
+                .body(net::full(format!(
+                    r#"{{"token":"{TOKEN}","access_token":"{TOKEN}","expires_in":300}}"#
+                )))
+                .unwrap()
+        }
+    })
+    .await;
+    let store = Arc::new(Store::start(rule).await);
+    let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let digest = digest(&blob);
+    store.put(&blob_key(&digest), &blob);
+    let s = store.clone();
+    let (registry, registry_log) =
+        registry::start_with_realm(format!("http://{tokens}/token"), move |method, d| {
+            Some(s.presign(method, &blob_key(d)))
+        })
+        .await;
+    Upstream {
+        registry,
+        registry_log,
+        token_log,
+        store,
+        blob,
+        digest,
+    }
+}
+
+/// Serves the axum example's router with these flags; returns its address.
+async fn axum_mirror(flags: &[String]) -> SocketAddr {
+    let options = common::options::Options::parse_from(
+        std::iter::once("registry_mirror".to_owned()).chain(flags.iter().cloned()),
+    );
+    let mirror = Arc::new(common::Mirror::from_options(&options).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app::router(mirror)).await.unwrap() });
+    addr
+}
+
+/// Serves the hyper example's handling (`Mirror::route` over `http1`) with these flags.
+async fn hyper_mirror(flags: &[String]) -> SocketAddr {
+    let options = common::options::Options::parse_from(
+        std::iter::once("hyper_mirror".to_owned()).chain(flags.iter().cloned()),
+    );
+    let mirror = Arc::new(common::Mirror::from_options(&options).unwrap());
+    net::serve(move |req: Request<hyper::body::Incoming>| {
+        let mirror = mirror.clone();
+        async move {
+            let (parts, _) = req.into_parts();
+            mirror.route(&parts).await
+        }
+    })
+    .await
+}
+
+fn flags(up: &Upstream, extra: &[&str]) -> Vec<String> {
+    let mut f = vec![
+        "--upstream".to_owned(),
+        format!("docker.io=http://{}", up.registry),
+        "--storage-host".to_owned(),
+        up.store.addr.to_string(),
+    ];
+    f.extend(extra.iter().map(|s| s.to_string()));
+    f
+}
+
+/// A request as docker sends it to a mirror.
+fn get(mirror: SocketAddr, method: Method, path: &str, bearer: bool) -> Request<Empty<Bytes>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{mirror}{path}"))
+        .header("user-agent", "docker/27.0 (test)");
+    if bearer {
+        req = req.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    req.body(Empty::new()).unwrap()
+}
+
+async fn send(req: Request<Empty<Bytes>>) -> Response<hyper::body::Incoming> {
+    tokio::time::timeout(LIMIT, http_client(&[]).request(req))
+        .await
+        .expect("bounded")
+        .unwrap()
+}
+
+async fn json_error(res: Response<hyper::body::Incoming>) -> (StatusCode, String) {
+    let status = res.status();
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let body: serde_json::Value =
+        serde_json::from_slice(&collect(res.into_body()).await.unwrap()).unwrap();
+    (
+        status,
+        body["errors"][0]["code"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ping_and_the_token_flow_go_through_the_mirror() {
+    let up = upstream(AuthRule::R2).await;
+    for mirror in [
+        axum_mirror(&flags(&up, &[])).await,
+        hyper_mirror(&flags(&up, &[])).await,
+    ] {
+        for method in [Method::GET, Method::HEAD] {
+            let res = send(get(mirror, method, "/v2/", false)).await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+            let challenge = res.headers()["www-authenticate"].to_str().unwrap();
+            assert_eq!(
+                challenge,
+                format!(
+                    "Bearer realm=\"http://{mirror}/token/docker.io\",service=\"registry.test\""
+                )
+            );
+        }
+        // The client asks the mirror's token endpoint, with its own credentials.
+        let mut req = get(
+            mirror,
+            Method::GET,
+            "/token/docker.io?service=registry.test&scope=repository:library/alpine:pull",
+            false,
+        );
+        req.headers_mut()
+            .insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
+        let res = send(req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let token: serde_json::Value =
+            serde_json::from_slice(&collect(res.into_body()).await.unwrap()).unwrap();
+        assert_eq!(token["token"], TOKEN);
+        let (query, auth) = up.token_log.lock().unwrap().last().unwrap().clone();
+        assert_eq!(
+            query,
+            "service=registry.test&scope=repository:library/alpine:pull"
+        );
+        assert_eq!(auth.as_deref(), Some("Basic dXNlcjpwYXNz"));
+
+        let res = send(get(mirror, Method::GET, "/v2/", true)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn the_token_endpoint_learns_the_realm_when_no_challenge_was_seen() {
+    let up = upstream(AuthRule::S3).await;
+    let mirror = axum_mirror(&flags(&up, &[])).await;
+    let res = send(get(
+        mirror,
+        Method::GET,
+        "/token/docker.io?service=registry.test",
+        false,
+    ))
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = send(get(mirror, Method::GET, "/token/quay.io", false)).await;
+    assert_eq!(
+        json_error(res).await,
+        (StatusCode::NOT_FOUND, "NAME_UNKNOWN".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn manifests_with_library_rewrite_and_accept_forwarded() {
+    let up = upstream(AuthRule::S3).await;
+    let mirror = axum_mirror(&flags(&up, &[])).await;
+    for method in [Method::GET, Method::HEAD] {
+        let mut req = get(mirror, method.clone(), "/v2/alpine/manifests/latest", true);
+        for accept in [
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ] {
+            req.headers_mut().append("accept", accept.parse().unwrap());
+        }
+        let res = send(req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(
+            res.headers()["docker-content-digest"],
+            digest(registry::MANIFEST.as_bytes())
+        );
+        assert_eq!(
+            res.headers()["content-length"],
+            registry::MANIFEST.len().to_string()
+        );
+        let body = collect(res.into_body()).await.unwrap();
+        assert_eq!(body.is_empty(), method == Method::HEAD);
+        let (m, target, headers) = up.registry_log.lock().unwrap().last().unwrap().clone();
+        assert_eq!(
+            (m, target.as_str()),
+            (method, "/v2/library/alpine/manifests/latest")
+        );
+        let accepts: Vec<_> = headers
+            .get_all("accept")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(accepts.len(), 2);
+    }
+    // Two-segment names are left alone.
+    send(get(mirror, Method::GET, "/v2/user/app/manifests/v1", true)).await;
+    assert_eq!(
+        up.registry_log.lock().unwrap().last().unwrap().1,
+        "/v2/user/app/manifests/v1"
+    );
+}
+
+#[tokio::test]
+async fn blobs_are_served_by_the_mirror_itself() {
+    let up = upstream(AuthRule::R2).await;
+    for mirror in [
+        axum_mirror(&flags(&up, &[])).await,
+        hyper_mirror(&flags(&up, &[])).await,
+    ] {
+        let path = format!("/v2/library/test/blobs/{}", up.digest);
+        let res = send(get(mirror, Method::GET, &path, true)).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "the mirror answers 200 itself, not a redirect"
+        );
+        assert_eq!(res.headers()["content-length"], up.blob.len().to_string());
+        assert_eq!(digest(&collect(res.into_body()).await.unwrap()), up.digest);
+
+        let res = send(get(mirror, Method::HEAD, &path, true)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-length"], up.blob.len().to_string());
+        assert!(collect(res.into_body()).await.unwrap().is_empty());
+
+        let mut req = get(mirror, Method::GET, &path, true);
+        req.headers_mut()
+            .insert("range", "bytes=100-199".parse().unwrap());
+        let res = send(req).await;
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(collect(res.into_body()).await.unwrap(), up.blob[100..200]);
+    }
+    up.store.assert_no_credentials_arrived();
+}
+
+#[tokio::test]
+async fn upstreams_are_selected_by_path_prefix_and_ns() {
+    let hub = upstream(AuthRule::S3).await;
+    let other = upstream(AuthRule::S3).await;
+    let mut f = flags(&hub, &[]);
+    f.extend([
+        "--upstream".to_owned(),
+        format!("ghcr.io=http://{}", other.registry),
+        "--storage-host".to_owned(),
+        other.store.addr.to_string(),
+    ]);
+    let mirror = axum_mirror(&f).await;
+    let res = send(get(
+        mirror,
+        Method::GET,
+        &format!("/v2/ghcr.io/owner/app/blobs/{}", other.digest),
+        true,
+    ))
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        digest(&collect(res.into_body()).await.unwrap()),
+        other.digest
+    );
+    assert_eq!(
+        other.registry_log.lock().unwrap()[0].1,
+        format!("/v2/owner/app/blobs/{}", other.digest)
+    );
+
+    send(get(
+        mirror,
+        Method::GET,
+        "/v2/owner/app/manifests/v1?ns=ghcr.io",
+        true,
+    ))
+    .await;
+    assert_eq!(
+        other.registry_log.lock().unwrap().last().unwrap().1,
+        "/v2/owner/app/manifests/v1"
+    );
+    assert!(hub.registry_log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_failures_are_registry_errors() {
+    // Nothing listens there.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // Accepts, never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mirror = axum_mirror(&["--upstream".into(), format!("docker.io=http://{closed}")]).await;
+    let res = send(get(
+        mirror,
+        Method::GET,
+        "/v2/alpine/manifests/latest",
+        true,
+    ))
+    .await;
+    assert_eq!(
+        json_error(res).await,
+        (StatusCode::BAD_GATEWAY, "UNAVAILABLE".to_owned())
+    );
+
+    let mirror = axum_mirror(&[
+        "--upstream".into(),
+        format!("docker.io=http://{silent_addr}"),
+        "--response-timeout".into(),
+        "300ms".into(),
+    ])
+    .await;
+    let res = send(get(
+        mirror,
+        Method::GET,
+        "/v2/alpine/manifests/latest",
+        true,
+    ))
+    .await;
+    assert_eq!(
+        json_error(res).await,
+        (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT".to_owned())
+    );
+
+    let res = send(get(
+        mirror,
+        Method::PUT,
+        "/v2/alpine/manifests/latest",
+        true,
+    ))
+    .await;
+    assert_eq!(
+        json_error(res).await,
+        (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn naive_and_pass_modes_are_the_controls() {
+    let up = upstream(AuthRule::R2).await;
+    let path = format!("/v2/library/test/blobs/{}", up.digest);
+    let naive = axum_mirror(&flags(&up, &["--redirects", "naive"])).await;
+    let res = send(get(naive, Method::GET, &path, true)).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::BAD_REQUEST,
+        "replaying the request breaks on R2"
+    );
+    let body = String::from_utf8(collect(res.into_body()).await.unwrap().to_vec()).unwrap();
+    assert!(body.contains("Missing x-amz-content-sha256"), "{body}");
+
+    let pass = axum_mirror(&flags(&up, &["--redirects", "pass"])).await;
+    let res = send(get(pass, Method::GET, &path, true)).await;
+    assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
+}
+
+#[test]
+fn flags_and_durations() {
+    use common::options::parse_duration;
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert!(parse_duration("soon").is_err());
+    let defaults = common::options::Options::parse_from(["registry_mirror"]);
+    assert_eq!(defaults.listen, "127.0.0.1:5000".parse().unwrap());
+    assert_eq!(defaults.upstreams, ["docker.io"]);
+    assert!(common::upstream::Upstream::parse("nope").is_err());
+    assert!(common::upstream::Upstream::parse("x=ftp://h").is_err());
+}
