@@ -18,6 +18,15 @@ pub const DEFAULT_MAX_REDIRECTS: usize = 5;
 /// Registries sign the storage URL either for `GET` only (Docker Hub, GHCR, ECR...) or for
 /// the client's own method (CNCF distribution, Harbor, GitLab on S3). A `HEAD` on a
 /// `GET`-signed URL fails the signature, and so does a `GET` on a `HEAD`-signed one.
+///
+/// ```
+/// use tower_signed_redirect::{HeadStrategy, SignedRedirectLayer};
+///
+/// // Storage that always signs for the client's method: skip the probe.
+/// let layer = SignedRedirectLayer::new().head_strategy(HeadStrategy::Head);
+/// assert_eq!(HeadStrategy::default(), HeadStrategy::RangeProbe);
+/// # let _ = layer;
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HeadStrategy {

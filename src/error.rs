@@ -8,6 +8,16 @@ use crate::signed_url::{Redacted, SignedUrl};
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// What went wrong, see [`Error::kind`].
+///
+/// ```
+/// use tower_signed_redirect::ErrorKind;
+///
+/// // Redirect-handling failures, as opposed to network ones.
+/// fn is_redirect_policy(kind: ErrorKind) -> bool {
+///     !matches!(kind, ErrorKind::Upstream | ErrorKind::Storage)
+/// }
+/// assert!(is_redirect_policy(ErrorKind::RedirectLoop));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -20,6 +20,18 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 
 pin_project! {
     /// Response future of [`SignedRedirect`](crate::SignedRedirect).
+    ///
+    /// Named when a service's future type must be spelled out:
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Empty;
+    /// use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    /// use hyper::body::Incoming;
+    /// use tower_signed_redirect::ResponseFuture;
+    ///
+    /// type BlobFuture = ResponseFuture<Client<HttpConnector, Empty<Bytes>>, Empty<Bytes>, Incoming>;
+    /// ```
     pub struct ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>>,

@@ -28,6 +28,15 @@ const SECRET_PARAMS: &[&str] = &[
 ];
 
 /// How a pre-signed URL is signed, recognised from its query parameters.
+///
+/// ```
+/// use tower_signed_redirect::{SignatureScheme, SignedUrl};
+///
+/// let uri = "https://x.blob.core.windows.net/c/b?sv=2019-02-02&se=2024-01-01&sp=r&sig=abc".parse().unwrap();
+/// let scheme = SignedUrl::new(&uri).scheme();
+/// assert_eq!(scheme, SignatureScheme::AzureSas);
+/// assert_eq!(scheme.to_string(), "azure-sas");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SignatureScheme {

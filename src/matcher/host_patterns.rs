@@ -196,6 +196,13 @@ impl fmt::Display for HostPattern {
 }
 
 /// A host pattern that [`HostPatterns::new`] could not parse.
+///
+/// ```
+/// use tower_signed_redirect::matcher::HostPatterns;
+///
+/// let err = HostPatterns::new(["*.s3.*.amazonaws.com"]).unwrap_err();
+/// assert!(err.to_string().starts_with("invalid storage host pattern \"*.s3.*.amazonaws.com\""));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidHostPattern {
     pattern: String,
