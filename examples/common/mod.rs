@@ -271,13 +271,18 @@ impl Mirror {
         self.upstreams.iter().find(|u| u.name == ns).cloned()
     }
 
-    /// The upstream for a `/v2/<rest>` path: `ns`, else a leading `<upstream-name>/`, else
-    /// the default. Returns it with the rest of the path.
+    /// The upstream for a `/v2/<rest>` path: `ns`, else a leading `<upstream-name>/` (a
+    /// host-like name), else the default. Returns it with the rest of the path.
     fn select<'a>(&self, parts: &Parts, rest: &'a str) -> (Arc<Upstream>, &'a str) {
         if let Some(upstream) = self.select_by_ns(parts) {
             return (upstream, rest);
         }
-        if let Some((first, after)) = rest.split_once('/') {
+        // As in Docker's reference grammar, a first component is a registry host only if
+        // it looks like one; `e2e/image` stays a repository even with an upstream "e2e".
+        if let Some((first, after)) = rest
+            .split_once('/')
+            .filter(|(f, _)| f.contains(['.', ':']) || *f == "localhost")
+        {
             if let Some(upstream) = self.upstreams.iter().find(|u| u.name == first) {
                 return (upstream.clone(), after);
             }
