@@ -151,8 +151,15 @@ impl Inner {
     #[inline]
     pub(crate) fn capture(&self, headers: &HeaderMap) -> Forwarded {
         let mut values: [Option<HeaderValue>; MAX_FORWARDED_HEADERS] = Default::default();
-        for (slot, name) in values.iter_mut().zip(&self.forward) {
-            *slot = headers.get(name).cloned();
+        // One pass over the request's headers, comparing names (an enum comparison for
+        // standard headers) instead of hashing each allowlisted name. The first value of a
+        // name wins, as `HeaderMap::get` would have it.
+        for (name, value) in headers {
+            if let Some(i) = self.forward.iter().position(|n| n == name) {
+                if values[i].is_none() {
+                    values[i] = Some(value.clone());
+                }
+            }
         }
         Forwarded(values)
     }

@@ -37,22 +37,22 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<S::Future, ResBody>,
+        state: State<S::Future, ResBody, ReqBody>,
         // The body of the last redirect, read while the next hop is in flight.
         #[pin]
         drain: Option<ResBody>,
         // `None` for requests the layer never follows (not GET or HEAD).
-        follow: Option<Follow<S, ReqBody>>,
+        follow: Option<Follow<S>>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, R> {
+    enum State<F, R, B> {
         // Waiting for the original request's response.
         Upstream { #[pin] future: F },
-        // Waiting for the inner service to be ready for the next hop.
-        Ready,
+        // Waiting for the inner service to be ready for the next hop's request.
+        Ready { request: Option<Request<B>> },
         // Waiting for a storage response.
         Storage { #[pin] future: F },
         // Reading the one byte of a HEAD's range probe before answering it.
@@ -62,14 +62,13 @@ pin_project! {
 }
 
 /// What a GET or HEAD request needs to follow its redirects.
-pub(crate) struct Follow<S, B> {
+pub(crate) struct Follow<S> {
     service: S,
     config: Config,
     method: Method,
     /// The URI of the current hop's request.
     uri: Uri,
     forwarded: Forwarded,
-    pending: Option<Request<B>>,
     drained: usize,
     /// Allocated when the first redirect is followed.
     chain: Option<Box<Chain>>,
@@ -93,16 +92,17 @@ enum Probe {
     FellBack,
 }
 
-enum Step<R> {
+enum Step<R, B> {
     Return(Response<ResponseBody<R>>),
-    /// Send `Follow::pending`; drain this body meanwhile.
-    Next(R),
+    /// Send this request; drain this body meanwhile.
+    Next(R, Request<B>),
     /// Read this probe body, then answer with `Chain::head_answer`.
     ProbeBody(R),
 }
 
-impl<S, B> Follow<S, B> {
-    pub(crate) fn new(service: S, config: Config, req: &Request<B>) -> Self {
+impl<S> Follow<S> {
+    #[inline]
+    pub(crate) fn new<B>(service: S, config: Config, req: &Request<B>) -> Self {
         let forwarded = config.get().capture(req.headers());
         Follow {
             service,
@@ -110,7 +110,6 @@ impl<S, B> Follow<S, B> {
             method: req.method().clone(),
             uri: req.uri().clone(),
             forwarded,
-            pending: None,
             drained: 0,
             chain: None,
         }
@@ -121,7 +120,8 @@ impl<S, B, R> ResponseFuture<S, B, R>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn new(future: S::Future, follow: Option<Follow<S, B>>) -> Self {
+    #[inline]
+    pub(crate) fn new(future: S::Future, follow: Option<Follow<S>>) -> Self {
         ResponseFuture {
             state: State::Upstream { future },
             drain: None,
@@ -160,17 +160,14 @@ where
                     };
                     follow.on_response(res)?
                 }
-                StateProj::Ready => {
+                StateProj::Ready { request } => {
                     let follow = this
                         .follow
                         .as_mut()
                         .expect("Ready state without a redirect to follow");
                     ready!(follow.service.poll_ready(cx))
                         .map_err(|e| Error::storage(&follow.uri, e.into()))?;
-                    let req = follow
-                        .pending
-                        .take()
-                        .expect("Ready state without a pending request");
+                    let req = request.take().expect("Ready state without a request");
                     let future = follow.service.call(req);
                     this.state.set(State::Storage { future });
                     continue;
@@ -218,12 +215,14 @@ where
                     this.drain.set(None);
                     return Poll::Ready(Ok(res));
                 }
-                Step::Next(body) => {
+                Step::Next(body, request) => {
                     this.drain.set(Some(body));
                     if let Some(follow) = this.follow.as_mut() {
                         follow.drained = 0;
                     }
-                    this.state.set(State::Ready);
+                    this.state.set(State::Ready {
+                        request: Some(request),
+                    });
                 }
                 Step::ProbeBody(body) => this.state.set(State::ProbeBody { body }),
             }
@@ -247,20 +246,17 @@ fn drain<R: Body>(mut body: Pin<&mut Option<R>>, drained: &mut usize, cx: &mut C
     }
 }
 
-impl<S, B> Follow<S, B>
-where
-    B: Default,
-{
+impl<S> Follow<S> {
     fn hops(&self) -> usize {
         self.chain.as_ref().map_or(0, |c| c.hops)
     }
 
     #[inline]
-    fn on_response<R>(&mut self, res: Response<R>) -> Result<Step<R>, Error> {
+    fn on_response<R, B: Default>(&mut self, res: Response<R>) -> Result<Step<R, B>, Error> {
         if self.config.get().is_redirect(res.status()) {
             if let Some(target) = self.next_hop(&res)? {
-                self.follow_to(target, res.status());
-                return Ok(Step::Next(res.into_body()));
+                let request = self.follow_to(target, res.status());
+                return Ok(Step::Next(res.into_body(), request));
             }
         }
         if self.chain.is_none() {
@@ -313,7 +309,7 @@ where
         Ok(Some(target))
     }
 
-    fn follow_to(&mut self, target: Uri, status: StatusCode) {
+    fn follow_to<B: Default>(&mut self, target: Uri, status: StatusCode) -> Request<B> {
         let probe =
             if self.method == Method::HEAD && self.config.get().head == HeadStrategy::RangeProbe {
                 Probe::Probing
@@ -333,11 +329,11 @@ where
         chain.visited.push(target.clone());
         tracing::debug!(status = status.as_u16(), hop = chain.hops, location = %Redacted(&target), "following redirect to storage");
         self.uri = target;
-        self.pending = Some(self.storage_request());
+        self.storage_request()
     }
 
     /// A fresh request for the current hop: no body, no extensions, allowlisted headers only.
-    fn storage_request(&self) -> Request<B> {
+    fn storage_request<B: Default>(&self) -> Request<B> {
         let config = self.config.get();
         let probe = self.chain.as_ref().map_or(Probe::No, |c| c.probe);
         let (method, range_probe) = match (self.method == Method::HEAD, config.head, probe) {
@@ -355,7 +351,7 @@ where
     }
 
     /// Storage's final answer, after at least one followed redirect.
-    fn finish<R>(&mut self, res: Response<R>) -> Result<Step<R>, Error> {
+    fn finish<R, B: Default>(&mut self, res: Response<R>) -> Result<Step<R, B>, Error> {
         let head = self.config.get().head;
         let Some(chain) = self.chain.as_mut() else {
             return Ok(Step::Return(res.map(ResponseBody::new)));
@@ -430,8 +426,7 @@ where
             "range probe rejected; retrying the storage hop with HEAD"
         );
         chain.probe = Probe::FellBack;
-        self.pending = Some(self.storage_request());
-        Ok(Step::Next(body))
+        Ok(Step::Next(body, self.storage_request()))
     }
 }
 
