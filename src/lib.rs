@@ -102,3 +102,16 @@ pub use future::ResponseFuture;
 pub use layer::SignedRedirectLayer;
 pub use service::SignedRedirect;
 pub use signed_url::{SignatureScheme, SignedUrl};
+
+/// Internals exposed for the fuzz targets in `fuzz/`. Not a public API: enabled only by the
+/// `fuzzing` feature, and may change at any time.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::{HeaderValue, Uri};
+
+    /// [`Location`](http::header::LOCATION) resolution as the layer does it.
+    pub fn resolve_location(base: &Uri, location: &HeaderValue) -> Option<Uri> {
+        crate::location::resolve(base, location)
+    }
+}

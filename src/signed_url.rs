@@ -117,19 +117,23 @@ impl fmt::Display for SignatureScheme {
 pub struct SignedUrl<'a> {
     uri: &'a Uri,
     scheme: SignatureScheme,
+    expires_at: Option<SystemTime>,
 }
 
 impl<'a> SignedUrl<'a> {
     /// Reads `uri`'s query. Never fails: a URL without a recognised signature has the
     /// scheme [`SignatureScheme::Unknown`].
     pub fn new(uri: &'a Uri) -> Self {
+        // One pass over the query: the scheme's markers and the expiry's inputs.
         let mut seen = Seen::default();
         for (key, value) in params(uri) {
             seen.note(&key, value);
         }
+        let scheme = seen.scheme();
         SignedUrl {
             uri,
-            scheme: seen.scheme(),
+            scheme,
+            expires_at: seen.expiry(scheme),
         }
     }
 
@@ -148,26 +152,7 @@ impl<'a> SignedUrl<'a> {
     /// CloudFront policies) or Azure's `se`. `None` otherwise (CloudFront custom policies,
     /// Cloudflare tokens, which carry the signing time, and unsigned URLs).
     pub fn expires_at(&self) -> Option<SystemTime> {
-        let param = |name: &str| {
-            params(self.uri)
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| percent_decode_str(v).decode_utf8_lossy())
-        };
-        let dated = |date: &str, expires: &str| {
-            let start = parse_basic_timestamp(&param(date)?)?;
-            let secs: u64 = param(expires)?.parse().ok()?;
-            start.checked_add(Duration::from_secs(secs))
-        };
-        match self.scheme {
-            SignatureScheme::AwsSigV4 => dated("X-Amz-Date", "X-Amz-Expires"),
-            SignatureScheme::GoogleV4 => dated("X-Goog-Date", "X-Goog-Expires"),
-            SignatureScheme::AwsSigV2 | SignatureScheme::GoogleV2 | SignatureScheme::CloudFront => {
-                let secs: u64 = param("Expires")?.parse().ok()?;
-                SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-            }
-            SignatureScheme::AzureSas => parse_iso8601(&param("se")?),
-            SignatureScheme::CloudflareToken | SignatureScheme::Unknown => None,
-        }
+        self.expires_at
     }
 
     /// Replaces every secret of this URL (its credential-bearing query values, raw and
@@ -256,7 +241,12 @@ fn is_secret(key: &str) -> bool {
 }
 
 fn decode(s: &str) -> Cow<'_, str> {
-    percent_decode_str(s).decode_utf8_lossy()
+    // Parameter names are almost never encoded: skip the decoder (and its UTF-8 pass).
+    if s.bytes().any(|b| b == b'%') {
+        percent_decode_str(s).decode_utf8_lossy()
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// The query's `(decoded name, raw value)` pairs.
@@ -272,7 +262,14 @@ fn params(uri: &Uri) -> impl Iterator<Item = (Cow<'_, str>, &str)> {
 }
 
 #[derive(Default)]
-struct Seen {
+struct Seen<'q> {
+    // The first raw value of each expiry parameter.
+    amz_date: Option<&'q str>,
+    amz_expires: Option<&'q str>,
+    goog_date: Option<&'q str>,
+    goog_expires: Option<&'q str>,
+    expires: Option<&'q str>,
+    se: Option<&'q str>,
     amz_v4: bool,
     goog_v4: bool,
     goog_v2: bool,
@@ -283,9 +280,28 @@ struct Seen {
     verify: bool,
 }
 
-impl Seen {
-    fn note(&mut self, key: &str, value: &str) {
+impl<'q> Seen<'q> {
+    fn note(&mut self, key: &str, value: &'q str) {
         let is = |name: &str| key.eq_ignore_ascii_case(name);
+        let slot = if is("X-Amz-Date") {
+            Some(&mut self.amz_date)
+        } else if is("X-Amz-Expires") {
+            Some(&mut self.amz_expires)
+        } else if is("X-Goog-Date") {
+            Some(&mut self.goog_date)
+        } else if is("X-Goog-Expires") {
+            Some(&mut self.goog_expires)
+        } else if is("Expires") {
+            Some(&mut self.expires)
+        } else if is("se") {
+            Some(&mut self.se)
+        } else {
+            None
+        };
+        if let Some(slot) = slot {
+            slot.get_or_insert(value);
+            return;
+        }
         if is("X-Amz-Signature") || is("X-Amz-Algorithm") {
             self.amz_v4 = true;
         } else if is("X-Goog-Signature") || is("X-Goog-Algorithm") {
@@ -304,6 +320,25 @@ impl Seen {
             self.verify = value.split_once('-').is_some_and(|(ts, mac)| {
                 !ts.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()) && !mac.is_empty()
             });
+        }
+    }
+
+    fn expiry(&self, scheme: SignatureScheme) -> Option<SystemTime> {
+        let decoded = |v: &str| percent_decode_str(v).decode_utf8_lossy().into_owned();
+        let dated = |date: Option<&str>, expires: Option<&str>| {
+            let start = parse_basic_timestamp(&decoded(date?))?;
+            let secs: u64 = decoded(expires?).parse().ok()?;
+            start.checked_add(Duration::from_secs(secs))
+        };
+        match scheme {
+            SignatureScheme::AwsSigV4 => dated(self.amz_date, self.amz_expires),
+            SignatureScheme::GoogleV4 => dated(self.goog_date, self.goog_expires),
+            SignatureScheme::AwsSigV2 | SignatureScheme::GoogleV2 | SignatureScheme::CloudFront => {
+                let secs: u64 = decoded(self.expires?).parse().ok()?;
+                SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+            }
+            SignatureScheme::AzureSas => parse_iso8601(&decoded(self.se?)),
+            SignatureScheme::CloudflareToken | SignatureScheme::Unknown => None,
         }
     }
 

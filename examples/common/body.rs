@@ -12,17 +12,23 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// Fails the body when no chunk arrives for `idle`. There is no total limit.
+///
+/// The timer is not reset on every chunk (a timer-wheel update per chunk is measurable on
+/// multi-GB downloads): chunks only record when they arrived, and when the timer fires early
+/// it is re-armed from the last arrival.
 pub struct IdleTimeout<B> {
-    inner: Pin<Box<B>>,
+    inner: B,
     idle: Duration,
+    last: tokio::time::Instant,
     sleep: Pin<Box<Sleep>>,
 }
 
 impl<B> IdleTimeout<B> {
     pub fn new(inner: B, idle: Duration) -> Self {
         IdleTimeout {
-            inner: Box::pin(inner),
+            inner,
             idle,
+            last: tokio::time::Instant::now(),
             sleep: Box::pin(tokio::time::sleep(idle)),
         }
     }
@@ -42,7 +48,7 @@ impl std::error::Error for BodyIdle {}
 
 impl<B> Body for IdleTimeout<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -52,16 +58,20 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.inner.as_mut().poll_frame(cx) {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + self.idle;
-                self.sleep.as_mut().reset(deadline);
+                this.last = tokio::time::Instant::now();
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => {
-                ready!(self.sleep.as_mut().poll(cx));
-                Poll::Ready(Some(Err(BodyIdle(self.idle).into())))
-            }
+            Poll::Pending => loop {
+                ready!(this.sleep.as_mut().poll(cx));
+                let deadline = this.last + this.idle;
+                if deadline <= tokio::time::Instant::now() {
+                    return Poll::Ready(Some(Err(BodyIdle(this.idle).into())));
+                }
+                this.sleep.as_mut().reset(deadline);
+            },
         }
     }
 
@@ -74,23 +84,23 @@ where
     }
 }
 
-/// What is logged when a response's body ends (or is dropped).
-#[derive(Debug, Default)]
+/// What is logged when a response's body ends (or is dropped). Cheap to fill: the fields
+/// are reference-counted or moved, and formatted only if the line is written.
+#[derive(Debug)]
 pub struct RequestLog {
-    pub method: String,
-    pub path: String,
-    pub upstream: String,
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub upstream: std::sync::Arc<super::upstream::Upstream>,
     pub status: u16,
-    /// `followed` (hops, scheme and redacted storage URL below), `passed`, or `none`.
+    /// `passed` when a redirect reached the client, `none` when there was none.
     pub redirect: &'static str,
-    pub hops: usize,
-    pub scheme: &'static str,
-    pub storage: String,
+    /// Set when the layer followed a redirect to storage.
+    pub followed: Option<tower_signed_redirect::FollowedRedirect>,
 }
 
 /// Counts the bytes sent and logs one line per request when the body is done.
 pub struct Metered<B> {
-    inner: Pin<Box<B>>,
+    inner: B,
     log: RequestLog,
     started: Instant,
     bytes: u64,
@@ -106,7 +116,7 @@ impl<B: Body> Metered<B> {
             "aborted"
         };
         Metered {
-            inner: Box::pin(inner),
+            inner,
             log,
             started,
             bytes: 0,
@@ -117,7 +127,7 @@ impl<B: Body> Metered<B> {
 
 impl<B> Body for Metered<B>
 where
-    B: Body<Data = Bytes, Error = BoxError>,
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -126,7 +136,7 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = ready!(self.inner.as_mut().poll_frame(cx));
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
                 self.bytes += f.data_ref().map_or(0, |d| d.len() as u64);
@@ -151,19 +161,28 @@ where
 
 impl<B> Drop for Metered<B> {
     fn drop(&mut self) {
+        if !tracing::enabled!(tracing::Level::INFO) {
+            return;
+        }
         let (l, outcome) = (&self.log, self.outcome);
+        let redirect = if l.followed.is_some() {
+            "followed"
+        } else {
+            l.redirect
+        };
+        let followed = l.followed.as_ref();
         tracing::info!(
             method = %l.method,
-            path = %l.path,
-            upstream = %l.upstream,
+            path = l.uri.path(),
+            upstream = %l.upstream.name,
             status = l.status,
             bytes = self.bytes,
             duration_ms = self.started.elapsed().as_millis() as u64,
             body = outcome,
-            redirect = l.redirect,
-            hops = l.hops,
-            scheme = l.scheme,
-            storage = %l.storage,
+            redirect,
+            hops = followed.map_or(0, |f| f.hops()),
+            scheme = followed.map_or("", |f| f.scheme().as_str()),
+            storage = followed.map_or("", |f| f.storage_url()),
             "request"
         );
     }

@@ -166,14 +166,20 @@ impl Mirror {
         self.send(&upstream, parts, url).await
     }
 
-    async fn send(&self, upstream: &Upstream, parts: &Parts, url: String) -> Response<ProxyBody> {
+    async fn send(
+        &self,
+        upstream: &Arc<Upstream>,
+        parts: &Parts,
+        url: String,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let mut log = RequestLog {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            upstream: upstream.name.clone(),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            upstream: upstream.clone(),
+            status: 0,
             redirect: "none",
-            ..RequestLog::default()
+            followed: None,
         };
         let mut req = Request::new(Empty::new());
         *req.method_mut() = if parts.method == Method::HEAD {
@@ -202,8 +208,8 @@ impl Mirror {
                 let (res, message) = upstream_failure(&err);
                 tracing::warn!(
                     method = %log.method,
-                    path = %log.path,
-                    upstream = %log.upstream,
+                    path = log.uri.path(),
+                    upstream = %upstream.name,
                     status = res.status().as_u16(),
                     duration_ms = started.elapsed().as_millis() as u64,
                     error = %message,
@@ -216,29 +222,25 @@ impl Mirror {
         for name in HOP_BY_HOP {
             head.headers.remove(*name);
         }
-        let token_endpoint = format!("http://{}/token/{}", host(&parts.headers), upstream.name);
-        let challenges: Vec<HeaderValue> = head
-            .headers
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| {
-                HeaderValue::from_str(&upstream.rewrite_challenge(v, &token_endpoint)).ok()
-            })
-            .collect();
-        if !challenges.is_empty() {
+        if head.headers.contains_key(header::WWW_AUTHENTICATE) {
+            let token_endpoint = format!("http://{}/token/{}", host(&parts.headers), upstream.name);
+            let challenges: Vec<HeaderValue> = head
+                .headers
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| {
+                    HeaderValue::from_str(&upstream.rewrite_challenge(v, &token_endpoint)).ok()
+                })
+                .collect();
             head.headers.remove(header::WWW_AUTHENTICATE);
             for c in challenges {
                 head.headers.append(header::WWW_AUTHENTICATE, c);
             }
         }
         log.status = head.status.as_u16();
-        if let Some(followed) = head.extensions.remove::<FollowedRedirect>() {
-            log.redirect = "followed";
-            log.hops = followed.hops();
-            log.scheme = followed.scheme().as_str();
-            log.storage = followed.storage_url().to_owned();
-        } else if head.status.is_redirection() {
+        log.followed = head.extensions.remove::<FollowedRedirect>();
+        if log.followed.is_none() && head.status.is_redirection() {
             log.redirect = "passed";
         }
         let body = Metered::new(IdleTimeout::new(body, self.idle_timeout), log, started).boxed();
@@ -404,6 +406,7 @@ pub fn build_client(options: &Options) -> Result<UpstreamClient, String> {
         .wrap_connector(http);
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
         .build::<_, Empty<Bytes>>(https);
     let timed = ServiceBuilder::new()
         .timeout(options.response_timeout)
