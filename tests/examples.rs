@@ -423,3 +423,36 @@ fn flags_and_durations() {
     assert!(common::upstream::Upstream::parse("nope").is_err());
     assert!(common::upstream::Upstream::parse("x=ftp://h").is_err());
 }
+
+#[tokio::test]
+async fn a_slow_loris_storage_body_ends_in_the_idle_timeout() {
+    // Storage sends its head, then one byte per second of a 100-byte body.
+    let storage = net::serve_raw(|mut s| async move {
+        use tokio::io::AsyncWriteExt;
+        net::read_head(&mut s).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n").await;
+        for _ in 0..100 {
+            if s.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    let registry = registry::start(move |_, _| Some(format!("http://{storage}/blob?X-Amz-Signature=s"))).await;
+    let mirror = axum_mirror(&[
+        "--upstream".into(),
+        format!("docker.io=http://{registry}"),
+        "--storage-host".into(),
+        storage.to_string(),
+        "--idle-timeout".into(),
+        "300ms".into(),
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let res = send(get(mirror, Method::GET, "/v2/library/x/blobs/sha256:00", true)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = tokio::time::timeout(LIMIT, collect(res.into_body())).await.expect("bounded");
+    assert!(body.is_err(), "the client sees the transfer fail, not a short blob");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}

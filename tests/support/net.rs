@@ -127,3 +127,34 @@ where
 {
     Ok(body.collect().await?.to_bytes())
 }
+
+/// Serves raw TCP on 127.0.0.1: `handler` gets each accepted connection, for upstreams that
+/// misbehave below HTTP (bad headers, stalls, resets).
+pub async fn serve_raw<H, F>(handler: H) -> SocketAddr
+where
+    H: Fn(tokio::net::TcpStream) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handler(stream));
+        }
+    });
+    addr
+}
+
+/// Reads one request head (up to the blank line) from a raw connection.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    head
+}
