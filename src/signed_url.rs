@@ -6,6 +6,9 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+/// The shortest value [`SignedUrl::scrub`] replaces in free text.
+const MIN_SCRUBBED_LEN: usize = 4;
+
 /// What replaces every credential-bearing value when a URL is printed.
 pub const REDACTED: &str = "REDACTED";
 
@@ -156,27 +159,43 @@ impl<'a> SignedUrl<'a> {
     }
 
     /// Replaces every secret of this URL (its credential-bearing query values, raw and
-    /// percent-decoded, and its userinfo) found in `text` by [`REDACTED`].
+    /// percent-decoded, and its userinfo) found in `text` by [`REDACTED`]. Values shorter
+    /// than 4 bytes, which are no credentials, are left alone.
     ///
     /// For text this crate does not control, such as an inner service's error message that
     /// may quote the URL.
     pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
         let userinfo = self
             .uri
             .authority()
             .and_then(|a| a.as_str().rsplit_once('@'))
             .map(|(u, _)| u);
-        let secrets = params(self.uri)
+        let raw: Vec<&str> = params(self.uri)
             .filter(|(k, _)| is_secret(k))
             .map(|(_, v)| v)
             .chain(userinfo)
-            .filter(|v| !v.is_empty());
-        for raw in secrets {
-            let decoded = percent_decode_str(raw).decode_utf8_lossy();
-            for s in [raw, &decoded] {
-                if out.contains(s) {
-                    out = out.replace(s, REDACTED);
+            .collect();
+        let mut secrets: Vec<Cow<'_, str>> = Vec::with_capacity(raw.len() * 2);
+        for v in raw {
+            secrets.push(Cow::Borrowed(v));
+            secrets.push(percent_decode_str(v).decode_utf8_lossy());
+        }
+        // Values too short to be credentials would only mangle the message.
+        secrets.retain(|s| s.len() >= MIN_SCRUBBED_LEN);
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        // One pass over the original text: replaced text is never searched again.
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            match secrets.iter().find(|s| rest.starts_with(&***s)) {
+                Some(secret) => {
+                    out.push_str(REDACTED);
+                    rest = &rest[secret.len()..];
+                }
+                None => {
+                    out.push(c);
+                    rest = &rest[c.len_utf8()..];
                 }
             }
         }

@@ -134,16 +134,25 @@ fn documented_formats() {
 
 #[test]
 fn redaction_covers_userinfo_and_encoded_names() {
-    let uri: Uri = "https://user:pa55@host.example/x?X%2DAmz%2DSignature=abc&SIG=def&keep=1"
-        .parse()
-        .unwrap();
+    let uri: Uri =
+        "https://user:pa55@host.example/x?X%2DAmz%2DSignature=abcd1234&SIG=d%2Ff0&keep=1"
+            .parse()
+            .unwrap();
     let shown = SignedUrl::new(&uri).to_string();
     assert_eq!(
         shown,
         "https://REDACTED@host.example/x?X%2DAmz%2DSignature=REDACTED&SIG=REDACTED&keep=1"
     );
-    let scrubbed = SignedUrl::new(&uri).scrub("user:pa55 abc def");
-    assert_eq!(scrubbed, "REDACTED REDACTED REDACTED");
+    // Raw and decoded forms; a secret containing another is replaced whole; text that the
+    // replacement produces is not searched again.
+    let scrubbed = SignedUrl::new(&uri).scrub("user:pa55 abcd1234 d/f0 d%2Ff0 abcd12345 keep=1");
+    assert_eq!(
+        scrubbed,
+        "REDACTED REDACTED REDACTED REDACTED REDACTED5 keep=1"
+    );
+    // Values under 4 bytes are no credentials: a message is not mangled for them.
+    let short: Uri = "https://h/x?sig=a&sv=1".parse().unwrap();
+    assert_eq!(SignedUrl::new(&short).scrub("a cat"), "a cat");
 }
 
 #[test]
