@@ -430,7 +430,9 @@ async fn a_slow_loris_storage_body_ends_in_the_idle_timeout() {
     let storage = net::serve_raw(|mut s| async move {
         use tokio::io::AsyncWriteExt;
         net::read_head(&mut s).await;
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n").await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+            .await;
         for _ in 0..100 {
             if s.write_all(b"x").await.is_err() {
                 return;
@@ -439,7 +441,8 @@ async fn a_slow_loris_storage_body_ends_in_the_idle_timeout() {
         }
     })
     .await;
-    let registry = registry::start(move |_, _| Some(format!("http://{storage}/blob?X-Amz-Signature=s"))).await;
+    let registry =
+        registry::start(move |_, _| Some(format!("http://{storage}/blob?X-Amz-Signature=s"))).await;
     let mirror = axum_mirror(&[
         "--upstream".into(),
         format!("docker.io=http://{registry}"),
@@ -450,9 +453,24 @@ async fn a_slow_loris_storage_body_ends_in_the_idle_timeout() {
     ])
     .await;
     let started = std::time::Instant::now();
-    let res = send(get(mirror, Method::GET, "/v2/library/x/blobs/sha256:00", true)).await;
+    let res = send(get(
+        mirror,
+        Method::GET,
+        "/v2/library/x/blobs/sha256:00",
+        true,
+    ))
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let body = tokio::time::timeout(LIMIT, collect(res.into_body())).await.expect("bounded");
-    assert!(body.is_err(), "the client sees the transfer fail, not a short blob");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let body = tokio::time::timeout(LIMIT, collect(res.into_body()))
+        .await
+        .expect("bounded");
+    assert!(
+        body.is_err(),
+        "the client sees the transfer fail, not a short blob"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

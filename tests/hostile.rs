@@ -25,7 +25,9 @@ use tower_signed_redirect::{ErrorKind, SignedRedirectLayer};
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f).await.expect("bounded in time")
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("bounded in time")
 }
 
 fn get(addr: SocketAddr) -> Request<Empty<Bytes>> {
@@ -62,22 +64,47 @@ async fn hostile_locations_pass_through_or_fail_typed() {
             async {}
         })
         .await;
-        let matcher = WellKnownStorage::new().or(HostPatterns::new([format!("storage.invalid:{}", storage.port())]).unwrap());
+        let matcher = WellKnownStorage::new().or(HostPatterns::new([format!(
+            "storage.invalid:{}",
+            storage.port()
+        )])
+        .unwrap());
         let mut huge = b"https://a.r2.cloudflarestorage.com/".to_vec();
         huge.resize(64 * 1024, b'a');
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("empty", b"".to_vec()),
             ("64 KiB", huge),
-            ("non-UTF-8", b"https://a.r2.cloudflarestorage.com/\xff\xfe".to_vec()),
-            ("spaces", b"https://a.r2.cloudflarestorage.com/a b c".to_vec()),
-            ("control characters", b"https://a.r2.cloudflarestorage.com/\x01\x7f".to_vec()),
+            (
+                "non-UTF-8",
+                b"https://a.r2.cloudflarestorage.com/\xff\xfe".to_vec(),
+            ),
+            (
+                "spaces",
+                b"https://a.r2.cloudflarestorage.com/a b c".to_vec(),
+            ),
+            (
+                "control characters",
+                b"https://a.r2.cloudflarestorage.com/\x01\x7f".to_vec(),
+            ),
             ("javascript:", b"javascript:alert(1)".to_vec()),
             ("file:", b"file:///etc/passwd".to_vec()),
             ("ftp:", b"ftp://a.r2.cloudflarestorage.com/x".to_vec()),
-            ("userinfo", b"https://a.r2.cloudflarestorage.com@169.254.169.254/latest/meta-data".to_vec()),
-            ("metadata IP", b"http://169.254.169.254/latest/meta-data/iam/security-credentials/".to_vec()),
-            ("IPv6 loopback", format!("http://[::1]:{}/x", storage.port()).into_bytes()),
-            ("loopback IP", format!("http://127.0.0.1:{}/x", storage.port()).into_bytes()),
+            (
+                "userinfo",
+                b"https://a.r2.cloudflarestorage.com@169.254.169.254/latest/meta-data".to_vec(),
+            ),
+            (
+                "metadata IP",
+                b"http://169.254.169.254/latest/meta-data/iam/security-credentials/".to_vec(),
+            ),
+            (
+                "IPv6 loopback",
+                format!("http://[::1]:{}/x", storage.port()).into_bytes(),
+            ),
+            (
+                "loopback IP",
+                format!("http://127.0.0.1:{}/x", storage.port()).into_bytes(),
+            ),
         ];
         for (name, location) in cases {
             let registry = registry_with_location(location.clone()).await;
@@ -86,15 +113,27 @@ async fn hostile_locations_pass_through_or_fail_typed() {
                 .service(http_client(&[]));
             match svc.oneshot(get(registry)).await {
                 Ok(res) => {
-                    assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT, "{name}: passed through");
+                    assert_eq!(
+                        res.status(),
+                        StatusCode::TEMPORARY_REDIRECT,
+                        "{name}: passed through"
+                    );
                     if let Some(l) = res.headers().get("location") {
-                        assert_eq!(l.as_bytes(), location.as_slice(), "{name}: Location unchanged");
+                        assert_eq!(
+                            l.as_bytes(),
+                            location.as_slice(),
+                            "{name}: Location unchanged"
+                        );
                     }
                 }
                 Err(e) => assert_eq!(e.kind(), ErrorKind::Upstream, "{name}: {e}"),
             }
         }
-        assert_eq!(contacted.load(Ordering::SeqCst), 0, "no hostile Location was followed");
+        assert_eq!(
+            contacted.load(Ordering::SeqCst),
+            0,
+            "no hostile Location was followed"
+        );
     })
     .await;
 }
@@ -105,7 +144,12 @@ async fn an_endless_redirect_chain_ends_at_the_limit() {
         let hops = Arc::new(AtomicUsize::new(0));
         let h = hops.clone();
         let storage = net::serve(move |req: Request<hyper::body::Incoming>| {
-            let n: u64 = req.uri().path().trim_start_matches('/').parse().unwrap_or(0);
+            let n: u64 = req
+                .uri()
+                .path()
+                .trim_start_matches('/')
+                .parse()
+                .unwrap_or(0);
             h.fetch_add(1, Ordering::SeqCst);
             async move {
                 http::Response::builder()
@@ -118,11 +162,17 @@ async fn an_endless_redirect_chain_ends_at_the_limit() {
         .await;
         let registry = registry_with_location(format!("http://{storage}/0").into_bytes()).await;
         let svc = ServiceBuilder::new()
-            .layer(SignedRedirectLayer::with_matcher(HostPatterns::new([storage.to_string()]).unwrap()))
+            .layer(SignedRedirectLayer::with_matcher(
+                HostPatterns::new([storage.to_string()]).unwrap(),
+            ))
             .service(http_client(&[]));
         let err = svc.oneshot(get(registry)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooManyRedirects);
-        assert_eq!(hops.load(Ordering::SeqCst), 5, "default limit: 5 redirects, so 5 storage requests");
+        assert_eq!(
+            hops.load(Ordering::SeqCst),
+            5,
+            "default limit: 5 redirects, so 5 storage requests"
+        );
     })
     .await;
 }
@@ -148,9 +198,12 @@ async fn stalled_storage_ends_in_the_callers_timeout() {
         })
         .await;
         for storage in [slow, silent] {
-            let registry = registry_with_location(format!("http://{storage}/blob").into_bytes()).await;
+            let registry =
+                registry_with_location(format!("http://{storage}/blob").into_bytes()).await;
             let svc = ServiceBuilder::new()
-                .layer(SignedRedirectLayer::with_matcher(HostPatterns::new([storage.to_string()]).unwrap()))
+                .layer(SignedRedirectLayer::with_matcher(
+                    HostPatterns::new([storage.to_string()]).unwrap(),
+                ))
                 .timeout(Duration::from_millis(500))
                 .service(http_client(&[]));
             let started = Instant::now();
@@ -168,7 +221,9 @@ async fn storage_resetting_mid_body_is_a_body_error() {
     bounded(async {
         let storage = serve_raw(|mut s| async move {
             read_head(&mut s).await;
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n").await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+                .await;
             let _ = s.write_all(&[1u8; 50_000]).await;
             #[allow(deprecated)] // blocking on drop is harmless here: nothing is left to send
             let _ = s.set_linger(Some(Duration::ZERO)); // RST instead of FIN
@@ -176,7 +231,9 @@ async fn storage_resetting_mid_body_is_a_body_error() {
         .await;
         let registry = registry_with_location(format!("http://{storage}/blob").into_bytes()).await;
         let svc = ServiceBuilder::new()
-            .layer(SignedRedirectLayer::with_matcher(HostPatterns::new([storage.to_string()]).unwrap()))
+            .layer(SignedRedirectLayer::with_matcher(
+                HostPatterns::new([storage.to_string()]).unwrap(),
+            ))
             .service(http_client(&[]));
         let res = svc.oneshot(get(registry)).await.unwrap();
         assert!(res.into_body().collect().await.is_err());

@@ -9,7 +9,24 @@ use support::mock::*;
 use tower::ServiceExt;
 use tower_signed_redirect::SignedRedirectLayer;
 
-const SECRETS: &[&str] = &["5ecre7sig", "AKIDSECRET", "T0KEN", "cfmac", "azsig", "pa55"];
+/// Every credential the scenarios carry: X-Amz-Signature, X-Amz-Credential,
+/// X-Amz-Security-Token, CloudFront and SigV2 `Signature`, Azure `sig`, X-Goog-Signature,
+/// Cloudflare `verify`, userinfo, and the client's Authorization, Proxy-Authorization and
+/// Cookie values.
+const SECRETS: &[&str] = &[
+    "5ecre7sig",
+    "AKIDSECRET",
+    "T0KEN",
+    "cfsig~sig",
+    "v2sigvalue",
+    "azsig",
+    "googsig0123",
+    "cfmac",
+    "pa55",
+    "registry-token",
+    "cHJveHk6c2VjcmV0",
+    "session=1",
+];
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -31,6 +48,11 @@ fn scenarios() -> Vec<(&'static str, MockClient)> {
     let az = "https://user:pa55@x.blob.core.windows.net/b?sv=1&sig=azsig";
     let plain = "http://a.r2.cloudflarestorage.com/b?X-Amz-Signature=5ecre7sig";
     let elsewhere = "https://evil.example/b?X-Amz-Signature=5ecre7sig";
+    let cloudfront =
+        "https://d1.cloudfront.net/b?Expires=1700000000&Signature=cfsig~sig&Key-Pair-Id=K2";
+    let sigv2 = "https://bucket.s3.amazonaws.com/b?AWSAccessKeyId=AKIDSECRET&Expires=1700000000&Signature=v2sigvalue";
+    let gcs = "https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=AKIDSECRET&X-Goog-Signature=googsig0123";
+    let chain = "https://a.r2.cloudflarestorage.com/0?X-Amz-Signature=5ecre7sig";
     let hop =
         |to: &'static str,
          then: fn(&http::Request<String>) -> Result<http::Response<TestBody>, MockError>| {
@@ -41,6 +63,39 @@ fn scenarios() -> Vec<(&'static str, MockClient)> {
         };
     vec![
         ("followed", hop(r2, |_| Ok(response(200, "blob")))),
+        (
+            "cloudfront storage error",
+            hop(cloudfront, |req| {
+                Err(MockError(format!("tls: {}", req.uri())))
+            }),
+        ),
+        (
+            "sigv2 storage error",
+            hop(sigv2, |req| Err(MockError(format!("dns: {:?}", req.uri())))),
+        ),
+        (
+            "gcs storage error",
+            hop(gcs, |req| Err(MockError(format!("timeout {}", req.uri())))),
+        ),
+        (
+            "too many redirects",
+            hop(chain, |req| {
+                let n: u32 = req
+                    .uri()
+                    .path()
+                    .trim_start_matches('/')
+                    .parse()
+                    .unwrap_or(0);
+                Ok(redirect(
+                    302,
+                    &format!("/{}?X-Amz-Signature=5ecre7sig", n + 1),
+                ))
+            }),
+        ),
+        (
+            "upstream error",
+            MockClient::new(|_| Err(MockError("connection refused".into()))),
+        ),
         (
             "followed cloudflare",
             hop(cf, |_| Ok(response(200, "blob"))),

@@ -405,7 +405,9 @@ pub fn build_client(options: &Options) -> Result<UpstreamClient, String> {
         .enable_http2()
         .wrap_connector(http);
     let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        // The idle timeout is enforced only with a timer to run the pool's reaper.
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(options.pool_idle_timeout)
         .pool_max_idle_per_host(256)
         .build::<_, Empty<Bytes>>(https);
     let timed = ServiceBuilder::new()

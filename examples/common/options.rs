@@ -52,6 +52,10 @@ pub struct Options {
     #[arg(long, env = "MIRROR_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// How long an idle upstream or storage connection is kept for reuse.
+    #[arg(long, env = "MIRROR_POOL_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub pool_idle_timeout: Duration,
+
     /// Extra PEM root certificates to trust for upstreams (private registries).
     #[arg(long, env = "MIRROR_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
