@@ -475,3 +475,22 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing requests in flight");
 }
+
+/// Builds the mirror and binds its listener; on failure prints the reason
+/// and exits (2 for configuration, 1 for the socket), as both examples' `main` want.
+pub async fn start(options: &Options) -> (Arc<Mirror>, tokio::net::TcpListener) {
+    let mirror = match Mirror::from_options(options) {
+        Ok(mirror) => Arc::new(mirror),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    match tokio::net::TcpListener::bind(options.listen).await {
+        Ok(listener) => (mirror, listener),
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", options.listen);
+            std::process::exit(1);
+        }
+    }
+}

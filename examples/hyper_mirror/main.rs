@@ -15,7 +15,6 @@ use clap::Parser;
 use common::options::{init_logging, Options};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::sync::Arc;
 
 #[tokio::main]
 async fn main() {
@@ -23,20 +22,7 @@ async fn main() {
     init_logging(&options);
     // One upstream: the first given.
     options.upstreams.truncate(1);
-    let mirror = match common::Mirror::from_options(&options) {
-        Ok(mirror) => Arc::new(mirror),
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(options.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", options.listen);
-            std::process::exit(1);
-        }
-    };
+    let (mirror, listener) = common::start(&options).await;
     tracing::info!(listen = %options.listen, upstream = %options.upstreams[0], "hyper registry mirror ready");
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -15,26 +15,12 @@ mod common;
 
 use clap::Parser;
 use common::options::{init_logging, Options};
-use std::sync::Arc;
 
 #[tokio::main]
 async fn main() {
     let options = Options::parse();
     init_logging(&options);
-    let mirror = match common::Mirror::from_options(&options) {
-        Ok(mirror) => Arc::new(mirror),
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(options.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", options.listen);
-            std::process::exit(1);
-        }
-    };
+    let (mirror, listener) = common::start(&options).await;
     tracing::info!(listen = %options.listen, upstreams = ?options.upstreams, redirects = ?options.redirects, "registry mirror ready");
     let served = axum::serve(listener, app::router(mirror))
         .with_graceful_shutdown(common::shutdown_signal())
