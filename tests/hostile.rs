@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::net::{self, http_client, read_head, serve_raw};
+use support::net::{self, http_client, layer_for, read_head, serve_raw};
 use tokio::io::AsyncWriteExt;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher, WellKnownStorage};
@@ -162,9 +162,7 @@ async fn an_endless_redirect_chain_ends_at_the_limit() {
         .await;
         let registry = registry_with_location(format!("http://{storage}/0").into_bytes()).await;
         let svc = ServiceBuilder::new()
-            .layer(SignedRedirectLayer::with_matcher(
-                HostPatterns::new([storage.to_string()]).unwrap(),
-            ))
+            .layer(layer_for(&[storage]))
             .service(http_client(&[]));
         let err = svc.oneshot(get(registry)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooManyRedirects);
@@ -201,9 +199,7 @@ async fn stalled_storage_ends_in_the_callers_timeout() {
             let registry =
                 registry_with_location(format!("http://{storage}/blob").into_bytes()).await;
             let svc = ServiceBuilder::new()
-                .layer(SignedRedirectLayer::with_matcher(
-                    HostPatterns::new([storage.to_string()]).unwrap(),
-                ))
+                .layer(layer_for(&[storage]))
                 .timeout(Duration::from_millis(500))
                 .service(http_client(&[]));
             let started = Instant::now();
@@ -231,9 +227,7 @@ async fn storage_resetting_mid_body_is_a_body_error() {
         .await;
         let registry = registry_with_location(format!("http://{storage}/blob").into_bytes()).await;
         let svc = ServiceBuilder::new()
-            .layer(SignedRedirectLayer::with_matcher(
-                HostPatterns::new([storage.to_string()]).unwrap(),
-            ))
+            .layer(layer_for(&[storage]))
             .service(http_client(&[]));
         let res = svc.oneshot(get(registry)).await.unwrap();
         assert!(res.into_body().collect().await.is_err());
@@ -274,7 +268,7 @@ async fn a_redirect_with_a_1_gib_body_is_not_read() {
         })
         .await;
         let svc = ServiceBuilder::new()
-            .layer(SignedRedirectLayer::with_matcher(HostPatterns::new([storage.to_string()]).unwrap()))
+            .layer(layer_for(&[storage]))
             .service(http_client(&[]));
         let started = Instant::now();
         let res = svc.oneshot(get(registry)).await.unwrap();

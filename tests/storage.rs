@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use support::net::{self, collect, http_client};
+use support::net::{self, collect, http_client, layer_for};
 use support::registry::{self, blob_key, blob_request, digest};
 use support::s3::{AuthRule, Store};
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -61,12 +61,6 @@ async fn setup(rule: AuthRule, signing: Signing, len: usize) -> Setup {
         digest,
         data,
     }
-}
-
-fn layer_for(hosts: &[SocketAddr]) -> SignedRedirectLayer {
-    SignedRedirectLayer::with_matcher(
-        HostPatterns::new(hosts.iter().map(|a| a.to_string())).unwrap(),
-    )
 }
 
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {

@@ -223,7 +223,7 @@ impl Mirror {
             head.headers.remove(*name);
         }
         if head.headers.contains_key(header::WWW_AUTHENTICATE) {
-            let token_endpoint = format!("http://{}/token/{}", host(&parts.headers), upstream.name);
+            let token_endpoint = token_endpoint(parts, upstream);
             let challenges: Vec<HeaderValue> = head
                 .headers
                 .get_all(header::WWW_AUTHENTICATE)
@@ -254,10 +254,7 @@ impl Mirror {
         let res = self.client.clone().oneshot(req).await.ok()?;
         for value in res.headers().get_all(header::WWW_AUTHENTICATE) {
             if let Ok(v) = value.to_str() {
-                upstream.rewrite_challenge(
-                    v,
-                    &format!("http://{}/token/{}", host(&parts.headers), upstream.name),
-                );
+                upstream.rewrite_challenge(v, &token_endpoint(parts, upstream));
             }
         }
         upstream.realm()
@@ -314,6 +311,11 @@ fn strip_ns(query: &str) -> String {
         .filter(|p| !p.starts_with("ns="))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// The mirror's token endpoint for `upstream`, as the client reaches the mirror.
+fn token_endpoint(parts: &Parts, upstream: &Upstream) -> String {
+    format!("http://{}/token/{}", host(&parts.headers), upstream.name)
 }
 
 fn host(headers: &HeaderMap) -> &str {

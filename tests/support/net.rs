@@ -158,3 +158,11 @@ pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     }
     head
 }
+
+/// The layer under test, following redirects to these loopback hosts (and nothing else).
+pub fn layer_for(hosts: &[SocketAddr]) -> tower_signed_redirect::SignedRedirectLayer {
+    tower_signed_redirect::SignedRedirectLayer::with_matcher(
+        tower_signed_redirect::matcher::HostPatterns::new(hosts.iter().map(|a| a.to_string()))
+            .unwrap(),
+    )
+}
