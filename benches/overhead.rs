@@ -3,34 +3,24 @@
 //! of matching and signed-URL parsing.
 //!
 //! Before the timings it prints allocations per request for each variant (a counting
-//! global allocator). `scripts/bench-micro.sh` runs this and prints the ratios.
+//! global allocator). `benches/micro.sh` runs this and prints the ratios.
 
 use criterion::{criterion_group, BatchSize, Criterion};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::hint::black_box;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use tower::{Layer, Service};
 use tower_http::follow_redirect::FollowRedirectLayer;
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher, WellKnownStorage};
 use tower_signed_redirect::{SignedRedirectLayer, SignedUrl};
 
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+#[path = "../tests/support/alloc.rs"]
+mod alloc;
 
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use alloc::{allocations_in, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -107,11 +97,12 @@ where
 {
     const N: usize = 1000;
     let requests: Vec<_> = (0..N).map(|_| request()).collect();
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for req in requests {
-        drop(black_box(call(&mut svc, req)));
-    }
-    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / N as f64
+    let n = allocations_in(|| {
+        for req in requests {
+            drop(black_box(call(&mut svc, req)));
+        }
+    });
+    n as f64 / N as f64
 }
 
 fn report_allocations() {

@@ -21,7 +21,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The inner service failed on the original request (before any redirect was seen).
+    /// The inner service failed on the caller's request (before any redirect was seen).
     Upstream,
     /// The inner service failed on a storage hop (connect, TLS, reset, timeout...).
     Storage,
@@ -55,9 +55,10 @@ impl ErrorKind {
 ///
 /// `Display` and `Debug` never contain a signature or credential: URLs are printed
 /// redacted (see [`SignedUrl`]), and the inner service's error message is scrubbed of the
-/// hop URL's secrets before it is printed. [`source`](StdError::source) returns that
-/// scrubbed message; [`Error::inner`] gives the inner service's error itself, for
-/// downcasting.
+/// secrets of the URL it failed on (the caller's own request URL, or a storage hop's) before
+/// it is printed. [`source`](StdError::source) returns that scrubbed message;
+/// [`Error::find_cause`] finds a typed cause (a timeout, say) in the inner service's error,
+/// and [`Error::inner`] gives that error itself, for downcasting.
 ///
 /// ```
 /// use tower_signed_redirect::{Error, ErrorKind};
@@ -92,23 +93,22 @@ impl Error {
         }
     }
 
-    pub(crate) fn upstream(error: BoxError) -> Self {
+    /// The inner service failed on the caller's own request to `url`. Its URL is not
+    /// printed (the caller has it), but its secrets are scrubbed from the inner error's
+    /// message, which often quotes it.
+    pub(crate) fn upstream(url: &Uri, error: BoxError) -> Self {
         Error {
             kind: ErrorKind::Upstream,
             url: None,
             detail: None,
-            inner: Some(ScrubbedInner {
-                message: InnerMessage(chain(&*error).into()),
-                error,
-            }),
+            inner: Some(ScrubbedInner::new(url, error)),
         }
     }
 
+    /// The inner service failed on the storage hop to `url`.
     pub(crate) fn storage(url: &Uri, error: BoxError) -> Self {
-        let signed = SignedUrl::new(url);
-        let message = InnerMessage(signed.scrub(&chain(&*error)).into());
         Error {
-            inner: Some(ScrubbedInner { message, error }),
+            inner: Some(ScrubbedInner::new(url, error)),
             ..Error::new(ErrorKind::Storage, url)
         }
     }
@@ -140,6 +140,55 @@ impl Error {
     /// Takes the inner service's error out (see [`Error::inner`]).
     pub fn into_inner(self) -> Option<BoxError> {
         self.inner.map(|i| i.error)
+    }
+
+    /// The first error of type `T` in the inner service's error and its chain of
+    /// [`source`](StdError::source)s: a typed way to tell a timeout from a refused
+    /// connection, which [`source`](StdError::source) (a scrubbed message) cannot.
+    ///
+    /// As with [`Error::inner`], the value found is the inner service's own: its `Display`
+    /// may quote a signed URL, so match on its type and fields rather than print it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use http::{Request, Response};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower::timeout::error::Elapsed;
+    /// use tower_signed_redirect::SignedRedirectLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let client = tower::service_fn(|_: Request<String>| async {
+    /// #     tokio::time::sleep(Duration::from_secs(10)).await;
+    /// #     Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+    /// # });
+    /// let client = ServiceBuilder::new()
+    ///     .layer(SignedRedirectLayer::new())
+    ///     .timeout(Duration::from_millis(10))
+    ///     .service(client);
+    /// let err = client.oneshot(Request::get("https://registry.example/v2/").body(String::new()).unwrap())
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.find_cause::<Elapsed>().is_some());
+    /// # }
+    /// ```
+    pub fn find_cause<T: StdError + 'static>(&self) -> Option<&T> {
+        let mut next = self.inner().map(|e| e as &(dyn StdError + 'static));
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref::<T>() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+impl ScrubbedInner {
+    /// Keeps `error`, and its message with `url`'s secrets scrubbed for printing.
+    fn new(url: &Uri, error: BoxError) -> Self {
+        let message = InnerMessage(SignedUrl::new(url).scrub(&chain(&*error)).into());
+        ScrubbedInner { message, error }
     }
 }
 

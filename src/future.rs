@@ -1,14 +1,19 @@
+//! The response future: wait for the upstream's answer; if it is a redirect to storage,
+//! follow it hop by hop with fresh requests, then answer from storage.
+
 use crate::body::ResponseBody;
-use crate::config::{Config, Forwarded, HeadStrategy};
-use crate::error::{BoxError, Error, ErrorKind};
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::error::{BoxError, Error};
 use crate::extension::FollowedRedirect;
-use crate::location;
-use crate::signed_url::{Redacted, SignedUrl};
-use bytes::Buf;
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, LOCATION};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use crate::forward::{Extra, Forwarded};
+use crate::head::{HeadAnswer, HeadPlan, PROBE_BODY_LIMIT};
+use crate::redirect::Hops;
+use crate::signed_url::Redacted;
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -16,7 +21,7 @@ use tower_service::Service;
 
 /// How much of a redirect's own body is read (and discarded) so the upstream connection can
 /// be reused. Past this the body is dropped, which closes that connection.
-const DRAIN_LIMIT: usize = 64 * 1024;
+const REDIRECT_BODY_LIMIT: usize = 64 * 1024;
 
 pin_project! {
     /// Response future of [`SignedRedirect`](crate::SignedRedirect).
@@ -37,102 +42,145 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<S::Future, ResBody, ReqBody>,
-        // The body of the last redirect, read while the next hop is in flight.
+        state: State<S::Future, S, ResBody>,
+        // The last redirect's body, drained while the next hop is in flight.
         #[pin]
-        drain: Option<ResBody>,
-        // `None` for requests the layer never follows (not GET or HEAD).
-        follow: Option<Follow<S>>,
+        redirect_body: Drain<ResBody>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, R, B> {
-        // Waiting for the original request's response.
-        Upstream { #[pin] future: F },
-        // Waiting for the inner service to be ready for the next hop's request.
-        Ready { request: Option<Request<B>> },
-        // Waiting for a storage response.
-        Storage { #[pin] future: F },
-        // Reading the one byte of a HEAD's range probe before answering it.
-        ProbeBody { #[pin] body: R },
+    enum State<F, S, R> {
+        // Not a GET or HEAD: the answer passes through. The URI scrubs an error's message.
+        PassThrough { #[pin] future: F, uri: Uri },
+        // A GET or HEAD, waiting for the upstream's answer.
+        Upstream { #[pin] future: F, follow: Follow<S> },
+        // Following a redirect: `None` while waiting for the service to be ready, then
+        // storage's answer.
+        Storage { #[pin] future: Option<F>, chain: Box<Chain<S>> },
+        // A HEAD's range probe was answered: its body is read (bounded) before the answer.
+        ProbeBody { #[pin] body: Drain<R>, answer: Response<()> },
         Done,
     }
 }
 
-/// What a GET or HEAD request needs to follow its redirects.
+/// What a `GET` or `HEAD` keeps in case its answer is a redirect to follow.
 pub(crate) struct Follow<S> {
     service: S,
     config: Config,
     method: Method,
-    /// The URI of the current hop's request.
     uri: Uri,
     forwarded: Forwarded,
-    drained: usize,
-    /// Allocated when the first redirect is followed.
-    chain: Option<Box<Chain>>,
 }
 
-struct Chain {
-    redirect_status: StatusCode,
-    hops: usize,
-    visited: Vec<Uri>,
-    probe: Probe,
-    head_answer: Option<http::response::Parts>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Probe {
-    /// Not a HEAD answered by a range probe.
-    No,
-    /// The current hop is a `GET` with `Range: bytes=0-0` standing in for a `HEAD`.
-    Probing,
-    /// The probe was rejected; the current hop is a real `HEAD`.
-    FellBack,
-}
-
-enum Step<R, B> {
-    Return(Response<ResponseBody<R>>),
-    /// Send this request; drain this body meanwhile.
-    Next(R, Request<B>),
-    /// Read this probe body, then answer with `Chain::head_answer`.
-    ProbeBody(R),
+/// A redirect chain being followed.
+struct Chain<S> {
+    service: S,
+    config: Config,
+    forwarded: Forwarded,
+    head: HeadPlan,
+    hops: Hops,
 }
 
 impl<S> Follow<S> {
     #[inline]
     pub(crate) fn new<B>(service: S, config: Config, req: &Request<B>) -> Self {
-        let forwarded = config.get().capture(req.headers());
+        let forwarded = config.settings().forward_headers.capture(req.headers());
         Follow {
             service,
             config,
             method: req.method().clone(),
             uri: req.uri().clone(),
             forwarded,
-            drained: 0,
-            chain: None,
         }
     }
+
+    /// The upstream's redirect to `target` is followed: the chain takes over what it needs.
+    fn start_chain(&mut self, redirect_status: StatusCode, target: Uri) -> Box<Chain<S>>
+    where
+        S: Clone,
+    {
+        log_follow(redirect_status, 1, &target);
+        let settings = self.config.settings();
+        Box::new(Chain {
+            service: self.service.clone(),
+            config: self.config.clone(),
+            forwarded: std::mem::take(&mut self.forwarded),
+            head: HeadPlan::new(&self.method, settings.head_strategy),
+            hops: Hops::start(std::mem::take(&mut self.uri), redirect_status, target),
+        })
+    }
+}
+
+impl<S> Chain<S> {
+    /// A fresh request for the current hop: no body, no extensions, allowlisted headers only.
+    fn request<B: Default>(&self) -> Request<B> {
+        let settings = self.config.settings();
+        let mut req = Request::new(B::default());
+        *req.method_mut() = self.head.method();
+        *req.uri_mut() = self.hops.current().clone();
+        let extra = Extra {
+            user_agent: settings.user_agent.as_ref(),
+            range_probe: self.head.range_probe(),
+        };
+        self.forwarded
+            .write_to(&settings.forward_headers, extra, req.headers_mut());
+        req
+    }
+
+    /// Storage redirected again, to `target`.
+    fn follow(&mut self, status: StatusCode, target: Uri) {
+        log_follow(status, self.hops.count() + 1, &target);
+        self.hops.push(target);
+    }
+
+    /// What happened, for the answer's extensions.
+    fn record(&self, status: StatusCode) -> FollowedRedirect {
+        let record = FollowedRedirect::new(self.hops.redirect_status(), self.hops.current())
+            .with_hops(self.hops.count())
+            .with_head_fallback(self.head.fell_back());
+        tracing::debug!(
+            status = status.as_u16(),
+            hops = record.hops(),
+            scheme = %record.scheme(),
+            url = record.storage_url(),
+            "storage answered"
+        );
+        record
+    }
+}
+
+fn log_follow(status: StatusCode, hop: usize, target: &Uri) {
+    tracing::debug!(status = status.as_u16(), hop, location = %Redacted(target), "following redirect to storage");
 }
 
 impl<S, B, R> ResponseFuture<S, B, R>
 where
     S: Service<Request<B>>,
 {
+    /// The future of a request the layer never follows (not `GET` or `HEAD`).
     #[inline]
-    pub(crate) fn new(future: S::Future, follow: Option<Follow<S>>) -> Self {
+    pub(crate) fn pass_through(future: S::Future, uri: Uri) -> Self {
         ResponseFuture {
-            state: State::Upstream { future },
-            drain: None,
-            follow,
+            state: State::PassThrough { future, uri },
+            redirect_body: Drain::none(),
+        }
+    }
+
+    /// The future of a `GET` or `HEAD`, following its redirects to storage.
+    #[inline]
+    pub(crate) fn follow(future: S::Future, follow: Follow<S>) -> Self {
+        ResponseFuture {
+            state: State::Upstream { future, follow },
+            redirect_body: Drain::none(),
         }
     }
 }
 
 impl<S, B, R> Future for ResponseFuture<S, B, R>
 where
-    S: Service<Request<B>, Response = Response<R>>,
+    S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: Default,
     R: Body,
@@ -142,301 +190,108 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            if let Some(follow) = this.follow.as_mut() {
-                drain(this.drain.as_mut(), &mut follow.drained, cx);
-            }
-            let step = match this.state.as_mut().project() {
-                StateProj::Upstream { future } => {
-                    let res = ready!(future.poll(cx)).map_err(|e| Error::upstream(e.into()))?;
-                    let Some(follow) = this.follow.as_mut() else {
-                        if res.status().is_redirection() {
-                            tracing::debug!(
-                                status = res.status().as_u16(),
-                                "passing redirect through: method is not GET or HEAD"
-                            );
-                        }
+            // Whatever has arrived of the last redirect's body, while the next hop is out.
+            let _ = this.redirect_body.as_mut().poll_drain(cx);
+            match this.state.as_mut().project() {
+                StateProj::PassThrough { future, uri } => {
+                    let res =
+                        ready!(future.poll(cx)).map_err(|e| Error::upstream(uri, e.into()))?;
+                    if res.status().is_redirection() {
+                        tracing::debug!(
+                            status = res.status().as_u16(),
+                            "passing redirect through: method is not GET or HEAD"
+                        );
+                    }
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(res.map(ResponseBody::new)));
+                }
+                StateProj::Upstream { future, follow } => {
+                    let res = ready!(future.poll(cx))
+                        .map_err(|e| Error::upstream(&follow.uri, e.into()))?;
+                    let rules = &follow.config.settings().rules;
+                    let Some(target) = rules.next_hop(&res, &follow.uri, None)? else {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(res.map(ResponseBody::new)));
                     };
-                    follow.on_response(res)?
-                }
-                StateProj::Ready { request } => {
-                    let follow = this
-                        .follow
-                        .as_mut()
-                        .expect("Ready state without a redirect to follow");
-                    ready!(follow.service.poll_ready(cx))
-                        .map_err(|e| Error::storage(&follow.uri, e.into()))?;
-                    let req = request.take().expect("Ready state without a request");
-                    let future = follow.service.call(req);
-                    this.state.set(State::Storage { future });
-                    continue;
-                }
-                StateProj::Storage { future } => {
-                    let follow = this
-                        .follow
-                        .as_mut()
-                        .expect("Storage state without a redirect to follow");
-                    let res = ready!(future.poll(cx))
-                        .map_err(|e| Error::storage(&follow.uri, e.into()))?;
-                    follow.on_response(res)?
-                }
-                StateProj::ProbeBody { body } => {
-                    let follow = this
-                        .follow
-                        .as_mut()
-                        .expect("ProbeBody state without a redirect to follow");
-                    let mut probe_body = Some(body);
-                    // One byte was asked for; stop early at a misbehaving storage.
-                    let mut read = 0;
-                    while let Some(body) = probe_body.as_mut() {
-                        match ready!(body.as_mut().poll_frame(cx)) {
-                            Some(Ok(frame)) => {
-                                read += frame.data_ref().map_or(0, Buf::remaining);
-                                if read > 1024 {
-                                    probe_body = None;
-                                }
-                            }
-                            Some(Err(_)) | None => probe_body = None,
-                        }
-                    }
-                    let parts = follow
-                        .chain
-                        .as_mut()
-                        .and_then(|c| c.head_answer.take())
-                        .expect("ProbeBody state without an answer");
-                    Step::Return(Response::from_parts(parts, ResponseBody::empty()))
-                }
-                StateProj::Done => panic!("ResponseFuture polled after completion"),
-            };
-            match step {
-                Step::Return(res) => {
-                    this.state.set(State::Done);
-                    this.drain.set(None);
-                    return Poll::Ready(Ok(res));
-                }
-                Step::Next(body, request) => {
-                    this.drain.set(Some(body));
-                    if let Some(follow) = this.follow.as_mut() {
-                        follow.drained = 0;
-                    }
-                    this.state.set(State::Ready {
-                        request: Some(request),
+                    let chain = follow.start_chain(res.status(), target);
+                    this.redirect_body
+                        .set(Drain::new(res.into_body(), REDIRECT_BODY_LIMIT));
+                    this.state.set(State::Storage {
+                        future: None,
+                        chain,
                     });
                 }
-                Step::ProbeBody(body) => this.state.set(State::ProbeBody { body }),
-            }
-        }
-    }
-}
-
-/// Reads and discards what has arrived of `body`, up to [`DRAIN_LIMIT`] bytes in all.
-fn drain<R: Body>(mut body: Pin<&mut Option<R>>, drained: &mut usize, cx: &mut Context<'_>) {
-    while let Some(b) = body.as_mut().as_pin_mut() {
-        match b.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                *drained += frame.data_ref().map_or(0, Buf::remaining);
-                if *drained > DRAIN_LIMIT {
-                    body.set(None);
+                StateProj::Storage { mut future, chain } => {
+                    let Some(pending) = future.as_mut().as_pin_mut() else {
+                        ready!(chain.service.poll_ready(cx))
+                            .map_err(|e| Error::storage(chain.hops.current(), e.into()))?;
+                        let request = chain.request();
+                        future.set(Some(chain.service.call(request)));
+                        continue;
+                    };
+                    let res = ready!(pending.poll(cx))
+                        .map_err(|e| Error::storage(chain.hops.current(), e.into()))?;
+                    let rules = &chain.config.settings().rules;
+                    let from = chain.hops.current();
+                    if let Some(target) = rules.next_hop(&res, from, Some(&chain.hops))? {
+                        chain.follow(res.status(), target);
+                        this.redirect_body
+                            .set(Drain::new(res.into_body(), REDIRECT_BODY_LIMIT));
+                        future.set(None);
+                        continue;
+                    }
+                    let status = res.status();
+                    let (parts, body) = res.into_parts();
+                    match chain.head.answer(parts, body) {
+                        HeadAnswer::Respond(mut parts, body) => {
+                            parts.extensions.insert(chain.record(status));
+                            let body = body.map_or_else(ResponseBody::empty, ResponseBody::new);
+                            this.state.set(State::Done);
+                            this.redirect_body.set(Drain::none());
+                            return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                        }
+                        HeadAnswer::AfterProbeBody(mut parts, body) => {
+                            parts.extensions.insert(chain.record(status));
+                            this.state.set(State::ProbeBody {
+                                body: Drain::new(body, PROBE_BODY_LIMIT),
+                                answer: Response::from_parts(parts, ()),
+                            });
+                        }
+                        HeadAnswer::RetryAsHead(body) => {
+                            this.redirect_body
+                                .set(Drain::new(body, REDIRECT_BODY_LIMIT));
+                            future.set(None);
+                        }
+                    }
                 }
-            }
-            Poll::Ready(Some(Err(_)) | None) => body.set(None),
-            Poll::Pending => return,
-        }
-    }
-}
-
-impl<S> Follow<S> {
-    fn hops(&self) -> usize {
-        self.chain.as_ref().map_or(0, |c| c.hops)
-    }
-
-    #[inline]
-    fn on_response<R, B: Default>(&mut self, res: Response<R>) -> Result<Step<R, B>, Error> {
-        if self.config.get().is_redirect(res.status()) {
-            if let Some(target) = self.next_hop(&res)? {
-                let request = self.follow_to(target, res.status());
-                return Ok(Step::Next(res.into_body(), request));
-            }
-        }
-        if self.chain.is_none() {
-            return Ok(Step::Return(res.map(ResponseBody::new)));
-        }
-        self.finish(res)
-    }
-
-    /// The URI to follow `res` to, `None` to pass it on as it is.
-    fn next_hop<R>(&self, res: &Response<R>) -> Result<Option<Uri>, Error> {
-        let (hop, status) = (self.hops(), res.status().as_u16());
-        let config = self.config.get();
-        let mut locations = res.headers().get_all(LOCATION).iter();
-        let target = match (locations.next(), locations.next()) {
-            (Some(location), None) => location::resolve(&self.uri, location),
-            _ => None,
-        };
-        let Some(target) = target.filter(|t| matches!(t.scheme_str(), Some("http" | "https")))
-        else {
-            if hop == 0 {
-                tracing::debug!(
-                    status,
-                    "passing redirect through: no usable http(s) Location"
-                );
-                return Ok(None);
-            }
-            return Err(Error::new(ErrorKind::InvalidLocation, &self.uri));
-        };
-        if !config.matcher.matches(&target) {
-            tracing::debug!(status, hop, location = %Redacted(&target), "passing redirect through: not a storage host");
-            return Ok(None);
-        }
-        if self.uri.scheme_str() == Some("https")
-            && target.scheme_str() == Some("http")
-            && !config.allow_downgrade
-        {
-            return Err(Error::new(ErrorKind::Downgrade, &target));
-        }
-        if hop >= config.max_redirects {
-            return Err(Error::new(ErrorKind::TooManyRedirects, &target)
-                .with_detail(format!("limit {}", config.max_redirects)));
-        }
-        let seen = match &self.chain {
-            Some(chain) => chain.visited.contains(&target),
-            None => target == self.uri,
-        };
-        if seen {
-            return Err(Error::new(ErrorKind::RedirectLoop, &target));
-        }
-        Ok(Some(target))
-    }
-
-    fn follow_to<B: Default>(&mut self, target: Uri, status: StatusCode) -> Request<B> {
-        let probe =
-            if self.method == Method::HEAD && self.config.get().head == HeadStrategy::RangeProbe {
-                Probe::Probing
-            } else {
-                Probe::No
-            };
-        let chain = self.chain.get_or_insert_with(|| {
-            Box::new(Chain {
-                redirect_status: status,
-                hops: 0,
-                visited: vec![self.uri.clone()],
-                probe,
-                head_answer: None,
-            })
-        });
-        chain.hops += 1;
-        chain.visited.push(target.clone());
-        tracing::debug!(status = status.as_u16(), hop = chain.hops, location = %Redacted(&target), "following redirect to storage");
-        self.uri = target;
-        self.storage_request()
-    }
-
-    /// A fresh request for the current hop: no body, no extensions, allowlisted headers only.
-    fn storage_request<B: Default>(&self) -> Request<B> {
-        let config = self.config.get();
-        let probe = self.chain.as_ref().map_or(Probe::No, |c| c.probe);
-        let (method, range_probe) = match (self.method == Method::HEAD, config.head, probe) {
-            (false, _, _) => (Method::GET, false),
-            (true, _, Probe::FellBack) | (true, HeadStrategy::Head, _) => (Method::HEAD, false),
-            (true, HeadStrategy::RangeProbe, _) => (Method::GET, true),
-            (true, HeadStrategy::Get, _) => (Method::GET, false),
-        };
-        let mut req = Request::new(B::default());
-        *req.method_mut() = method;
-        *req.uri_mut() = self.uri.clone();
-        self.forwarded
-            .write_to(config, req.headers_mut(), range_probe);
-        req
-    }
-
-    /// Storage's final answer, after at least one followed redirect.
-    fn finish<R, B: Default>(&mut self, res: Response<R>) -> Result<Step<R, B>, Error> {
-        let head = self.config.get().head;
-        let Some(chain) = self.chain.as_mut() else {
-            return Ok(Step::Return(res.map(ResponseBody::new)));
-        };
-        let signed = SignedUrl::new(&self.uri);
-        let record = FollowedRedirect {
-            redirect_status: chain.redirect_status,
-            storage_url: signed.to_string(),
-            hops: chain.hops,
-            scheme: signed.scheme(),
-            expires_at: signed.expires_at(),
-            head_fallback: chain.probe == Probe::FellBack,
-        };
-        tracing::debug!(
-            status = res.status().as_u16(),
-            hops = chain.hops,
-            scheme = %record.scheme,
-            url = %record.storage_url,
-            "storage answered"
-        );
-        let (mut parts, body) = res.into_parts();
-        parts.extensions.insert(record);
-        if self.method != Method::HEAD
-            || chain.probe == Probe::FellBack
-            || head == HeadStrategy::Head
-        {
-            return Ok(Step::Return(Response::from_parts(
-                parts,
-                ResponseBody::new(body),
-            )));
-        }
-        if chain.probe != Probe::Probing {
-            // HeadStrategy::Get: answer from the GET's headers, stop the download.
-            return Ok(Step::Return(Response::from_parts(
-                parts,
-                ResponseBody::empty(),
-            )));
-        }
-        match parts.status {
-            StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
-                if let Some(total) = content_range_total(&parts.headers) {
-                    parts.status = StatusCode::OK;
-                    parts.headers.remove(CONTENT_RANGE);
-                    parts
-                        .headers
-                        .insert(CONTENT_LENGTH, HeaderValue::from(total));
-                    chain.head_answer = Some(parts);
-                    return Ok(Step::ProbeBody(body));
+                StateProj::ProbeBody { body, answer } => {
+                    ready!(body.poll_drain(cx));
+                    let answer = std::mem::take(answer).map(|()| ResponseBody::empty());
+                    this.state.set(State::Done);
+                    this.redirect_body.set(Drain::none());
+                    return Poll::Ready(Ok(answer));
                 }
-            }
-            // Storage ignored the range: its Content-Length is the blob's.
-            StatusCode::OK => {
-                return Ok(Step::Return(Response::from_parts(
-                    parts,
-                    ResponseBody::empty(),
-                )));
-            }
-            StatusCode::BAD_REQUEST
-            | StatusCode::UNAUTHORIZED
-            | StatusCode::FORBIDDEN
-            | StatusCode::METHOD_NOT_ALLOWED => {}
-            _ => {
-                return Ok(Step::Return(Response::from_parts(
-                    parts,
-                    ResponseBody::empty(),
-                )))
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
-        // The ranged GET was rejected (a URL signed for HEAD) or told no size: ask with HEAD.
-        tracing::debug!(
-            status = parts.status.as_u16(),
-            "range probe rejected; retrying the storage hop with HEAD"
-        );
-        chain.probe = Probe::FellBack;
-        Ok(Step::Next(body, self.storage_request()))
     }
 }
 
-/// The complete length from `Content-Range: bytes 0-0/1234` or `bytes */1234`.
-fn content_range_total(headers: &http::HeaderMap) -> Option<u64> {
-    let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
-    let (unit, rest) = value.trim().split_once(' ')?;
-    let (_, total) = rest.rsplit_once('/')?;
-    if !unit.eq_ignore_ascii_case("bytes") {
-        return None;
+impl<S, B, R> fmt::Debug for ResponseFuture<S, B, R>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (state, hops) = match &self.state {
+            State::PassThrough { .. } => ("pass-through", 0),
+            State::Upstream { .. } => ("upstream", 0),
+            State::Storage { chain, .. } => ("storage", chain.hops.count()),
+            State::ProbeBody { .. } => ("range probe body", 0),
+            State::Done => ("done", 0),
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("hops", &hops)
+            .finish()
     }
-    total.trim().parse().ok()
 }

@@ -72,6 +72,100 @@
 //! # }
 //! ```
 //!
+//! # Where the layer goes in a stack
+//!
+//! Every layer *between* this one and the client also sees the storage requests. Put
+//! anything that adds credentials (an `Authorization` for the registry, a cookie), or that
+//! replays requests with their headers, **outside** it: listed before it in a
+//! `ServiceBuilder`. Timeouts and retries that only look at responses can go on either side;
+//! inside (after it), a timeout bounds each hop.
+//!
+//! ```
+//! # use std::convert::Infallible;
+//! # use http::{Request, Response, StatusCode};
+//! use http::header::{HeaderValue, AUTHORIZATION};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_signed_redirect::SignedRedirectLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! # // The registry redirects blobs to R2, which rejects a second auth mechanism.
+//! # let client = tower::service_fn(|req: Request<String>| async move {
+//! #     let res = match req.uri().host() {
+//! #         Some("registry-1.docker.io") => Response::builder().status(307).header(
+//! #             "location",
+//! #             "https://docker-images-prod.abc.r2.cloudflarestorage.com/blob?X-Amz-Signature=00ff",
+//! #         ),
+//! #         _ if req.headers().contains_key("authorization") => Response::builder().status(400),
+//! #         _ => Response::builder(),
+//! #     };
+//! #     Ok::<_, Infallible>(res.body(String::new()).unwrap())
+//! # });
+//! let add_token = |mut req: Request<String>| {
+//!     req.headers_mut().insert(AUTHORIZATION, HeaderValue::from_static("Bearer registry-token"));
+//!     req
+//! };
+//! let blob = || Request::get("https://registry-1.docker.io/v2/library/alpine/blobs/sha256:00")
+//!     .body(String::new())
+//!     .unwrap();
+//!
+//! // Right: the token is added to the caller's request only.
+//! let right = ServiceBuilder::new()
+//!     .map_request(add_token)
+//!     .layer(SignedRedirectLayer::new())
+//!     .service(client.clone());
+//! assert_eq!(right.oneshot(blob()).await.unwrap().status(), StatusCode::OK);
+//!
+//! // Wrong: the token is added to the storage request too, and storage rejects it.
+//! let wrong = ServiceBuilder::new()
+//!     .layer(SignedRedirectLayer::new())
+//!     .map_request(add_token)
+//!     .service(client);
+//! assert_eq!(wrong.oneshot(blob()).await.unwrap().status(), StatusCode::BAD_REQUEST);
+//! # }
+//! ```
+//!
+//! # The request body
+//!
+//! The layer makes the (empty) body of a storage request with `ReqBody::default()`, so the
+//! inner service's request body must implement [`Default`]. `Empty`, `Full`, `String` and
+//! http-body-util's `BoxBody` do; hyper's `Incoming` does not. A proxy that forwards the
+//! bodies it receives boxes them:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{combinators::BoxBody, BodyExt};
+//! use hyper::body::Incoming;
+//! use hyper_util::client::legacy::{connect::HttpConnector, Client};
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::ServiceExt;
+//! use tower_signed_redirect::{Error, ResponseBody, SignedRedirect};
+//!
+//! type ProxyBody = BoxBody<Bytes, hyper::Error>;
+//! type Upstream = SignedRedirect<Client<HttpConnector, ProxyBody>>;
+//!
+//! async fn forward(
+//!     upstream: Upstream,
+//!     req: http::Request<Incoming>,
+//! ) -> Result<http::Response<ResponseBody<Incoming>>, Error> {
+//!     upstream.oneshot(req.map(BodyExt::boxed)).await
+//! }
+//!
+//! let upstream: Upstream =
+//!     SignedRedirect::new(Client::builder(TokioExecutor::new()).build_http());
+//! # let _ = (upstream, forward);
+//! ```
+//!
+//! # Where things are
+//!
+//! Each rule has one file: the exact `Location` bytes and relative resolution in
+//! `location.rs`; which request headers reach storage in `forward.rs`; how a `HEAD` is
+//! answered in `head.rs`; which redirects are followed (statuses, the storage matcher, the
+//! `https` → `http` refusal, the hop limit, loops) in `redirect.rs`; redaction of signed
+//! URLs in `signed_url.rs`, and of inner errors in `error.rs`. `future.rs` is the state
+//! machine that applies them, `drain.rs` the bounded read of bodies the caller never sees,
+//! `config.rs` the settings and builder methods, `matcher/` the storage matchers.
+//!
 //! # Compared with tower-http's `FollowRedirect`
 //!
 //! `FollowRedirect` replays the request (method, headers, body) and leaves it to a policy
@@ -85,21 +179,27 @@
 
 mod body;
 mod config;
+mod drain;
 mod error;
 mod extension;
+mod forward;
 mod future;
+mod head;
 mod layer;
 mod location;
 pub mod matcher;
+mod redirect;
 mod service;
 pub mod signed_url;
 
 pub use body::ResponseBody;
-pub use config::{HeadStrategy, DEFAULT_MAX_REDIRECTS, MAX_FORWARDED_HEADERS};
 pub use error::{BoxError, Error, ErrorKind};
 pub use extension::FollowedRedirect;
+pub use forward::MAX_FORWARDED_HEADERS;
 pub use future::ResponseFuture;
+pub use head::HeadStrategy;
 pub use layer::SignedRedirectLayer;
+pub use redirect::DEFAULT_MAX_REDIRECTS;
 pub use service::SignedRedirect;
 pub use signed_url::{SignatureScheme, SignedUrl};
 
@@ -113,5 +213,91 @@ pub mod fuzzing {
     /// [`Location`](http::header::LOCATION) resolution as the layer does it.
     pub fn resolve_location(base: &Uri, location: &HeaderValue) -> Option<Uri> {
         crate::location::resolve(base, location)
+    }
+}
+
+/// Lists written out in prose (README, SECURITY.md, rustdoc) name what the code's constants
+/// hold: a name added to the code and not to the prose, or the other way round, fails here.
+#[cfg(test)]
+mod prose_agrees_with_code {
+    const README: &str = include_str!("../README.md");
+    const SECURITY: &str = include_str!("../SECURITY.md");
+    const BUILDER_DOCS: &str = include_str!("config.rs");
+    const SIGNED_URL_DOCS: &str = include_str!("signed_url.rs");
+    const WELL_KNOWN_DOCS: &str = include_str!("matcher/well_known.rs");
+
+    /// `name` appears in `text` as a word of its own, in any letter case.
+    fn mentions(text: &str, name: &str) -> bool {
+        let (text, name) = (text.to_ascii_lowercase(), name.to_ascii_lowercase());
+        text.match_indices(&name).any(|(i, _)| {
+            let word = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-');
+            !word(i.checked_sub(1).and_then(|j| text.as_bytes().get(j)))
+                && !word(text.as_bytes().get(i + name.len()))
+        })
+    }
+
+    fn assert_all_mentioned(names: &[&str], docs: &[(&str, &str)]) {
+        for name in names {
+            for (doc, text) in docs {
+                assert!(mentions(text, name), "{doc} does not mention {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn never_forwarded_headers() {
+        let exact: Vec<&str> = crate::forward::NEVER_FORWARDED
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        let prefixes: Vec<String> = crate::forward::NEVER_FORWARDED_PREFIXES
+            .iter()
+            .map(|(p, _)| format!("{p}*"))
+            .collect();
+        let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        let docs = [
+            ("README.md", README),
+            ("SECURITY.md", SECURITY),
+            ("the forward_headers docs", BUILDER_DOCS),
+        ];
+        assert_all_mentioned(&exact, &docs);
+        for prefix in prefixes {
+            for (doc, text) in docs {
+                assert!(
+                    text.to_ascii_lowercase().contains(prefix),
+                    "{doc} does not mention {prefix}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn secret_query_parameters() {
+        let docs = [
+            ("SECURITY.md", SECURITY),
+            ("SignedUrl's docs", SIGNED_URL_DOCS),
+        ];
+        assert_all_mentioned(crate::signed_url::SECRET_PARAMS, &docs);
+    }
+
+    #[test]
+    fn well_known_storage_hosts() {
+        let docs = [
+            ("README.md", README),
+            ("WellKnownStorage's docs", WELL_KNOWN_DOCS),
+        ];
+        assert_all_mentioned(crate::matcher::well_known::EXACT, &docs);
+        let suffixes: Vec<String> = crate::matcher::well_known::SUBDOMAINS_OF
+            .iter()
+            .map(|s| format!("*.{s}"))
+            .collect();
+        for suffix in &suffixes {
+            for (doc, text) in docs {
+                assert!(
+                    text.contains(suffix.as_str()),
+                    "{doc} does not mention {suffix}"
+                );
+            }
+        }
     }
 }

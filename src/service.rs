@@ -1,10 +1,10 @@
 use crate::body::ResponseBody;
 use crate::config::{builder_methods, Config};
 use crate::error::{BoxError, Error};
-use crate::future::ResponseFuture;
+use crate::future::{Follow, ResponseFuture};
 use crate::matcher::StorageMatcher;
 use crate::SignedRedirectLayer;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Uri};
 use http_body::Body;
 use std::task::{Context, Poll};
 use tower_service::Service;
@@ -87,6 +87,10 @@ impl<S> SignedRedirect<S> {
     builder_methods!(config);
 }
 
+/// `ReqBody: Default` is how the layer makes the empty body of a storage request (storage
+/// requests never carry the caller's body). `Empty`, `Full`, `String` and http-body-util's
+/// `BoxBody`/`UnsyncBoxBody` have it; a proxy that forwards `hyper::body::Incoming` boxes it
+/// first (see [the crate documentation](crate#the-request-body)).
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SignedRedirect<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -102,13 +106,17 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
             .poll_ready(cx)
-            .map_err(|e| Error::upstream(e.into()))
+            // Not ready yet for any request: there is no URL whose secrets could be quoted.
+            .map_err(|e| Error::upstream(&Uri::default(), e.into()))
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let followable = req.method() == Method::GET || req.method() == Method::HEAD;
-        let follow = followable
-            .then(|| crate::future::Follow::new(self.inner.clone(), self.config.clone(), &req));
-        ResponseFuture::new(self.inner.call(req), follow)
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            let follow = Follow::new(self.inner.clone(), self.config.clone(), &req);
+            ResponseFuture::follow(self.inner.call(req), follow)
+        } else {
+            let uri = req.uri().clone();
+            ResponseFuture::pass_through(self.inner.call(req), uri)
+        }
     }
 }

@@ -14,7 +14,7 @@ pub const REDACTED: &str = "REDACTED";
 
 /// Query parameters whose values are credentials or signatures, compared
 /// case-insensitively after percent-decoding the name.
-const SECRET_PARAMS: &[&str] = &[
+pub(crate) const SECRET_PARAMS: &[&str] = &[
     "x-amz-signature",
     "x-amz-credential",
     "x-amz-security-token",

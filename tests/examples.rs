@@ -5,6 +5,8 @@ mod support;
 
 #[path = "../examples/registry_mirror/app.rs"]
 mod app;
+// The tests use part of the mirror; the examples use all of it.
+#[allow(dead_code)]
 #[path = "../examples/common/mod.rs"]
 mod common;
 
@@ -15,11 +17,11 @@ use http_body_util::Empty;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use support::net::{self, collect, http_client};
-use support::registry::{self, blob_key, digest, TOKEN};
+use support::net::{self, http_client};
+use support::registry::{self, digest, TOKEN};
 use support::s3::{AuthRule, Store};
-
-const LIMIT: Duration = Duration::from_secs(30);
+use support::setup::{Loopback, Signing};
+use support::{body_bytes, bounded};
 
 /// What the token service received: query and `Authorization`.
 type TokenLog = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
@@ -55,23 +57,15 @@ async fn upstream(rule: AuthRule) -> Upstream {
         }
     })
     .await;
-    let store = Arc::new(Store::start(rule).await);
-    let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-    let digest = digest(&blob);
-    store.put(&blob_key(&digest), &blob);
-    let s = store.clone();
-    let (registry, registry_log) =
-        registry::start_with_realm(format!("http://{tokens}/token"), move |method, d| {
-            Some(s.presign(method, &blob_key(d)))
-        })
-        .await;
+    let realm = format!("http://{tokens}/token");
+    let up = Loopback::with_realm(rule, Signing::OwnMethod, 3_000_000, realm).await;
     Upstream {
-        registry,
-        registry_log,
+        registry: up.registry,
+        registry_log: up.registry_log,
         token_log,
-        store,
-        blob,
-        digest,
+        store: up.store,
+        blob: up.data,
+        digest: up.digest,
     }
 }
 
@@ -97,7 +91,7 @@ async fn hyper_mirror(flags: &[String]) -> SocketAddr {
         let mirror = mirror.clone();
         async move {
             let (parts, _) = req.into_parts();
-            mirror.route(&parts).await
+            mirror.handle(&parts).await
         }
     })
     .await
@@ -127,17 +121,19 @@ fn get(mirror: SocketAddr, method: Method, path: &str, bearer: bool) -> Request<
 }
 
 async fn send(req: Request<Empty<Bytes>>) -> Response<hyper::body::Incoming> {
-    tokio::time::timeout(LIMIT, http_client(&[]).request(req))
-        .await
-        .expect("bounded")
-        .unwrap()
+    bounded(http_client(&[]).request(req)).await.unwrap()
+}
+
+/// The registry-style error the mirror answers an authorized `method` on `path` with.
+async fn error_for(mirror: SocketAddr, method: Method, path: &str) -> (StatusCode, String) {
+    json_error(send(get(mirror, method, path, true)).await).await
 }
 
 async fn json_error(res: Response<hyper::body::Incoming>) -> (StatusCode, String) {
     let status = res.status();
     assert_eq!(res.headers()["content-type"], "application/json");
     let body: serde_json::Value =
-        serde_json::from_slice(&collect(res.into_body()).await.unwrap()).unwrap();
+        serde_json::from_slice(&body_bytes(res.into_body()).await.unwrap()).unwrap();
     (
         status,
         body["errors"][0]["code"].as_str().unwrap().to_owned(),
@@ -174,7 +170,7 @@ async fn ping_and_the_token_flow_go_through_the_mirror() {
         let res = send(req).await;
         assert_eq!(res.status(), StatusCode::OK);
         let token: serde_json::Value =
-            serde_json::from_slice(&collect(res.into_body()).await.unwrap()).unwrap();
+            serde_json::from_slice(&body_bytes(res.into_body()).await.unwrap()).unwrap();
         assert_eq!(token["token"], TOKEN);
         let (query, auth) = up.token_log.lock().unwrap().last().unwrap().clone();
         assert_eq!(
@@ -233,7 +229,7 @@ async fn manifests_with_library_rewrite_and_accept_forwarded() {
             res.headers()["content-length"],
             registry::MANIFEST.len().to_string()
         );
-        let body = collect(res.into_body()).await.unwrap();
+        let body = body_bytes(res.into_body()).await.unwrap();
         assert_eq!(body.is_empty(), method == Method::HEAD);
         let (m, target, headers) = up.registry_log.lock().unwrap().last().unwrap().clone();
         assert_eq!(
@@ -270,19 +266,25 @@ async fn blobs_are_served_by_the_mirror_itself() {
             "the mirror answers 200 itself, not a redirect"
         );
         assert_eq!(res.headers()["content-length"], up.blob.len().to_string());
-        assert_eq!(digest(&collect(res.into_body()).await.unwrap()), up.digest);
+        assert_eq!(
+            digest(&body_bytes(res.into_body()).await.unwrap()),
+            up.digest
+        );
 
         let res = send(get(mirror, Method::HEAD, &path, true)).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()["content-length"], up.blob.len().to_string());
-        assert!(collect(res.into_body()).await.unwrap().is_empty());
+        assert!(body_bytes(res.into_body()).await.unwrap().is_empty());
 
         let mut req = get(mirror, Method::GET, &path, true);
         req.headers_mut()
             .insert("range", "bytes=100-199".parse().unwrap());
         let res = send(req).await;
         assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!(collect(res.into_body()).await.unwrap(), up.blob[100..200]);
+        assert_eq!(
+            body_bytes(res.into_body()).await.unwrap(),
+            up.blob[100..200]
+        );
     }
     up.store.assert_no_credentials_arrived();
 }
@@ -308,7 +310,7 @@ async fn upstreams_are_selected_by_path_prefix_and_ns() {
     .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
-        digest(&collect(res.into_body()).await.unwrap()),
+        digest(&body_bytes(res.into_body()).await.unwrap()),
         other.digest
     );
     assert_eq!(
@@ -348,15 +350,8 @@ async fn upstream_failures_are_registry_errors() {
         }
     });
     let mirror = axum_mirror(&["--upstream".into(), format!("docker.io=http://{closed}")]).await;
-    let res = send(get(
-        mirror,
-        Method::GET,
-        "/v2/alpine/manifests/latest",
-        true,
-    ))
-    .await;
     assert_eq!(
-        json_error(res).await,
+        error_for(mirror, Method::GET, "/v2/alpine/manifests/latest").await,
         (StatusCode::BAD_GATEWAY, "UNAVAILABLE".to_owned())
     );
 
@@ -367,27 +362,13 @@ async fn upstream_failures_are_registry_errors() {
         "300ms".into(),
     ])
     .await;
-    let res = send(get(
-        mirror,
-        Method::GET,
-        "/v2/alpine/manifests/latest",
-        true,
-    ))
-    .await;
     assert_eq!(
-        json_error(res).await,
+        error_for(mirror, Method::GET, "/v2/alpine/manifests/latest").await,
         (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT".to_owned())
     );
 
-    let res = send(get(
-        mirror,
-        Method::PUT,
-        "/v2/alpine/manifests/latest",
-        true,
-    ))
-    .await;
     assert_eq!(
-        json_error(res).await,
+        error_for(mirror, Method::PUT, "/v2/alpine/manifests/latest").await,
         (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED".to_owned())
     );
 }
@@ -403,7 +384,7 @@ async fn naive_and_pass_modes_are_the_controls() {
         StatusCode::BAD_REQUEST,
         "replaying the request breaks on R2"
     );
-    let body = String::from_utf8(collect(res.into_body()).await.unwrap().to_vec()).unwrap();
+    let body = String::from_utf8(body_bytes(res.into_body()).await.unwrap().to_vec()).unwrap();
     assert!(body.contains("Missing x-amz-content-sha256"), "{body}");
 
     let pass = axum_mirror(&flags(&up, &["--redirects", "pass"])).await;
@@ -461,9 +442,7 @@ async fn a_slow_loris_storage_body_ends_in_the_idle_timeout() {
     ))
     .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let body = tokio::time::timeout(LIMIT, collect(res.into_body()))
-        .await
-        .expect("bounded");
+    let body = bounded(body_bytes(res.into_body())).await;
     assert!(
         body.is_err(),
         "the client sees the transfer fail, not a short blob"

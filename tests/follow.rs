@@ -2,17 +2,17 @@
 
 mod support;
 
-use http::header::{
-    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, COOKIE, RANGE, USER_AGENT,
-};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RANGE, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use support::body_string;
 use support::mock::*;
 use tower::{Service, ServiceExt};
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher};
 use tower_signed_redirect::{
-    ErrorKind, FollowedRedirect, HeadStrategy, SignatureScheme, SignedRedirect, SignedRedirectLayer,
+    ErrorKind, FollowedRedirect, HeadStrategy, ResponseBody, SignatureScheme, SignedRedirect,
+    SignedRedirectLayer,
 };
 
 const R2: &str = "https://docker-images-prod.abc.r2.cloudflarestorage.com/registry-v2/docker/registry/v2/blobs/sha256/ab/abc/data?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240101%2Fauto%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z&X-Amz-Expires=1200&X-Amz-SignedHeaders=host&X-Amz-Signature=5ecre7";
@@ -31,14 +31,31 @@ fn registry_then_storage(status: u16, location: &'static str) -> MockClient {
     })
 }
 
-async fn call(
+type Answer = http::Response<ResponseBody<TestBody>>;
+
+/// The caller's blob request (to `registry.example`, credentials and all) through the
+/// default layer over `client`.
+async fn fetch(client: &MockClient, method: Method) -> Answer {
+    fetch_with(client, SignedRedirectLayer::new(), method)
+        .await
+        .unwrap()
+}
+
+/// [`fetch`], through `layer`.
+async fn fetch_with(
+    client: &MockClient,
+    layer: SignedRedirectLayer,
+    method: Method,
+) -> Result<Answer, tower_signed_redirect::Error> {
+    send(client, layer, credentialed_blob_request(method)).await
+}
+
+/// `req` through `layer` over `client`.
+async fn send(
     client: &MockClient,
     layer: SignedRedirectLayer,
     req: Request<String>,
-) -> Result<
-    http::Response<tower_signed_redirect::ResponseBody<TestBody>>,
-    tower_signed_redirect::Error,
-> {
+) -> Result<Answer, tower_signed_redirect::Error> {
     tower::ServiceBuilder::new()
         .layer(layer)
         .service(client.clone())
@@ -50,13 +67,7 @@ async fn call(
 async fn follows_each_default_redirect_status_with_a_fresh_get() {
     for status in [301, 302, 303, 307, 308] {
         let client = registry_then_storage(status, R2);
-        let res = call(
-            &client,
-            SignedRedirectLayer::new(),
-            blob_request(Method::GET),
-        )
-        .await
-        .unwrap();
+        let res = fetch(&client, Method::GET).await;
         assert_eq!(res.status(), StatusCode::OK, "{status}");
         let followed = res.extensions().get::<FollowedRedirect>().unwrap().clone();
         assert_eq!(followed.redirect_status().as_u16(), status);
@@ -85,7 +96,7 @@ async fn follows_each_default_redirect_status_with_a_fresh_get() {
 async fn replaying_the_request_is_what_breaks_storage() {
     // The control: the same storage, sent the client's request as a naive follower would.
     let client = registry_then_storage(307, R2);
-    let mut replay = blob_request(Method::GET);
+    let mut replay = credentialed_blob_request(Method::GET);
     *replay.uri_mut() = R2.parse().unwrap();
     let res = client.clone().oneshot(replay).await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
@@ -95,27 +106,19 @@ async fn replaying_the_request_is_what_breaks_storage() {
 async fn other_statuses_and_configured_statuses() {
     for status in [300, 304, 305, 306] {
         let client = registry_then_storage(status, R2);
-        let res = call(
-            &client,
-            SignedRedirectLayer::new(),
-            blob_request(Method::GET),
-        )
-        .await
-        .unwrap();
+        let res = fetch(&client, Method::GET).await;
         assert_eq!(res.status().as_u16(), status);
         assert_eq!(client.requests().len(), 1);
     }
     let only_307 = SignedRedirectLayer::new()
         .redirect_statuses([StatusCode::TEMPORARY_REDIRECT, StatusCode::OK]);
     let client = registry_then_storage(302, R2);
-    let res = call(&client, only_307.clone(), blob_request(Method::GET))
+    let res = fetch_with(&client, only_307.clone(), Method::GET)
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FOUND);
     let client = registry_then_storage(307, R2);
-    let res = call(&client, only_307, blob_request(Method::GET))
-        .await
-        .unwrap();
+    let res = fetch_with(&client, only_307, Method::GET).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -129,13 +132,7 @@ async fn only_get_and_head_are_followed() {
         Method::OPTIONS,
     ] {
         let client = registry_then_storage(307, R2);
-        let res = call(
-            &client,
-            SignedRedirectLayer::new(),
-            blob_request(method.clone()),
-        )
-        .await
-        .unwrap();
+        let res = fetch(&client, method.clone()).await;
         assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT, "{method}");
         assert_eq!(res.headers()["location"], R2);
         assert!(res.extensions().get::<FollowedRedirect>().is_none());
@@ -153,13 +150,7 @@ async fn non_storage_redirects_pass_through_untouched() {
         "not a uri",
     ] {
         let client = registry_then_storage(307, location);
-        let res = call(
-            &client,
-            SignedRedirectLayer::new(),
-            blob_request(Method::GET),
-        )
-        .await
-        .unwrap();
+        let res = fetch(&client, Method::GET).await;
         assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT, "{location}");
         assert_eq!(res.headers()["location"], location);
         assert_eq!(client.requests().len(), 1, "{location}");
@@ -181,13 +172,7 @@ async fn several_location_headers_pass_through() {
             _ => response(200, "blob"),
         })
     });
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::GET).await;
     assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(client.requests().len(), 1);
 }
@@ -196,13 +181,7 @@ async fn several_location_headers_pass_through() {
 async fn absolute_location_bytes_are_sent_unchanged() {
     const RAW: &str = "https://Bucket.S3.us-east-1.amazonaws.com:443/a/./b/../c%2Fd%2fe+f'g?response-content-disposition=attachment%3B+filename%3D%22x%22&X-Amz-Signature=ab+c%2F'";
     let client = registry_then_storage(307, RAW);
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::GET).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(client.requests()[1].uri, RAW);
 }
@@ -218,9 +197,7 @@ async fn relative_location_is_resolved_against_the_request() {
             _ => response(200, "blob"),
         })
     });
-    let res = call(&client, layer, blob_request(Method::GET))
-        .await
-        .unwrap();
+    let res = fetch_with(&client, layer, Method::GET).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         client.requests()[1].uri,
@@ -228,39 +205,73 @@ async fn relative_location_is_resolved_against_the_request() {
     );
 }
 
-#[tokio::test]
-async fn credentials_can_never_be_allowlisted() {
-    let layer = SignedRedirectLayer::new()
-        .forward_headers([
-            AUTHORIZATION,
-            COOKIE,
-            HeaderName::from_static("proxy-authorization"),
-            HeaderName::from_static("x-amz-content-sha256"),
-            HeaderName::from_static("x-goog-user-project"),
-            HeaderName::from_static("content-type"),
-            HeaderName::from_static("x-request-id"),
-        ])
-        .forward_header(AUTHORIZATION);
-    let client = registry_then_storage(307, R2);
-    let res = call(&client, layer, blob_request(Method::GET))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let names: Vec<_> = client.requests()[1]
-        .headers
-        .keys()
-        .map(|k| k.to_string())
+#[test]
+fn credentials_and_hop_by_hop_headers_can_never_be_allowlisted() {
+    for name in [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "proxy-authenticate",
+        "trailers",
+        "x-amz-content-sha256",
+        "x-goog-user-project",
+        "x-ms-version",
+        "content-type",
+    ] {
+        let name = HeaderName::from_static(name);
+        let refused =
+            std::panic::catch_unwind(|| SignedRedirectLayer::new().forward_header(name.clone()));
+        let message = *refused.expect_err("accepted").downcast::<String>().unwrap();
+        assert!(
+            message.contains(&format!("`{name}` can never be forwarded to storage")),
+            "{message}"
+        );
+        assert!(std::panic::catch_unwind(|| {
+            SignedRedirect::new(()).forward_headers([USER_AGENT, name.clone()])
+        })
+        .is_err());
+    }
+}
+
+#[test]
+fn an_allowlist_past_its_capacity_is_refused() {
+    let names: Vec<_> = (0..=tower_signed_redirect::MAX_FORWARDED_HEADERS)
+        .map(|i| HeaderName::try_from(format!("x-custom-{i}")).unwrap())
         .collect();
-    assert_eq!(names, ["x-request-id"]);
+    let full = names[..tower_signed_redirect::MAX_FORWARDED_HEADERS].to_vec();
+    let _ = SignedRedirectLayer::new().forward_headers(full);
+    let refused = std::panic::catch_unwind(|| SignedRedirectLayer::new().forward_headers(names));
+    let message = *refused.expect_err("accepted").downcast::<String>().unwrap();
+    assert!(message.contains("at most 8 headers"), "{message}");
+}
+
+#[tokio::test]
+async fn custom_allowlisted_headers_are_forwarded_with_every_value() {
+    let layer = SignedRedirectLayer::new().forward_headers([
+        HeaderName::from_static("x-request-id"),
+        http::header::ACCEPT,
+    ]);
+    let client = registry_then_storage(307, R2);
+    let mut req = credentialed_blob_request(Method::GET);
+    req.headers_mut().append(
+        "accept",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    send(&client, layer, req).await.unwrap();
+    let storage = &client.requests()[1];
+    let mut names: Vec<_> = storage.headers.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["accept", "x-request-id"]);
+    let accepts: Vec<_> = storage.headers.get_all("accept").iter().collect();
+    assert_eq!(accepts, ["*/*", "application/octet-stream"]);
 }
 
 #[tokio::test]
 async fn configured_user_agent_replaces_the_clients() {
     let layer = SignedRedirectLayer::new().user_agent(HeaderValue::from_static("mirror/1.0"));
     let client = registry_then_storage(307, R2);
-    call(&client, layer, blob_request(Method::GET))
-        .await
-        .unwrap();
+    fetch_with(&client, layer, Method::GET).await.unwrap();
     let storage = &client.requests()[1];
     assert_eq!(
         storage
@@ -275,12 +286,12 @@ async fn configured_user_agent_replaces_the_clients() {
 #[tokio::test]
 async fn range_and_if_range_are_forwarded_for_get() {
     let client = registry_then_storage(307, R2);
-    let mut req = blob_request(Method::GET);
+    let mut req = credentialed_blob_request(Method::GET);
     req.headers_mut()
         .insert(RANGE, HeaderValue::from_static("bytes=100-"));
     req.headers_mut()
         .insert("if-range", HeaderValue::from_static("\"etag\""));
-    call(&client, SignedRedirectLayer::new(), req)
+    send(&client, SignedRedirectLayer::new(), req)
         .await
         .unwrap();
     let storage = &client.requests()[1];
@@ -320,13 +331,7 @@ fn signed_storage(signed_for: Method) -> MockClient {
 #[tokio::test]
 async fn head_on_a_get_signed_url_is_a_one_byte_probe() {
     let client = signed_storage(Method::GET);
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::HEAD),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::HEAD).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[CONTENT_LENGTH], "5000");
     assert_eq!(res.headers()["etag"], "\"e\"");
@@ -346,13 +351,7 @@ async fn head_on_a_get_signed_url_is_a_one_byte_probe() {
 #[tokio::test]
 async fn head_on_a_head_signed_url_falls_back_to_head() {
     let client = signed_storage(Method::HEAD);
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::HEAD),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::HEAD).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[CONTENT_LENGTH], "5000");
     assert!(res
@@ -369,10 +368,10 @@ async fn head_on_a_head_signed_url_falls_back_to_head() {
 #[tokio::test]
 async fn head_strategies_get_and_head() {
     let client = signed_storage(Method::GET);
-    let res = call(
+    let res = fetch_with(
         &client,
         SignedRedirectLayer::new().head_strategy(HeadStrategy::Get),
-        blob_request(Method::HEAD),
+        Method::HEAD,
     )
     .await
     .unwrap();
@@ -387,10 +386,10 @@ async fn head_strategies_get_and_head() {
     assert!(client.requests()[1].headers.get(RANGE).is_none());
 
     let client = signed_storage(Method::HEAD);
-    let res = call(
+    let res = fetch_with(
         &client,
         SignedRedirectLayer::new().head_strategy(HeadStrategy::Head),
-        blob_request(Method::HEAD),
+        Method::HEAD,
     )
     .await
     .unwrap();
@@ -411,13 +410,7 @@ async fn head_probe_of_an_empty_blob() {
                 .unwrap(),
         })
     });
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::HEAD),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::HEAD).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[CONTENT_LENGTH], "0");
 }
@@ -430,13 +423,7 @@ async fn head_probe_passes_storage_errors_on_with_an_empty_body() {
             _ => response(404, "NoSuchKey"),
         })
     });
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::HEAD),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::HEAD).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(body_string(res).await, "");
 }
@@ -463,13 +450,7 @@ fn chain(hops: &'static [&'static str]) -> MockClient {
 #[tokio::test]
 async fn storage_redirects_are_followed_within_the_limit() {
     let client = chain(&[CDN, R2]);
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::GET).await;
     assert_eq!(res.status(), StatusCode::OK);
     let followed = res.extensions().get::<FollowedRedirect>().unwrap();
     assert_eq!(followed.hops(), 2);
@@ -488,10 +469,10 @@ async fn too_many_redirects_is_an_error() {
         "https://a.r2.cloudflarestorage.com/4?X-Amz-Signature=5ecre7",
     ];
     let client = chain(HOPS);
-    let err = call(
+    let err = fetch_with(
         &client,
         SignedRedirectLayer::new().max_redirects(3),
-        blob_request(Method::GET),
+        Method::GET,
     )
     .await
     .unwrap_err();
@@ -499,10 +480,10 @@ async fn too_many_redirects_is_an_error() {
     assert_eq!(client.requests().len(), 4);
     assert!(!format!("{err} {err:?}").contains("5ecre7"));
     let client = chain(HOPS);
-    let res = call(
+    let res = fetch_with(
         &client,
         SignedRedirectLayer::new().max_redirects(4),
-        blob_request(Method::GET),
+        Method::GET,
     )
     .await
     .unwrap();
@@ -520,10 +501,10 @@ async fn a_loop_is_an_error() {
             _ => redirect(307, A),
         })
     });
-    let err = call(
+    let err = fetch_with(
         &client,
         SignedRedirectLayer::new().max_redirects(50),
-        blob_request(Method::GET),
+        Method::GET,
     )
     .await
     .unwrap_err();
@@ -536,13 +517,9 @@ async fn a_loop_is_an_error() {
 async fn https_to_http_downgrade_is_refused_unless_allowed() {
     const PLAIN: &str = "http://a.r2.cloudflarestorage.com/x?X-Amz-Signature=5ecre7";
     let client = registry_then_storage(307, PLAIN);
-    let err = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap_err();
+    let err = fetch_with(&client, SignedRedirectLayer::new(), Method::GET)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Downgrade);
     assert_eq!(
         err.redacted_url(),
@@ -551,10 +528,10 @@ async fn https_to_http_downgrade_is_refused_unless_allowed() {
     assert_eq!(client.requests().len(), 1);
 
     let client = registry_then_storage(307, PLAIN);
-    let res = call(
+    let res = fetch_with(
         &client,
         SignedRedirectLayer::new().allow_https_downgrade(true),
-        blob_request(Method::GET),
+        Method::GET,
     )
     .await
     .unwrap();
@@ -581,13 +558,9 @@ async fn unusable_location_from_storage_is_an_error() {
                 }
             })
         });
-        let err = call(
-            &client,
-            SignedRedirectLayer::new(),
-            blob_request(Method::GET),
-        )
-        .await
-        .unwrap_err();
+        let err = fetch_with(&client, SignedRedirectLayer::new(), Method::GET)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidLocation, "{location:?}");
         assert!(!format!("{err} {err:?}").contains("5ecre7"));
     }
@@ -597,13 +570,7 @@ async fn unusable_location_from_storage_is_an_error() {
 async fn storage_redirect_to_a_non_storage_host_is_returned_as_storage_sent_it() {
     let client = chain(&[R2, "https://elsewhere.example/x"]);
     let client2 = client.clone();
-    let res = call(
-        &client2,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client2, Method::GET).await;
     assert_eq!(res.status(), StatusCode::FOUND);
     assert_eq!(res.headers()["location"], "https://elsewhere.example/x");
     assert_eq!(
@@ -623,13 +590,7 @@ async fn storage_error_responses_are_responses() {
             ),
         })
     });
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::GET).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(body_string(res).await.contains("Request has expired"));
 }
@@ -643,13 +604,9 @@ async fn inner_failures_are_typed_and_redacted() {
             req.uri()
         ))),
     });
-    let err = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap_err();
+    let err = fetch_with(&client, SignedRedirectLayer::new(), Method::GET)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Storage);
     let source = std::error::Error::source(&err).unwrap().to_string();
     assert!(source.starts_with("connection reset while fetching https://docker-images-prod"));
@@ -660,13 +617,9 @@ async fn inner_failures_are_typed_and_redacted() {
     assert!(err.inner().unwrap().downcast_ref::<MockError>().is_some());
 
     let client = MockClient::new(|_| Err(MockError("dns error".into())));
-    let err = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap_err();
+    let err = fetch_with(&client, SignedRedirectLayer::new(), Method::GET)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Upstream);
     assert_eq!(err.redacted_url(), None);
 }
@@ -711,13 +664,7 @@ async fn the_redirect_body_is_drained_for_connection_reuse() {
             _ => response(200, "blob"),
         })
     });
-    let res = call(
-        &client,
-        SignedRedirectLayer::new(),
-        blob_request(Method::GET),
-    )
-    .await
-    .unwrap();
+    let res = fetch(&client, Method::GET).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(finished.load(Ordering::SeqCst));
 }
@@ -776,7 +723,7 @@ async fn readiness_is_respected_for_the_storage_hop() {
         ..Default::default()
     };
     let res = SignedRedirect::new(client)
-        .oneshot(blob_request(Method::GET))
+        .oneshot(credentialed_blob_request(Method::GET))
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -791,10 +738,10 @@ async fn custom_matchers_and_combinators() {
             |uri: &http::Uri| uri.path().starts_with("/registry-v2/"),
         ));
     let client = registry_then_storage(307, R2);
-    let res = call(
+    let res = fetch_with(
         &client,
         SignedRedirectLayer::with_matcher(matcher),
-        blob_request(Method::GET),
+        Method::GET,
     )
     .await
     .unwrap();
@@ -802,10 +749,10 @@ async fn custom_matchers_and_combinators() {
 
     let never = tower_signed_redirect::matcher::WellKnownStorage::new().not();
     let client = registry_then_storage(307, R2);
-    let res = call(
+    let res = fetch_with(
         &client,
         SignedRedirectLayer::with_matcher(never),
-        blob_request(Method::GET),
+        Method::GET,
     )
     .await
     .unwrap();

@@ -16,19 +16,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::bounded;
 use support::net::{self, http_client, layer_for, read_head, serve_raw};
 use tokio::io::AsyncWriteExt;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher, WellKnownStorage};
 use tower_signed_redirect::{ErrorKind, SignedRedirectLayer};
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .expect("bounded in time")
-}
 
 fn get(addr: SocketAddr) -> Request<Empty<Bytes>> {
     Request::get(format!("http://{addr}/v2/x/blobs/sha256:00"))

@@ -10,26 +10,14 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::time::Duration;
 use support::net::http_client;
-use support::registry::{self, blob_key, blob_request};
+use support::registry::{self, blob_key, blob_request_to};
+use support::rss::{reset_peak, rss_kib};
 use support::s3::{AuthRule, Store};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_signed_redirect::matcher::HostPatterns;
 use tower_signed_redirect::SignedRedirectLayer;
 
 const BLOB: u64 = 256 * 1024 * 1024;
-
-/// Resident and peak resident set size of this process, in KiB.
-fn rss_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_256_mib_blob_streams_with_flat_memory() {
@@ -67,13 +55,12 @@ async fn a_256_mib_blob_streams_with_flat_memory() {
         ))
         .service(http_client(&[]));
 
-    // Reset the peak to the current RSS (Linux: write 5 to clear_refs).
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    reset_peak();
     let (before, _) = rss_kib();
 
     let download = async {
         let res = svc
-            .oneshot(blob_request(registry, Method::GET, &digest))
+            .oneshot(blob_request_to(registry, Method::GET, &digest))
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);

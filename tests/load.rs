@@ -12,6 +12,8 @@ mod support;
 
 #[path = "../examples/registry_mirror/app.rs"]
 mod app;
+// The tests use part of the mirror; the examples use all of it.
+#[allow(dead_code)]
 #[path = "../examples/common/mod.rs"]
 mod common;
 
@@ -22,7 +24,8 @@ use http_body_util::Empty;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::net::{self, collect, http_client};
+use support::body_bytes;
+use support::net::{self, http_client};
 use support::registry::{digest, TOKEN};
 use tokio::sync::Semaphore;
 
@@ -34,13 +37,7 @@ fn open_fds() -> usize {
 }
 
 fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    kib / 1024
+    support::rss::rss_kib().0 / 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +155,7 @@ async fn ten_thousand_blob_requests_at_concurrency_256() {
                     if res.status() != StatusCode::OK {
                         return Err(format!("status {}", res.status()));
                     }
-                    let body = collect(res.into_body())
+                    let body = body_bytes(res.into_body())
                         .await
                         .map_err(|e| format!("body: {e}"))?;
                     if digest(&body) != d {

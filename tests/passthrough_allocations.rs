@@ -6,38 +6,19 @@
 //! a runtime `String` is promoted to a shared buffer by `bytes` on its first clone.
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use tower::{service_fn, Service, ServiceExt};
 use tower_signed_redirect::SignedRedirectLayer;
 
-struct Counting;
+#[path = "support/alloc.rs"]
+mod alloc;
 
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use alloc::{allocations_in, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
-}
 
 fn poll_once<F: Future>(f: F) -> F::Output {
     let mut cx = Context::from_waker(Waker::noop());

@@ -149,7 +149,7 @@ fn tracing_events_and_errors_never_contain_secrets() {
             .unwrap();
         for (name, client) in scenarios() {
             for method in [Method::GET, Method::HEAD] {
-                let req = blob_request(method);
+                let req = credentialed_blob_request(method);
                 let result = rt.block_on(
                     tower::ServiceBuilder::new()
                         .layer(SignedRedirectLayer::new())

@@ -8,87 +8,35 @@ use http::header::{AUTHORIZATION, CONTENT_LENGTH, RANGE};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use support::net::{self, collect, http_client, layer_for};
-use support::registry::{self, blob_key, blob_request, digest};
+use support::net::{self, http_client, layer_for};
+use support::registry::{self, blob_key, blob_request_to, digest};
 use support::s3::{AuthRule, Store};
+use support::setup::{test_blob, Loopback, Signing};
+use support::{body_bytes, bounded};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_signed_redirect::matcher::HostPatterns;
 use tower_signed_redirect::{ErrorKind, FollowedRedirect, SignedRedirectLayer};
-
-/// Every test is bounded in time.
-const LIMIT: Duration = Duration::from_secs(30);
-
-fn test_blob(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
-}
-
-/// How the registry signs the storage URL.
-#[derive(Clone, Copy)]
-enum Signing {
-    /// For the request's own method, as CNCF distribution does.
-    OwnMethod,
-    /// Always for GET, as Docker Hub's store does.
-    AlwaysGet,
-}
-
-struct Setup {
-    store: Arc<Store>,
-    registry: SocketAddr,
-    digest: String,
-    data: Vec<u8>,
-}
-
-async fn setup(rule: AuthRule, signing: Signing, len: usize) -> Setup {
-    let store = Arc::new(Store::start(rule).await);
-    let data = test_blob(len);
-    let digest = digest(&data);
-    store.put(&blob_key(&digest), &data);
-    let s = store.clone();
-    let registry = registry::start(move |method, digest| {
-        let method = match signing {
-            Signing::OwnMethod => method.clone(),
-            Signing::AlwaysGet => Method::GET,
-        };
-        Some(s.presign(&method, &blob_key(digest)))
-    })
-    .await;
-    Setup {
-        store,
-        registry,
-        digest,
-        data,
-    }
-}
-
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .expect("test exceeded its time bound")
-}
 
 #[tokio::test]
 async fn replaying_the_request_fails_on_r2_and_s3_and_the_layer_fixes_it() {
     bounded(async {
         for rule in [AuthRule::R2, AuthRule::S3] {
-            let s = setup(rule, Signing::AlwaysGet, 100_000).await;
+            let s = Loopback::start(rule, Signing::AlwaysGet, 100_000).await;
             let client = http_client(&[]);
 
             // Without the layer: follow by replaying the request, as a naive proxy does.
-            let res = client
-                .request(blob_request(s.registry, Method::GET, &s.digest))
-                .await
-                .unwrap();
+            let res = client.request(s.blob_request(Method::GET)).await.unwrap();
             assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
             let location = res.headers()["location"].to_str().unwrap().to_owned();
             assert!(location.contains("X-Amz-Signature="));
-            let mut replay = blob_request(s.registry, Method::GET, &s.digest);
+            let mut replay = s.blob_request(Method::GET);
             *replay.uri_mut() = location.parse().unwrap();
             let res = client.request(replay).await.unwrap();
             assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-            let body = String::from_utf8(collect(res.into_body()).await.unwrap().to_vec()).unwrap();
+            let body =
+                String::from_utf8(body_bytes(res.into_body()).await.unwrap().to_vec()).unwrap();
             let expected = match rule {
                 AuthRule::R2 => {
                     "<Code>InvalidRequest</Code><Message>Missing x-amz-content-sha256</Message>"
@@ -107,7 +55,7 @@ async fn replaying_the_request_fails_on_r2_and_s3_and_the_layer_fixes_it() {
                 .ready()
                 .await
                 .unwrap()
-                .call(blob_request(s.registry, Method::GET, &s.digest))
+                .call(s.blob_request(Method::GET))
                 .await
                 .unwrap();
             assert_eq!(res.status(), StatusCode::OK);
@@ -115,7 +63,7 @@ async fn replaying_the_request_fails_on_r2_and_s3_and_the_layer_fixes_it() {
                 res.extensions().get::<FollowedRedirect>().unwrap().hops(),
                 1
             );
-            let body = collect(res.into_body()).await.unwrap();
+            let body = body_bytes(res.into_body()).await.unwrap();
             assert_eq!(digest(&body), s.digest);
 
             // The store did verify the signature: a tampered one is refused.
@@ -152,14 +100,11 @@ async fn replaying_the_request_fails_on_r2_and_s3_and_the_layer_fixes_it() {
 async fn head_against_head_signed_and_get_signed_urls() {
     bounded(async {
         for signing in [Signing::OwnMethod, Signing::AlwaysGet] {
-            let s = setup(AuthRule::S3, signing, 1_000_000).await;
+            let s = Loopback::start(AuthRule::S3, signing, 1_000_000).await;
             let svc = ServiceBuilder::new()
                 .layer(layer_for(&[s.store.addr]))
                 .service(http_client(&[]));
-            let res = svc
-                .oneshot(blob_request(s.registry, Method::HEAD, &s.digest))
-                .await
-                .unwrap();
+            let res = svc.oneshot(s.blob_request(Method::HEAD)).await.unwrap();
             assert_eq!(res.status(), StatusCode::OK);
             assert_eq!(res.headers()[CONTENT_LENGTH], "1000000");
             let fallback = res
@@ -168,7 +113,7 @@ async fn head_against_head_signed_and_get_signed_urls() {
                 .unwrap()
                 .head_fallback();
             assert_eq!(fallback, matches!(signing, Signing::OwnMethod));
-            assert!(collect(res.into_body()).await.unwrap().is_empty());
+            assert!(body_bytes(res.into_body()).await.unwrap().is_empty());
             assert!(
                 s.store.served_bytes() <= 1,
                 "the store served {} bytes",
@@ -183,14 +128,11 @@ async fn head_against_head_signed_and_get_signed_urls() {
 #[tokio::test]
 async fn tower_http_follow_redirect_replays_head_and_fails_a_get_signed_url() {
     bounded(async {
-        let s = setup(AuthRule::S3, Signing::AlwaysGet, 1000).await;
+        let s = Loopback::start(AuthRule::S3, Signing::AlwaysGet, 1000).await;
         let svc = ServiceBuilder::new()
             .layer(tower_http::follow_redirect::FollowRedirectLayer::new())
             .service(http_client(&[]));
-        let res = svc
-            .oneshot(blob_request(s.registry, Method::HEAD, &s.digest))
-            .await
-            .unwrap();
+        let res = svc.oneshot(s.blob_request(Method::HEAD)).await.unwrap();
         assert_eq!(
             res.status(),
             StatusCode::FORBIDDEN,
@@ -203,23 +145,26 @@ async fn tower_http_follow_redirect_replays_head_and_fails_a_get_signed_url() {
 #[tokio::test]
 async fn range_and_resume() {
     bounded(async {
-        let s = setup(AuthRule::R2, Signing::AlwaysGet, 300_000).await;
+        let s = Loopback::start(AuthRule::R2, Signing::AlwaysGet, 300_000).await;
         let svc = ServiceBuilder::new()
             .layer(layer_for(&[s.store.addr]))
             .service(http_client(&[]));
 
-        let mut req = blob_request(s.registry, Method::GET, &s.digest);
+        let mut req = s.blob_request(Method::GET);
         req.headers_mut()
             .insert(RANGE, "bytes=1000-1999".parse().unwrap());
         let res = svc.clone().oneshot(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(res.headers()["content-range"], "bytes 1000-1999/300000");
-        assert_eq!(collect(res.into_body()).await.unwrap(), s.data[1000..2000]);
+        assert_eq!(
+            body_bytes(res.into_body()).await.unwrap(),
+            s.data[1000..2000]
+        );
 
         // A client reads part of the blob, loses the connection, and resumes with If-Range.
         let res = svc
             .clone()
-            .oneshot(blob_request(s.registry, Method::GET, &s.digest))
+            .oneshot(s.blob_request(Method::GET))
             .await
             .unwrap();
         let etag = res.headers()["etag"].clone();
@@ -230,13 +175,13 @@ async fn range_and_resume() {
             got.extend_from_slice(frame.data_ref().unwrap());
         }
         drop(body);
-        let mut req = blob_request(s.registry, Method::GET, &s.digest);
+        let mut req = s.blob_request(Method::GET);
         req.headers_mut()
             .insert(RANGE, format!("bytes={}-", got.len()).parse().unwrap());
         req.headers_mut().insert("if-range", etag.clone());
         let res = svc.oneshot(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
-        got.extend_from_slice(&collect(res.into_body()).await.unwrap());
+        got.extend_from_slice(&body_bytes(res.into_body()).await.unwrap());
         assert_eq!(got.len(), s.data.len());
         assert_eq!(
             digest(&got),
@@ -254,9 +199,7 @@ async fn range_and_resume() {
 async fn a_cdn_hop_is_followed_and_a_loop_ends_in_a_typed_error() {
     bounded(async {
         let store = Arc::new(Store::start(AuthRule::S3).await);
-        let data = test_blob(50_000);
-        let d = digest(&data);
-        store.put(&blob_key(&d), &data);
+        let d = store.put_blob(&test_blob(50_000));
         // The CDN 302s to the store, signing there for GET.
         let s = store.clone();
         let cdn = net::serve(move |req: Request<hyper::body::Incoming>| {
@@ -280,7 +223,7 @@ async fn a_cdn_hop_is_followed_and_a_loop_ends_in_a_typed_error() {
             .service(http_client(&[]));
         let res = svc
             .clone()
-            .oneshot(blob_request(registry, Method::GET, &d))
+            .oneshot(blob_request_to(registry, Method::GET, &d))
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
@@ -290,7 +233,7 @@ async fn a_cdn_hop_is_followed_and_a_loop_ends_in_a_typed_error() {
             (2, StatusCode::TEMPORARY_REDIRECT)
         );
         assert!(followed.storage_url().contains("X-Amz-Signature=REDACTED"));
-        assert_eq!(digest(&collect(res.into_body()).await.unwrap()), d);
+        assert_eq!(digest(&body_bytes(res.into_body()).await.unwrap()), d);
         store.assert_no_credentials_arrived();
 
         // A → B → A
@@ -321,7 +264,7 @@ async fn a_cdn_hop_is_followed_and_a_loop_ends_in_a_typed_error() {
             .service(http_client(&[]));
         let started = std::time::Instant::now();
         let err = svc
-            .oneshot(blob_request(registry, Method::GET, &d))
+            .oneshot(blob_request_to(registry, Method::GET, &d))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::RedirectLoop, "{err}");
@@ -333,17 +276,14 @@ async fn a_cdn_hop_is_followed_and_a_loop_ends_in_a_typed_error() {
 #[tokio::test]
 async fn unmatched_hosts_pass_through_and_downgrades_are_refused() {
     bounded(async {
-        let s = setup(AuthRule::S3, Signing::AlwaysGet, 1000).await;
+        let s = Loopback::start(AuthRule::S3, Signing::AlwaysGet, 1000).await;
         // The layer trusts some other host only: the 307 reaches the caller as it was sent.
         let svc = ServiceBuilder::new()
             .layer(SignedRedirectLayer::with_matcher(
                 HostPatterns::new(["storage.example"]).unwrap(),
             ))
             .service(http_client(&[]));
-        let res = svc
-            .oneshot(blob_request(s.registry, Method::GET, &s.digest))
-            .await
-            .unwrap();
+        let res = svc.oneshot(s.blob_request(Method::GET)).await.unwrap();
         assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
         assert!(res.headers()["location"]
             .to_str()
@@ -368,7 +308,7 @@ async fn unmatched_hosts_pass_through_and_downgrades_are_refused() {
         })
         .await;
         let req = |method| {
-            let mut r = blob_request(tls_registry, method, &s.digest);
+            let mut r = blob_request_to(tls_registry, method, &s.digest);
             *r.uri_mut() = format!("https://{tls_registry}/v2/library/test/blobs/{}", s.digest)
                 .parse()
                 .unwrap();
@@ -390,7 +330,10 @@ async fn unmatched_hosts_pass_through_and_downgrades_are_refused() {
             .service(http_client(&[cert]));
         let res = svc.oneshot(req(Method::GET)).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(digest(&collect(res.into_body()).await.unwrap()), s.digest);
+        assert_eq!(
+            digest(&body_bytes(res.into_body()).await.unwrap()),
+            s.digest
+        );
         s.store.assert_no_credentials_arrived();
     })
     .await;
@@ -399,32 +342,15 @@ async fn unmatched_hosts_pass_through_and_downgrades_are_refused() {
 #[tokio::test]
 async fn an_expired_url_returns_the_stores_403_unchanged() {
     bounded(async {
-        let store = Arc::new(Store::start(AuthRule::S3).await);
-        let data = test_blob(1000);
-        let d = digest(&data);
-        store.put(&blob_key(&d), &data);
-        let s = store.clone();
-        let registry = registry::start(move |_, digest| {
-            let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-            Some(s.presign_at(
-                &Method::GET,
-                &blob_key(digest),
-                an_hour_ago,
-                Duration::from_secs(60),
-            ))
-        })
-        .await;
+        let s = Loopback::start(AuthRule::S3, Signing::ExpiredGet, 1000).await;
         let svc = ServiceBuilder::new()
-            .layer(layer_for(&[store.addr]))
+            .layer(layer_for(&[s.store.addr]))
             .service(http_client(&[]));
-        let res = svc
-            .oneshot(blob_request(registry, Method::GET, &d))
-            .await
-            .unwrap();
+        let res = svc.oneshot(s.blob_request(Method::GET)).await.unwrap();
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
         let followed = res.extensions().get::<FollowedRedirect>().unwrap().clone();
         assert!(followed.expires_at().unwrap() < SystemTime::now());
-        let body = String::from_utf8(collect(res.into_body()).await.unwrap().to_vec()).unwrap();
+        let body = String::from_utf8(body_bytes(res.into_body()).await.unwrap().to_vec()).unwrap();
         assert!(
             body.contains("<Code>AccessDenied</Code>") && body.contains("Request has expired"),
             "{body}"
@@ -458,7 +384,7 @@ async fn storage_closing_mid_body_is_an_error_not_a_short_blob() {
             .layer(layer_for(&[storage]))
             .service(http_client(&[]));
         let res = svc
-            .oneshot(blob_request(registry, Method::GET, "sha256:00"))
+            .oneshot(blob_request_to(registry, Method::GET, "sha256:00"))
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
@@ -490,14 +416,11 @@ async fn hyper_util_client_is_the_inner_service_as_is() {
     assert_service(&svc);
     // And the response body streams: a blob arrives in several frames.
     bounded(async {
-        let s = setup(AuthRule::S3, Signing::AlwaysGet, 2_000_000).await;
+        let s = Loopback::start(AuthRule::S3, Signing::AlwaysGet, 2_000_000).await;
         let svc = ServiceBuilder::new()
             .layer(layer_for(&[s.store.addr]))
             .service(http_client(&[]));
-        let res = svc
-            .oneshot(blob_request(s.registry, Method::GET, &s.digest))
-            .await
-            .unwrap();
+        let res = svc.oneshot(s.blob_request(Method::GET)).await.unwrap();
         let mut body = res.into_body();
         let (mut frames, mut hasher) = (0, Sha256::new());
         while let Some(frame) = body.frame().await {

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(pairs.len(), shown_pairs.len());
     for (raw, out) in pairs.iter().zip(&shown_pairs) {
         match raw.split_once('=') {
-            Some((k, v)) => {
+            Some((k, _)) => {
                 let key = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
                 if SECRET.iter().any(|s| key.eq_ignore_ascii_case(s)) {
                     assert_eq!(*out, format!("{k}=REDACTED"));

@@ -32,13 +32,14 @@
 //! ```
 
 use http::Uri;
+use std::fmt;
 use std::sync::Arc;
 
 mod combinators;
 mod host_patterns;
 mod predicate;
 mod signed_query;
-mod well_known;
+pub(crate) mod well_known;
 
 pub use self::combinators::{And, Not, Or};
 pub use self::host_patterns::{HostPatterns, InvalidHostPattern};
@@ -53,7 +54,10 @@ pub use self::well_known::WellKnownStorage;
 ///
 /// Implemented by every matcher in this module, by [`Arc`] and [`Box`] of a matcher (so
 /// `Box<dyn StorageMatcher + Send + Sync>` works), and by closures wrapped in [`predicate`].
-pub trait StorageMatcher {
+///
+/// Matchers are `Debug` so that a layer's `Debug` output says which hosts it follows to (the
+/// setting that matters most when a redirect is not followed).
+pub trait StorageMatcher: fmt::Debug {
     /// Returns `true` if a redirect to `uri` should be followed by the layer.
     fn matches(&self, uri: &Uri) -> bool;
 

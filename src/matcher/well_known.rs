@@ -2,7 +2,7 @@ use super::{is_ip_literal, is_strict_subdomain, normalized_host, StorageMatcher}
 use http::Uri;
 
 /// Exact storage hosts that registries redirect blob downloads to.
-const EXACT: &[&str] = &[
+pub(crate) const EXACT: &[&str] = &[
     // Docker Hub
     "production.cloudflare.docker.com",
     "production.cloudfront.docker.com",
@@ -21,7 +21,7 @@ const EXACT: &[&str] = &[
 ];
 
 /// Suffixes whose strict subdomains are storage hosts.
-const SUBDOMAINS_OF: &[&str] = &[
+pub(crate) const SUBDOMAINS_OF: &[&str] = &[
     // Docker Hub's R2 buckets: docker-images-prod.<account>.r2.cloudflarestorage.com
     "r2.cloudflarestorage.com",
     // CloudFront distributions (Quay, ECR Public)
@@ -40,7 +40,7 @@ const SUBDOMAINS_OF: &[&str] = &[
 /// Quay (`cdn.quay.io`, `cdn01.quay.io` … `cdn06.quay.io`, `*.cloudfront.net`), ECR and
 /// registry.k8s.io (Amazon S3, below), ECR Public (`*.cloudfront.net`), ACR
 /// (`*.blob.core.windows.net`, `*.data.azurecr.io`) and GCR (`storage.googleapis.com` and
-/// its subdomains).
+/// `*.storage.googleapis.com`).
 ///
 /// Amazon S3 hosts are recognised by shape rather than listed: a host under
 /// `amazonaws.com` (or `amazonaws.com.cn`) with a label `s3` or a label starting with `s3-`

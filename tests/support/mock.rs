@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tower::Service;
 
+pub use super::BoxError;
+
 pub type TestBody = BoxBody<Bytes, BoxError>;
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request as the inner client received it.
 #[derive(Clone, Debug)]
@@ -110,17 +111,10 @@ pub fn redirect(status: u16, location: &str) -> Response<TestBody> {
         .unwrap()
 }
 
-pub async fn body_string<B>(res: Response<B>) -> String
-where
-    B: http_body::Body,
-    B::Error: fmt::Debug,
-{
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
-
-/// A GET as a registry proxy sends it upstream: absolute URI, client credentials and all.
-pub fn blob_request(method: Method) -> Request<String> {
+/// A blob request as a registry proxy sends it upstream to `registry.example`: absolute URI,
+/// the client's credentials, cloud-provider, content and custom headers, a body, and a
+/// request extension ([`Marker`]). None of that may reach storage but the allowlisted headers.
+pub fn credentialed_blob_request(method: Method) -> Request<String> {
     let mut req = Request::builder()
         .method(method)
         .uri("https://registry.example/v2/library/alpine/blobs/sha256:abc")

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use super::BoxError;
+
 pub type ServerBody = BoxBody<Bytes, BoxError>;
 
 /// The client a registry proxy uses upstream: hyper-util's legacy client, HTTP and HTTPS.
@@ -118,14 +119,6 @@ pub fn http_client(roots: &[rustls::pki_types::CertificateDer<'static>]) -> Http
         .enable_http1()
         .build();
     Client::builder(TokioExecutor::new()).build(https)
-}
-
-/// Reads a whole body.
-pub async fn collect<B>(body: B) -> Result<Bytes, B::Error>
-where
-    B: http_body::Body,
-{
-    Ok(body.collect().await?.to_bytes())
 }
 
 /// Serves raw TCP on 127.0.0.1: `handler` gets each accepted connection, for upstreams that

@@ -141,8 +141,9 @@ fn answer(
     }
 }
 
-/// A blob request as a registry proxy sends it upstream.
-pub fn blob_request(
+/// A blob request to the loopback `registry` as a registry proxy sends it upstream: the
+/// registry's token, a client's `User-Agent`, and a cookie that must never reach storage.
+pub fn blob_request_to(
     registry: SocketAddr,
     method: Method,
     digest: &str,

@@ -116,6 +116,13 @@ impl Store {
         }
     }
 
+    /// Stores `data` where CNCF distribution keeps a blob; returns its digest.
+    pub fn put_blob(&self, data: &[u8]) -> String {
+        let digest = super::registry::digest(data);
+        self.put(&super::registry::blob_key(&digest), data);
+        digest
+    }
+
     /// Stores an object (written where s3s-fs keeps it).
     pub fn put(&self, key: &str, data: &[u8]) {
         let path = self.object_path(key);

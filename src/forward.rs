@@ -1,0 +1,232 @@
+//! Which request headers reach storage: the allowlist, what can never be on it, how the
+//! allowlisted values are captured when a request is sent, and how they are written onto a
+//! storage request.
+//!
+//! A storage request is built from scratch, so this file is the only way a header of the
+//! caller's request can reach storage.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// How many headers the allowlist can hold. The first value of each allowlisted header is
+/// captured inline (without allocating) when a request is sent, so the list has a fixed
+/// capacity.
+pub const MAX_FORWARDED_HEADERS: usize = 8;
+
+/// The allowlist a new layer starts with.
+const DEFAULT_FORWARDED: [HeaderName; 4] = [
+    header::USER_AGENT,
+    header::RANGE,
+    header::IF_RANGE,
+    header::ACCEPT,
+];
+
+/// Header names that can never be forwarded, with the reason a refusal names.
+pub(crate) const NEVER_FORWARDED: &[(&str, &str)] = &[
+    ("authorization", "a credential"),
+    ("proxy-authorization", "a credential"),
+    ("cookie", "a credential"),
+    ("host", "set from the storage URL"),
+    ("connection", "hop-by-hop"),
+    ("keep-alive", "hop-by-hop"),
+    ("proxy-connection", "hop-by-hop"),
+    ("proxy-authenticate", "hop-by-hop"),
+    ("te", "hop-by-hop"),
+    ("trailer", "hop-by-hop"),
+    ("trailers", "hop-by-hop"),
+    ("transfer-encoding", "hop-by-hop"),
+    ("upgrade", "hop-by-hop"),
+    ("expect", "a storage request has no body"),
+];
+
+/// Name prefixes that can never be forwarded, with the reason a refusal names.
+pub(crate) const NEVER_FORWARDED_PREFIXES: &[(&str, &str)] = &[
+    (
+        "x-amz-",
+        "a cloud-provider header that storage expects to be signed",
+    ),
+    (
+        "x-goog-",
+        "a cloud-provider header that storage expects to be signed",
+    ),
+    (
+        "x-ms-",
+        "a cloud-provider header that storage expects to be signed",
+    ),
+    ("content-", "a storage request has no body"),
+];
+
+/// Why `name` can never be forwarded to storage, or `None` if it may be.
+fn refusal(name: &HeaderName) -> Option<&'static str> {
+    let n = name.as_str();
+    NEVER_FORWARDED
+        .iter()
+        .find(|(never, _)| *never == n)
+        .or_else(|| {
+            NEVER_FORWARDED_PREFIXES
+                .iter()
+                .find(|(p, _)| n.starts_with(p))
+        })
+        .map(|(_, why)| *why)
+}
+
+/// The allowlist of request headers copied to storage requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ForwardHeaders(Vec<HeaderName>);
+
+impl Default for ForwardHeaders {
+    fn default() -> Self {
+        ForwardHeaders(DEFAULT_FORWARDED.to_vec())
+    }
+}
+
+impl ForwardHeaders {
+    /// Replaces the list.
+    ///
+    /// # Panics
+    ///
+    /// As [`add`](Self::add) does, for each name.
+    pub(crate) fn set(&mut self, names: impl IntoIterator<Item = HeaderName>) {
+        self.0.clear();
+        for name in names {
+            self.add(name);
+        }
+    }
+
+    /// Adds one name (once: a name already on the list is not added again).
+    ///
+    /// # Panics
+    ///
+    /// When `name` can never be forwarded, or the list is full: both are mistakes in the
+    /// program, as an invalid header name would be, so the builder refuses them at once.
+    pub(crate) fn add(&mut self, name: HeaderName) {
+        if let Some(why) = refusal(&name) {
+            panic!("tower-signed-redirect: `{name}` can never be forwarded to storage ({why})");
+        }
+        if self.0.contains(&name) {
+            return;
+        }
+        assert!(
+            self.0.len() < MAX_FORWARDED_HEADERS,
+            "tower-signed-redirect: cannot forward `{name}`: the allowlist holds at most \
+             {MAX_FORWARDED_HEADERS} headers"
+        );
+        self.0.push(name);
+    }
+
+    /// Copies the allowlisted values of a request's headers: every value, in the request's
+    /// order. Cheap: header values are reference-counted, and the first value of each name
+    /// is kept inline; only repeated values allocate.
+    #[inline]
+    pub(crate) fn capture(&self, headers: &HeaderMap) -> Forwarded {
+        let mut captured = Forwarded::default();
+        // One pass over the request's headers, comparing names (an enum comparison for
+        // standard headers) instead of hashing each allowlisted name.
+        for (name, value) in headers {
+            if let Some(i) = self.0.iter().position(|n| n == name) {
+                match &mut captured.first[i] {
+                    slot @ None => *slot = Some(value.clone()),
+                    Some(_) => captured.more.push((i, value.clone())),
+                }
+            }
+        }
+        captured
+    }
+}
+
+/// What a storage request carries besides the allowlisted values.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Extra<'a> {
+    /// Sent as `User-Agent` instead of the caller's.
+    pub(crate) user_agent: Option<&'a HeaderValue>,
+    /// A `HEAD` answered by a range probe: `Range: bytes=0-0`, and no caller `Range` or
+    /// `If-Range`.
+    pub(crate) range_probe: bool,
+}
+
+/// The allowlisted header values of one request, by their position in the allowlist.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarded {
+    first: [Option<HeaderValue>; MAX_FORWARDED_HEADERS],
+    /// Further values of a repeated header (several `Accept`s, say), in order.
+    more: Vec<(usize, HeaderValue)>,
+}
+
+impl Forwarded {
+    /// Writes the captured headers, and `extra`, onto a fresh storage request's headers.
+    pub(crate) fn write_to(
+        &self,
+        allowlist: &ForwardHeaders,
+        extra: Extra<'_>,
+        out: &mut HeaderMap,
+    ) {
+        for (i, name) in allowlist.0.iter().enumerate() {
+            let replaced = (extra.user_agent.is_some() && name == header::USER_AGENT)
+                || (extra.range_probe && (name == header::RANGE || name == header::IF_RANGE));
+            let Some(first) = &self.first[i] else {
+                continue;
+            };
+            if replaced {
+                continue;
+            }
+            out.insert(name.clone(), first.clone());
+            for (_, value) in self.more.iter().filter(|(j, _)| *j == i) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(user_agent) = extra.user_agent {
+            out.insert(header::USER_AGENT, user_agent.clone());
+        }
+        if extra.range_probe {
+            out.insert(header::RANGE, HeaderValue::from_static("bytes=0-0"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_cover_credentials_hop_by_hop_and_signed_prefixes() {
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "proxy-authenticate",
+            "trailers",
+            "x-amz-date",
+            "x-goog-user-project",
+            "x-ms-version",
+            "content-md5",
+        ] {
+            assert!(refusal(&HeaderName::from_static(name)).is_some(), "{name}");
+        }
+        for name in [
+            "user-agent",
+            "range",
+            "accept",
+            "x-request-id",
+            "traceparent",
+        ] {
+            assert!(refusal(&HeaderName::from_static(name)).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn repeated_values_are_kept_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::ACCEPT, HeaderValue::from_static("a"));
+        headers.append(header::USER_AGENT, HeaderValue::from_static("ua"));
+        headers.append(header::ACCEPT, HeaderValue::from_static("b"));
+        let captured = ForwardHeaders::default().capture(&headers);
+        let mut out = HeaderMap::new();
+        let extra = Extra {
+            user_agent: None,
+            range_probe: false,
+        };
+        captured.write_to(&ForwardHeaders::default(), extra, &mut out);
+        let accepts: Vec<_> = out.get_all(header::ACCEPT).iter().collect();
+        assert_eq!(accepts, ["a", "b"]);
+        assert_eq!(out[header::USER_AGENT], "ua");
+    }
+}
