@@ -92,7 +92,8 @@ pub struct RequestLog {
     pub uri: http::Uri,
     pub upstream: std::sync::Arc<super::upstream::Upstream>,
     pub status: u16,
-    /// `passed` when a redirect reached the client, `none` when there was none.
+    /// `followed` when the layer fetched the answer from storage, `passed` when a redirect
+    /// reached the client, `none` when there was none.
     pub redirect: &'static str,
     /// Set when the layer followed a redirect to storage.
     pub followed: Option<tower_signed_redirect::FollowedRedirect>,
@@ -165,11 +166,6 @@ impl<B> Drop for Metered<B> {
             return;
         }
         let (l, outcome) = (&self.log, self.outcome);
-        let redirect = if l.followed.is_some() {
-            "followed"
-        } else {
-            l.redirect
-        };
         let followed = l.followed.as_ref();
         tracing::info!(
             method = %l.method,
@@ -179,7 +175,7 @@ impl<B> Drop for Metered<B> {
             bytes = self.bytes,
             duration_ms = self.started.elapsed().as_millis() as u64,
             body = outcome,
-            redirect,
+            redirect = l.redirect,
             hops = followed.map_or(0, |f| f.hops()),
             scheme = followed.map_or("", |f| f.scheme().as_str()),
             storage = followed.map_or("", |f| f.storage_url()),

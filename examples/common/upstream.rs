@@ -1,4 +1,5 @@
-//! Upstream registries: presets, parsing, and the token realm each one advertises.
+//! Upstream registries: presets, parsing, `library/` names, and the token realm each one
+//! advertises.
 
 use http::Uri;
 use std::sync::Mutex;
@@ -76,54 +77,15 @@ impl Upstream {
         }
     }
 
+    /// The token service URL this upstream's challenges name, once one was seen.
     pub fn realm(&self) -> Option<String> {
         self.realm.lock().unwrap().clone()
     }
 
-    /// Rewrites a `Bearer realm="..."` challenge to point at the mirror's token endpoint,
-    /// remembering the upstream realm. Other challenges (Basic) are returned unchanged.
-    pub fn rewrite_challenge(&self, challenge: &str, token_endpoint: &str) -> String {
-        let Some(rest) = strip_prefix_ignore_case(challenge.trim_start(), "bearer ") else {
-            return challenge.to_owned();
-        };
-        let mut out = String::from("Bearer ");
-        for (i, param) in split_params(rest).into_iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            match param.split_once('=') {
-                Some((key, value)) if key.trim().eq_ignore_ascii_case("realm") => {
-                    *self.realm.lock().unwrap() = Some(value.trim().trim_matches('"').to_owned());
-                    out.push_str(&format!("realm=\"{token_endpoint}\""));
-                }
-                _ => out.push_str(param.trim()),
-            }
-        }
-        out
+    /// Remembers the token service URL from a challenge.
+    pub fn set_realm(&self, realm: &str) {
+        *self.realm.lock().unwrap() = Some(realm.to_owned());
     }
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
-}
-
-/// Splits `a="x,y",b=z` on commas outside quotes.
-fn split_params(s: &str) -> Vec<&str> {
-    let (mut parts, mut start, mut quoted) = (Vec::new(), 0, false);
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
 }
 
 #[cfg(test)]
@@ -131,22 +93,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn docker_hub_challenge_is_rewritten_and_learned() {
+    fn docker_hub_is_a_preset_with_library_names() {
         let hub = Upstream::parse("docker.io").unwrap();
-        let got = hub.rewrite_challenge(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull,push""#,
-            "http://127.0.0.1:5000/token/docker.io",
-        );
-        assert_eq!(
-            got,
-            r#"Bearer realm="http://127.0.0.1:5000/token/docker.io",service="registry.docker.io",scope="repository:library/alpine:pull,push""#
-        );
-        assert_eq!(hub.realm().as_deref(), Some("https://auth.docker.io/token"));
-        assert_eq!(
-            hub.rewrite_challenge("Basic realm=\"r\"", "x"),
-            "Basic realm=\"r\""
-        );
+        assert_eq!(hub.url("", None), "https://registry-1.docker.io/v2/");
         assert_eq!(hub.repository("alpine"), "library/alpine");
         assert_eq!(hub.repository("user/app"), "user/app");
+        assert!(Upstream::parse("nope").is_err());
+        assert!(Upstream::parse("x=ftp://h").is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! hyper-util's graceful shutdown), for one upstream: the smallest complete use of
 //! `SignedRedirectLayer` in a proxy. It shares the mirror logic and flags with the axum
 //! example (`registry_mirror`); the upstream client is composed with `ServiceBuilder` in
-//! `common::build_client`.
+//! `common/client.rs`.
 //!
 //! ```text
 //! cargo run --release --example hyper_mirror -- --listen 127.0.0.1:5001 --upstream docker.io
@@ -22,11 +22,11 @@ async fn main() {
     init_logging(&options);
     // One upstream: the first given.
     options.upstreams.truncate(1);
-    let (mirror, listener) = common::start(&options).await;
+    let (mirror, listener) = common::server::start(&options).await;
     tracing::info!(listen = %options.listen, upstream = %options.upstreams[0], "hyper registry mirror ready");
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let shutdown = common::shutdown_signal();
+    let shutdown = common::server::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -37,7 +37,7 @@ async fn main() {
                     let mirror = mirror.clone();
                     async move {
                         let (parts, _) = req.into_parts();
-                        Ok::<_, Infallible>(mirror.route(&parts).await)
+                        Ok::<_, Infallible>(mirror.handle(&parts).await)
                     }
                 });
                 let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);

@@ -20,10 +20,10 @@ use common::options::{init_logging, Options};
 async fn main() {
     let options = Options::parse();
     init_logging(&options);
-    let (mirror, listener) = common::start(&options).await;
+    let (mirror, listener) = common::server::start(&options).await;
     tracing::info!(listen = %options.listen, upstreams = ?options.upstreams, redirects = ?options.redirects, "registry mirror ready");
     let served = axum::serve(listener, app::router(mirror))
-        .with_graceful_shutdown(common::shutdown_signal())
+        .with_graceful_shutdown(common::server::shutdown_signal())
         .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "server failed");

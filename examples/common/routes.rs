@@ -1,0 +1,120 @@
+//! What each path does, and which upstream a request is for.
+
+use super::body::ProxyBody;
+use super::errors::registry_error;
+use super::upstream::Upstream;
+use super::Mirror;
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use std::sync::Arc;
+
+impl Mirror {
+    /// Answers one request: the mirror's only entry point, for every server.
+    ///
+    /// - `GET|HEAD /v2/`: the API version check;
+    /// - `GET /token/<upstream>`: the token service (see `token.rs`);
+    /// - `GET|HEAD /v2/<name>/{manifests,blobs,tags,referrers}/...`: pulled from the upstream.
+    pub async fn handle(&self, parts: &Parts) -> Response<ProxyBody> {
+        let path = parts.uri.path();
+        if path == "/v2" || path == "/v2/" {
+            self.ping(parts).await
+        } else if let Some(name) = path.strip_prefix("/token/") {
+            self.token(name, parts).await
+        } else if let Some(rest) = path.strip_prefix("/v2/") {
+            self.pull(rest, parts).await
+        } else {
+            registry_error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "not a registry API path",
+            )
+        }
+    }
+
+    /// `/v2/`: answered by the upstream (with its auth challenge pointed at this mirror).
+    async fn ping(&self, parts: &Parts) -> Response<ProxyBody> {
+        let upstream = self
+            .select_by_ns(parts)
+            .unwrap_or_else(|| self.upstreams[0].clone());
+        let url = upstream.url("", None);
+        self.send(&upstream, parts, url).await
+    }
+
+    /// `/v2/<rest>`: a manifest, blob, tag list or referrers list.
+    async fn pull(&self, rest: &str, parts: &Parts) -> Response<ProxyBody> {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return registry_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "this mirror is pull-only",
+            );
+        }
+        let (upstream, rest) = self.select(parts, rest);
+        let Some((name, tail)) = split_repository(rest) else {
+            return registry_error(
+                StatusCode::NOT_FOUND,
+                "NAME_INVALID",
+                "not a repository path",
+            );
+        };
+        let query = parts.uri.query().map(strip_ns).filter(|q| !q.is_empty());
+        let url = upstream.url(
+            &format!("{}{tail}", upstream.repository(name)),
+            query.as_deref(),
+        );
+        self.send(&upstream, parts, url).await
+    }
+
+    /// containerd's `?ns=<registry>`, when it names a configured upstream.
+    fn select_by_ns(&self, parts: &Parts) -> Option<Arc<Upstream>> {
+        let ns = parts
+            .uri
+            .query()?
+            .split('&')
+            .find_map(|p| p.strip_prefix("ns="))?;
+        self.upstreams.iter().find(|u| u.name == ns).cloned()
+    }
+
+    /// The upstream for a `/v2/<rest>` path: `ns`, else a leading `<upstream-name>/` (a
+    /// host-like name), else the default. Returns it with the rest of the path.
+    fn select<'a>(&self, parts: &Parts, rest: &'a str) -> (Arc<Upstream>, &'a str) {
+        if let Some(upstream) = self.select_by_ns(parts) {
+            return (upstream, rest);
+        }
+        // As in Docker's reference grammar, a first component is a registry host only if
+        // it looks like one; `e2e/image` stays a repository even with an upstream "e2e".
+        if let Some((first, after)) = rest
+            .split_once('/')
+            .filter(|(f, _)| f.contains(['.', ':']) || *f == "localhost")
+        {
+            if let Some(upstream) = self.upstreams.iter().find(|u| u.name == first) {
+                return (upstream.clone(), after);
+            }
+        }
+        (self.upstreams[0].clone(), rest)
+    }
+}
+
+/// `library/alpine/manifests/latest` → (`library/alpine`, `/manifests/latest`).
+fn split_repository(rest: &str) -> Option<(&str, &str)> {
+    ["/manifests/", "/blobs/", "/tags/", "/referrers/"]
+        .iter()
+        .filter_map(|kind| rest.rfind(kind))
+        .max()
+        .map(|i| rest.split_at(i))
+        .filter(|(name, _)| {
+            !name.is_empty()
+                && name
+                    .split('/')
+                    .all(|s| !s.is_empty() && s != "." && s != "..")
+        })
+}
+
+/// The query without containerd's `ns` parameter, which the upstream does not know.
+fn strip_ns(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.starts_with("ns="))
+        .collect::<Vec<_>>()
+        .join("&")
+}
