@@ -31,29 +31,20 @@
 //!
 //! # Example
 //!
-//! With hyper-util's client (any `Service<Request<B>, Response = Response<R>> + Clone` works,
-//! here a mock registry and storage):
+//! With hyper-util's client (any `Service<Request<B>, Response = Response<R>> + Clone` works;
+//! here the in-memory Docker Hub and R2 of [`test_util`](#testing-your-stack)):
 //!
 //! ```
-//! # use std::convert::Infallible;
-//! # use http::{Request, Response, StatusCode};
+//! # use http::{Request, StatusCode};
+//! # use tower_signed_redirect::test_util::{FakeRegistry, FakeStorage, Provider};
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_signed_redirect::{FollowedRedirect, SignatureScheme, SignedRedirectLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! # let client = tower::service_fn(|req: Request<String>| async move {
-//! #     let res = match req.uri().host() {
-//! #         Some("registry-1.docker.io") => Response::builder().status(307).header(
-//! #             "location",
-//! #             "https://docker-images-prod.abc.r2.cloudflarestorage.com/registry-v2/blob/data\
-//! #              ?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00ff",
-//! #         ),
-//! #         _ if req.headers().contains_key("authorization") => Response::builder().status(400),
-//! #         _ => Response::builder(),
-//! #     };
-//! #     Ok::<_, Infallible>(res.body(String::from("layer bytes")).unwrap())
-//! # });
+//! # let r2 = FakeStorage::new().at("https://docker-images-prod.abc.r2.cloudflarestorage.com").provider(Provider::R2);
+//! # let client = FakeRegistry::new(r2).at("https://registry-1.docker.io").require_token("registry-token");
+//! # client.put_blob("sha256:00", "layer bytes");
 //! // let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
 //! let client = ServiceBuilder::new()
 //!     .layer(SignedRedirectLayer::new())
@@ -78,50 +69,65 @@
 //! anything that adds credentials (an `Authorization` for the registry, a cookie), or that
 //! replays requests with their headers, **outside** it: listed before it in a
 //! `ServiceBuilder`. Timeouts and retries that only look at responses can go on either side;
-//! inside (after it), a timeout bounds each hop.
+//! inside (after it), a timeout bounds each hop. See the example below: the wrong order
+//! sends the token to storage, which refuses it.
+//!
+//! # Testing your stack
+//!
+//! With the `test-util` feature, `test_util` has a registry and an object store that behave
+//! like the real ones, in memory: `FakeStorage` enforces storage's
+//! rules (one auth mechanism, the signed method and exact URL, expiry) with the providers'
+//! own errors, and `FakeRegistry` redirects blob requests to URLs
+//! it signed. The registry also answers for its storage's host, so it stands in for the
+//! HTTP client under your stack; both record what they receive. A stack that adds the
+//! registry token inside the layer fails against them, and passes with the token added
+//! outside:
 //!
 //! ```
-//! # use std::convert::Infallible;
-//! # use http::{Request, Response, StatusCode};
 //! use http::header::{HeaderValue, AUTHORIZATION};
+//! use http::{Method, Request, StatusCode};
 //! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_signed_redirect::test_util::{FakeRegistry, FakeStorage};
 //! use tower_signed_redirect::SignedRedirectLayer;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! # // The registry redirects blobs to R2, which rejects a second auth mechanism.
-//! # let client = tower::service_fn(|req: Request<String>| async move {
-//! #     let res = match req.uri().host() {
-//! #         Some("registry-1.docker.io") => Response::builder().status(307).header(
-//! #             "location",
-//! #             "https://docker-images-prod.abc.r2.cloudflarestorage.com/blob?X-Amz-Signature=00ff",
-//! #         ),
-//! #         _ if req.headers().contains_key("authorization") => Response::builder().status(400),
-//! #         _ => Response::builder(),
-//! #     };
-//! #     Ok::<_, Infallible>(res.body(String::new()).unwrap())
-//! # });
+//! let storage = FakeStorage::new(); // S3's rules and errors
+//! let registry = FakeRegistry::new(storage.clone()).require_token("t0ken");
+//! registry.put_blob("sha256:00", "layer bytes");
+//!
+//! // The stack under test adds the registry token to its requests.
 //! let add_token = |mut req: Request<String>| {
-//!     req.headers_mut().insert(AUTHORIZATION, HeaderValue::from_static("Bearer registry-token"));
+//!     req.headers_mut().insert(AUTHORIZATION, HeaderValue::from_static("Bearer t0ken"));
 //!     req
 //! };
-//! let blob = || Request::get("https://registry-1.docker.io/v2/library/alpine/blobs/sha256:00")
-//!     .body(String::new())
-//!     .unwrap();
+//! let blob = |method| {
+//!     Request::builder()
+//!         .method(method)
+//!         .uri("https://registry.test/v2/library/alpine/blobs/sha256:00")
+//!         .body(String::new())
+//!         .unwrap()
+//! };
 //!
-//! // Right: the token is added to the caller's request only.
-//! let right = ServiceBuilder::new()
-//!     .map_request(add_token)
-//!     .layer(SignedRedirectLayer::new())
-//!     .service(client.clone());
-//! assert_eq!(right.oneshot(blob()).await.unwrap().status(), StatusCode::OK);
-//!
-//! // Wrong: the token is added to the storage request too, and storage rejects it.
 //! let wrong = ServiceBuilder::new()
 //!     .layer(SignedRedirectLayer::new())
 //!     .map_request(add_token)
-//!     .service(client);
-//! assert_eq!(wrong.oneshot(blob()).await.unwrap().status(), StatusCode::BAD_REQUEST);
+//!     .service(registry.clone());
+//! let res = wrong.oneshot(blob(Method::GET)).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::BAD_REQUEST); // "Only one auth mechanism allowed"
+//!
+//! let right = ServiceBuilder::new()
+//!     .map_request(add_token)
+//!     .layer(SignedRedirectLayer::new())
+//!     .service(registry.clone());
+//! let res = right.clone().oneshot(blob(Method::GET)).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
+//! // A HEAD on a URL signed for GET works too, and reports the blob's size.
+//! let res = right.oneshot(blob(Method::HEAD)).await.unwrap();
+//! assert_eq!(res.headers()["content-length"], "11");
+//!
+//! // Storage's records, to assert on.
+//! assert!(storage.requests().iter().skip(1).all(|r| r.headers.get(AUTHORIZATION).is_none()));
 //! # }
 //! ```
 //!
@@ -191,6 +197,8 @@ pub mod matcher;
 mod redirect;
 mod service;
 pub mod signed_url;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use body::ResponseBody;
 pub use error::{BoxError, Error, ErrorKind};

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use support::mock::*;
 use tower::ServiceExt;
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher};
+use tower_signed_redirect::test_util::{FakeRegistry, FakeStorage};
 use tower_signed_redirect::{HeadStrategy, SignedRedirectLayer};
 
 const NEVER: &[&str] = &[
@@ -133,10 +134,9 @@ proptest! {
         let built = build(&allow_names, strategy);
         prop_assert_eq!(built.is_none(), refused, "allowlist {:?}", allow);
         let Some(layer) = built else { return Ok(()) };
-        let client = MockClient::new(|req| Ok(match req.uri().host() {
-            Some("registry.example") => redirect(307, "https://a.r2.cloudflarestorage.com/b?X-Amz-Signature=1"),
-            _ => response(200, "blob"),
-        }));
+        let registry = FakeRegistry::new(FakeStorage::new()).at("https://registry.example");
+        registry.put_blob("sha256:1", "blob");
+        let client = MockClient::over(registry);
         let c = client.clone();
         run(async move {
             tower::ServiceBuilder::new().layer(layer).service(c).oneshot(req).await.unwrap();

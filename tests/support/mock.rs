@@ -9,6 +9,7 @@ use std::future::{ready, Ready};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tower::Service;
+use tower_signed_redirect::test_util::FakeRegistry;
 
 pub use super::BoxError;
 
@@ -60,6 +61,21 @@ impl MockClient {
             log: Arc::default(),
             route: Arc::new(route),
         }
+    }
+
+    /// Records every request (body and extensions included), and answers as `registry`
+    /// (and its storage) does.
+    pub fn over(registry: FakeRegistry) -> Self {
+        MockClient::new(move |req| {
+            let mut forwarded = Request::new(String::new());
+            *forwarded.method_mut() = req.method().clone();
+            *forwarded.uri_mut() = req.uri().clone();
+            *forwarded.headers_mut() = req.headers().clone();
+            match registry.clone().call(forwarded).into_inner() {
+                Ok(res) => Ok(res.map(|b| b.map_err(|e| match e {}).boxed())),
+                Err(e) => Err(MockError(e.to_string())),
+            }
+        })
     }
 
     /// Every request received so far.

@@ -1,12 +1,13 @@
 //! The set-up most loopback tests start from: a real S3 store holding one blob, and a
 //! registry that redirects blob requests to URLs pre-signed for it.
 
-use super::registry::{self, RegistryLog};
+use super::registry;
 use super::s3::{AuthRule, Store};
 use http::Method;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tower_signed_redirect::test_util::{FakeRegistry, Signing as RegistrySigning};
 
 /// How the registry signs the storage URL it redirects to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +28,8 @@ pub fn test_blob(len: usize) -> Vec<u8> {
 pub struct Loopback {
     pub store: Arc<Store>,
     pub registry: SocketAddr,
-    pub registry_log: RegistryLog,
+    /// The registry's records: what it received.
+    pub registry_fake: FakeRegistry,
     pub digest: String,
     pub data: Vec<u8>,
 }
@@ -49,24 +51,27 @@ impl Loopback {
         let data = test_blob(len);
         let digest = store.put_blob(&data);
         let s = store.clone();
-        let (registry, registry_log) = registry::start_with_realm(realm, move |method, d| {
+        let sign_for = match signing {
+            Signing::OwnMethod => RegistrySigning::RequestMethod,
+            Signing::AlwaysGet | Signing::ExpiredGet => RegistrySigning::GetOnly,
+        };
+        let (registry, registry_fake) = registry::start_with(&realm, sign_for, move |method, d| {
             let key = registry::blob_key(d);
             Some(match signing {
-                Signing::OwnMethod => s.presign(method, &key),
-                Signing::AlwaysGet => s.presign(&Method::GET, &key),
                 Signing::ExpiredGet => s.presign_at(
-                    &Method::GET,
+                    method,
                     &key,
                     SystemTime::now() - Duration::from_secs(3600),
                     Duration::from_secs(60),
                 ),
+                Signing::OwnMethod | Signing::AlwaysGet => s.presign(method, &key),
             })
         })
         .await;
         Loopback {
             store,
             registry,
-            registry_log,
+            registry_fake,
             digest,
             data,
         }
