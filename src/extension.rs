@@ -1,11 +1,15 @@
 use crate::signed_url::{SignatureScheme, SignedUrl};
 use http::{StatusCode, Uri};
+use std::fmt;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 /// Response extension: what the layer did to produce this response.
 ///
 /// Present only on responses the layer fetched from storage. A proxy can log or meter it;
-/// the URL in it is redacted.
+/// the URL it gives is redacted. (It keeps the storage URL to render it redacted, and read
+/// its scheme and expiry, the first time they are asked for: nothing is formatted for a
+/// response whose record nobody reads.)
 ///
 /// ```
 /// use http::Response;
@@ -18,14 +22,22 @@ use std::time::SystemTime;
 /// }
 /// # log_it(&Response::new(()));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct FollowedRedirect {
     redirect_status: StatusCode,
-    storage_url: String,
+    /// The signed URL itself: never printed or handed out whole.
+    storage: Uri,
     hops: usize,
+    head_fallback: bool,
+    read: OnceLock<Read>,
+}
+
+/// What is read from the storage URL, once.
+#[derive(Clone)]
+struct Read {
+    redacted: Box<str>,
     scheme: SignatureScheme,
     expires_at: Option<SystemTime>,
-    head_fallback: bool,
 }
 
 impl FollowedRedirect {
@@ -48,15 +60,24 @@ impl FollowedRedirect {
     /// assert_eq!((followed.hops(), followed.head_fallback()), (2, false));
     /// ```
     pub fn new(redirect_status: StatusCode, storage_url: &Uri) -> Self {
-        let signed = SignedUrl::new(storage_url);
         FollowedRedirect {
             redirect_status,
-            storage_url: signed.to_string(),
+            storage: storage_url.clone(),
             hops: 1,
-            scheme: signed.scheme(),
-            expires_at: signed.expires_at(),
             head_fallback: false,
+            read: OnceLock::new(),
         }
+    }
+
+    fn read(&self) -> &Read {
+        self.read.get_or_init(|| {
+            let signed = SignedUrl::new(&self.storage);
+            Read {
+                redacted: signed.to_string().into(),
+                scheme: signed.scheme(),
+                expires_at: signed.expires_at(),
+            }
+        })
     }
 
     /// Sets how many redirects were followed (default 1).
@@ -79,7 +100,7 @@ impl FollowedRedirect {
 
     /// The URL storage answered from (the last hop), with credentials redacted.
     pub fn storage_url(&self) -> &str {
-        &self.storage_url
+        &self.read().redacted
     }
 
     /// How many redirects were followed: 1 for registry → storage.
@@ -89,17 +110,48 @@ impl FollowedRedirect {
 
     /// How the storage URL is signed.
     pub fn scheme(&self) -> SignatureScheme {
-        self.scheme
+        self.read().scheme
     }
 
     /// When the storage URL's signature expires, where it says.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.expires_at
+        self.read().expires_at
     }
 
     /// `true` when a `HEAD` was answered by a real `HEAD` to storage after the ranged `GET`
     /// probe was rejected (a URL signed for `HEAD` only).
     pub fn head_fallback(&self) -> bool {
         self.head_fallback
+    }
+}
+
+impl PartialEq for FollowedRedirect {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.redirect_status,
+            &self.storage,
+            self.hops,
+            self.head_fallback,
+        ) == (
+            other.redirect_status,
+            &other.storage,
+            other.hops,
+            other.head_fallback,
+        )
+    }
+}
+
+impl Eq for FollowedRedirect {}
+
+impl fmt::Debug for FollowedRedirect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FollowedRedirect")
+            .field("redirect_status", &self.redirect_status)
+            .field("storage_url", &self.storage_url())
+            .field("hops", &self.hops)
+            .field("scheme", &self.scheme())
+            .field("expires_at", &self.expires_at())
+            .field("head_fallback", &self.head_fallback)
+            .finish()
     }
 }

@@ -14,12 +14,13 @@ use http::{HeaderValue, Uri};
 /// authority to resolve it against.
 pub(crate) fn resolve(base: &Uri, location: &HeaderValue) -> Option<Uri> {
     let bytes = location.as_bytes();
-    let reference = std::str::from_utf8(bytes).ok()?;
-    let reference = reference.split_once('#').map_or(reference, |(r, _)| r);
-    if has_scheme(reference) {
-        let uri = Uri::try_from(reference).ok()?;
+    if has_scheme(bytes) {
+        // The URI parser checks every byte itself (no UTF-8 pass first) and drops a fragment.
+        let uri = Uri::try_from(bytes).ok()?;
         return (uri.scheme().is_some() && uri.authority().is_some()).then_some(uri);
     }
+    let reference = std::str::from_utf8(bytes).ok()?;
+    let reference = reference.split_once('#').map_or(reference, |(r, _)| r);
     let (scheme, authority) = (base.scheme_str()?, base.authority()?.as_str());
     let resolved = if let Some(rest) = reference.strip_prefix("//") {
         format!("{scheme}://{rest}")
@@ -47,13 +48,13 @@ pub(crate) fn resolve(base: &Uri, location: &HeaderValue) -> Option<Uri> {
 }
 
 /// `scheme ":"` at the start, as RFC 3986 §3.1 defines a scheme.
-fn has_scheme(reference: &str) -> bool {
-    let Some((scheme, _)) = reference.split_once(':') else {
+fn has_scheme(reference: &[u8]) -> bool {
+    let Some(colon) = reference.iter().position(|b| *b == b':') else {
         return false;
     };
-    let mut bytes = scheme.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    let mut scheme = reference[..colon].iter();
+    scheme.next().is_some_and(u8::is_ascii_alphabetic)
+        && scheme.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 /// RFC 3986 §5.2.4.
@@ -95,6 +96,14 @@ mod tests {
             &HeaderValue::from_str(location).unwrap(),
         )
         .map(|u| u.to_string())
+    }
+
+    #[test]
+    fn the_fragment_of_an_absolute_location_is_dropped() {
+        assert_eq!(
+            resolve_str("http://r/", "https://s/a%2Fb?q=1#frag?x").unwrap(),
+            "https://s/a%2Fb?q=1"
+        );
     }
 
     #[test]

@@ -17,6 +17,16 @@ use http_body_util::Empty;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+/// Serves the axum example's router through the examples' server loop, as `main` does.
+fn serve_axum(listener: tokio::net::TcpListener, mirror: Arc<common::Mirror>) {
+    let service = hyper_util::service::TowerToHyperService::new(app::router(mirror));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _running = stop;
+        common::server::serve(listener, service, stopped).await
+    });
+}
+
 use support::net::{self, http_client};
 use support::registry::{self, digest, TOKEN};
 use support::s3::{AuthRule, Store};
@@ -77,24 +87,32 @@ async fn axum_mirror(flags: &[String]) -> SocketAddr {
     let mirror = Arc::new(common::Mirror::from_options(&options).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app::router(mirror)).await.unwrap() });
+    serve_axum(listener, mirror);
     addr
 }
 
-/// Serves the hyper example's handling (`Mirror::route` over `http1`) with these flags.
+/// Serves the hyper example's handling (`Mirror::handle` in a `service_fn`) with these
+/// flags, through the examples' server loop.
 async fn hyper_mirror(flags: &[String]) -> SocketAddr {
     let options = common::options::Options::parse_from(
         std::iter::once("hyper_mirror".to_owned()).chain(flags.iter().cloned()),
     );
     let mirror = Arc::new(common::Mirror::from_options(&options).unwrap());
-    net::serve(move |req: Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let mirror = mirror.clone();
         async move {
             let (parts, _) = req.into_parts();
-            mirror.handle(&parts).await
+            Ok::<_, std::convert::Infallible>(mirror.handle(&parts).await)
         }
-    })
-    .await
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _running = stop;
+        common::server::serve(listener, service, stopped).await
+    });
+    addr
 }
 
 fn flags(up: &Upstream, extra: &[&str]) -> Vec<String> {

@@ -24,6 +24,16 @@ use http_body_util::Empty;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+/// Serves the axum example's router through the examples' server loop, as `main` does.
+fn serve_axum(listener: tokio::net::TcpListener, mirror: Arc<common::Mirror>) {
+    let service = hyper_util::service::TowerToHyperService::new(app::router(mirror));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _running = stop;
+        common::server::serve(listener, service, stopped).await
+    });
+}
+
 use support::body_bytes;
 use support::net::{self, http_client};
 use support::registry::{digest, TOKEN};
@@ -121,7 +131,7 @@ async fn ten_thousand_blob_requests_at_concurrency_256() {
     let mirror = Arc::new(common::Mirror::from_options(&options).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app::router(mirror)).await.unwrap() });
+    serve_axum(listener, mirror);
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let load = |requests: usize| {

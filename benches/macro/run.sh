@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# Macro benchmark on 127.0.0.1, bounded in time and count:
+# Macro benchmark on 127.0.0.1, bounded in count and time. Variants, interleaved in every
+# round so that they share the machine's state:
 #
-#   origin:  a registry stand-in (Rust, benches/macro/registry_stand_in.rs) answering blob
-#            GETs that carry the Bearer token with an empty 307 to a pre-signed-looking URL;
-#            nginx as the storage stand-in (sendfile, Range, 400 on any Authorization, 403 on
-#            anything but GET). `tcp_nopush` is off: with it, nginx's TCP_CORK stalls
-#            keep-alive clients ~40 ms on loopback and slows direct downloads 30-40%.
-#   peer:    nginx following the redirect server-side with the usual recipe
-#            (proxy_intercept_errors + error_page 307 = @handle_redirect, then
-#            proxy_pass $upstream_http_location with Authorization cleared), keep-alive to
-#            the registry, no temp files.
-#   ours:    the axum example (release build) with SignedRedirectLayer.
+#   direct   curl from the storage stand-in itself: the ceiling.
+#   nginx    the well-known nginx recipe (proxy_intercept_errors + error_page 307 =
+#            @handle_redirect, then proxy_pass $upstream_http_location with Authorization
+#            cleared), keep-alive to the registry, no temp files.
+#   bare     benches/macro/bare_follower.rs: hyper server + hyper-util client following the
+#            307 with a clean GET and nothing else, on the mirror's runtime and hyper settings.
+#   mirror   the axum example, release build, `--log warn`.
+#   cached   the same with the redirect cache warm (repeated pulls of the same blobs).
+#   verify   the mirror with --verify-digests (every blob hashed while it streams).
 #
-# Measures, interleaving the variants: (a) one 1 GiB blob, MB/s and the proxy's CPU seconds
-# per GiB; (b) a 64 KiB blob with wrk -c64: requests/s, p50, p99; (c) 16 parallel 64 MiB
-# downloads: wall time, and the proxies' peak RSS. Prints a table and the ratios.
+# Origin: a registry stand-in (benches/macro/registry_stand_in.rs) answering blob GETs that
+# carry the Bearer token with an empty 307 to a pre-signed-looking URL; nginx as storage
+# (sendfile, Range, 400 on any Authorization, 403 on anything but GET). `tcp_nopush` is off:
+# with it, nginx's TCP_CORK stalls keep-alive clients ~40 ms on loopback.
 #
-# usage: bash benches/macro/run.sh [ROUNDS]   (installs nginx, wrk and curl if missing)
+# Measures: (a) one 1 GiB blob, MB/s and the proxy's CPU seconds per GiB; (b) a 64 KiB blob
+# with wrk -t2 -c64 for 5 s: requests/s, p50, p99, proxy CPU per request; (c) 16 parallel
+# 64 MiB downloads: wall time and each proxy's peak RSS during them; and each proxy's peak RSS
+# over the whole run. Prints the table (medians of the rounds; the largest peak), the ratios,
+# and which goals hold.
+#
+# usage: bash benches/macro/run.sh [ROUNDS]   (default 3; installs nginx, wrk and curl if missing)
+#        VARIANTS="direct nginx bare mirror" bash benches/macro/run.sh 1   (a subset)
+#        COLD_FLAGS="..." sets the plain mirror's extra flags (default: --redirect-cache 0)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ROUNDS=${1:-3}
@@ -24,18 +33,19 @@ WORK=$(mktemp -d /tmp/tsr-bench.XXXXXX)
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [[ -f $WORK/storage.pid ]] && kill "$(cat "$WORK/storage.pid")" 2>/dev/null || true
-  [[ -f $WORK/peer.pid ]] && kill "$(cat "$WORK/peer.pid")" 2>/dev/null || true
+  for f in storage peer; do [[ -f $WORK/$f.pid ]] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true; done
   sleep 0.5
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v curl >/dev/null; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl >/dev/null
 fi
-(cd "$ROOT" && cargo build --release --quiet --example registry_mirror --example bench_registry_stand_in)
+(cd "$ROOT" && cargo build --release --quiet --example registry_mirror \
+  --example bench_registry_stand_in --example bench_bare_follower)
+BIN="$ROOT/target/release/examples"
 
 TOKEN="Authorization: Bearer benchtoken"
 GIB=$(printf 'a%.0s' {1..64}); MID=$(printf 'b%.0s' {1..64}); SMALL=$(printf 'c%.0s' {1..64})
@@ -102,112 +112,116 @@ http {
 NGINX
 nginx -c "$WORK/storage.conf" -p "$WORK"
 nginx -c "$WORK/peer.conf" -p "$WORK"
-"$ROOT/target/release/examples/bench_registry_stand_in" 127.0.0.1:7000 http://127.0.0.1:7001 & PIDS+=($!)
-"$ROOT/target/release/examples/registry_mirror" --listen 127.0.0.1:7003 --upstream bench=http://127.0.0.1:7000 \
-  --storage-host 127.0.0.1:7001 --log warn & PIDS+=($!)
-OURS=$!
+read -r -a VARIANTS <<<"${VARIANTS:-direct nginx bare mirror cached verify}"
+PROXIES=(); for v in "${VARIANTS[@]}"; do [[ $v != direct ]] && PROXIES+=("$v"); done
+has() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
+"$BIN/bench_registry_stand_in" 127.0.0.1:7000 http://127.0.0.1:7001 & PIDS+=($!)
+BARE= MIRROR= CACHED= VERIFY=
+if has bare; then "$BIN/bench_bare_follower" 127.0.0.1:7004 http://127.0.0.1:7000 & PIDS+=($!); BARE=$!; fi
+MIRROR_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host 127.0.0.1:7001 --log warn)
+# The plain mirror runs with the redirect cache off: every request asks the registry.
+read -r -a COLD <<<"${COLD_FLAGS---redirect-cache 0}"
+if has mirror; then "$BIN/registry_mirror" --listen 127.0.0.1:7003 "${MIRROR_FLAGS[@]}" "${COLD[@]}" & PIDS+=($!); MIRROR=$!; fi
+if has cached; then "$BIN/registry_mirror" --listen 127.0.0.1:7005 "${MIRROR_FLAGS[@]}" & PIDS+=($!); CACHED=$!; fi
+if has verify; then "$BIN/registry_mirror" --listen 127.0.0.1:7006 "${MIRROR_FLAGS[@]}" --redirect-cache 0 --verify-digests & PIDS+=($!); VERIFY=$!; fi
 sleep 1
 
-url() { # variant digest
+# blob paths: the stand-in's digests are the file names; the mirror and the bare follower
+# take the registry path under /v2/.
+url() { # variant name
   case $1 in
     direct) echo "http://127.0.0.1:7001/blobs/$2?X-Amz-Signature=x" ;;
-    peer) echo "http://127.0.0.1:7002/v2/bench/blobs/sha256:$2" ;;
-    ours) echo "http://127.0.0.1:7003/v2/bench/blobs/sha256:$2" ;;
+    nginx) echo "http://127.0.0.1:7002/v2/bench/blobs/sha256:$2" ;;
+    mirror) echo "http://127.0.0.1:7003/v2/bench/blobs/sha256:$2" ;;
+    bare) echo "http://127.0.0.1:7004/v2/bench/blobs/sha256:$2" ;;
+    cached) echo "http://127.0.0.1:7005/v2/bench/blobs/sha256:$2" ;;
+    verify) echo "http://127.0.0.1:7006/v2/bench/blobs/sha256:$2" ;;
   esac
 }
-peer_workers() { pgrep -P "$(cat "$WORK/peer.pid")" | tr '\n' ' '; }
+pids_of() { # the processes whose CPU and memory count for a variant
+  case $1 in
+    nginx) pgrep -P "$(cat "$WORK/peer.pid")" | tr '\n' ' ' ;;
+    mirror) echo "$MIRROR" ;; bare) echo "$BARE" ;; cached) echo "$CACHED" ;; verify) echo "$VERIFY" ;;
+    *) echo "" ;;
+  esac
+}
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
-proxy_pids() { case $1 in peer) peer_workers ;; ours) echo "$OURS" ;; *) echo "" ;; esac; }
+auth() { [[ $1 == direct ]] || echo "$TOKEN"; }
+
+# The verify variant checks digests, so it is given real ones: its own copy of the blobs.
+# (The others never look at the digest.)
+if [[ -n $VERIFY ]]; then
+  for f in "$GIB" "$MID" "$SMALL"; do
+    d=$(sha256sum "$WORK/blobs/$f" | cut -d' ' -f1)
+    ln -s "$WORK/blobs/$f" "$WORK/blobs/$d"
+    eval "VERIFY_$f=$d"
+  done
+fi
+blob() { # variant name: the blob's name as the variant is asked for it
+  if [[ $1 == verify ]]; then local v="VERIFY_$2"; echo "${!v}"; else echo "$2"; fi
+}
 
 # Every variant answers correctly before anything is timed.
-for v in direct peer ours; do
-  got=$(curl -s --max-time 60 -H "$TOKEN" -o /dev/null -w '%{http_code} %{size_download}' "$(url $v $MID)")
-  [[ $v == direct ]] && got=$(curl -s --max-time 60 -o /dev/null -w '%{http_code} %{size_download}' "$(url $v $MID)")
+for v in "${VARIANTS[@]}"; do
+  a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+  got=$(curl -s --max-time 60 "${a[@]}" -o /dev/null -w '%{http_code} %{size_download}' "$(url $v "$(blob $v $MID)")")
   [[ $got == "200 67108864" ]] || { echo "$v answered: $got" >&2; exit 1; }
 done
 
 TICK=$(getconf CLK_TCK)
-declare -A A_MBS A_CPU B_RPS B_P50 B_P99 B_CPU C_WALL
+declare -A A_MBS A_CPU B_RPS B_P50 B_P99 B_CPU C_WALL C_HWM
 for round in $(seq 1 "$ROUNDS"); do
-  for v in direct peer ours; do
-    pids=$(proxy_pids $v)
-    before=$(cpu_ticks $pids)
-    hdr=(); [[ $v != direct ]] && hdr=(-H "$TOKEN")
-    speed=$(curl -s --max-time 120 "${hdr[@]}" -o /dev/null -w '%{speed_download}' "$(url $v $GIB)")
+  echo "round $round of $ROUNDS" >&2
+  for v in "${VARIANTS[@]}"; do
+    pids=$(pids_of $v); before=$(cpu_ticks $pids)
+    a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+    speed=$(curl -s --max-time 120 "${a[@]}" -o /dev/null -w '%{speed_download}' "$(url $v "$(blob $v $GIB)")")
     after=$(cpu_ticks $pids)
     A_MBS[$v]+="$(awk -v s="$speed" 'BEGIN{printf "%.1f", s/1e6}') "
     A_CPU[$v]+="$(awk -v d=$((after - before)) -v t="$TICK" 'BEGIN{printf "%.3f", d/t}') "
   done
-  for v in peer ours; do
-    pids=$(proxy_pids $v)
-    before=$(cpu_ticks $pids)
-    out=$(wrk -t2 -c64 -d5s --latency -H "$TOKEN" "$(url $v $SMALL)")
+  for v in "${VARIANTS[@]}"; do
+    pids=$(pids_of $v); before=$(cpu_ticks $pids)
+    a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+    out=$(wrk -t2 -c64 -d5s --latency "${a[@]}" "$(url $v "$(blob $v $SMALL)")")
     after=$(cpu_ticks $pids)
+    if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "wrk saw errors for $v:" >&2; grep -E "Non-2xx|Socket errors" <<<"$out" >&2; exit 1; fi
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     B_CPU[$v]+="$(awk -v d=$((after - before)) -v t="$TICK" -v n="$requests" 'BEGIN{printf "%.1f", d/t/n*1e6}') "
     B_RPS[$v]+="$(awk '/Requests\/sec/ {print $2}' <<<"$out") "
     B_P50[$v]+="$(awk '$1=="50%" {print $2}' <<<"$out") "
     B_P99[$v]+="$(awk '$1=="99%" {print $2}' <<<"$out") "
-    if grep -q "Non-2xx" <<<"$out"; then echo "wrk saw errors for $v:" >&2; grep -E "Non-2xx|Socket errors" <<<"$out" >&2; exit 1; fi
   done
-  for v in peer ours; do
+  for v in "${PROXIES[@]}"; do
+    # The peak of this phase alone: reset each process's high-water mark (Linux, root).
+    for p in $(pids_of $v); do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done
     start=$(date +%s.%N)
     jobs=()
     for i in $(seq 1 16); do
-      curl -s --max-time 120 -H "$TOKEN" -o /dev/null -w '%{size_download}\n' "$(url $v $MID)" > "$WORK/parallel-$v-$i" &
+      curl -s --max-time 120 -H "$TOKEN" -o /dev/null -w '%{size_download}\n' "$(url $v "$(blob $v $MID)")" > "$WORK/parallel-$v-$i" &
       jobs+=($!)
     done
     wait "${jobs[@]}"
-    cat "$WORK"/parallel-$v-* > "$WORK/parallel-$v"
     end=$(date +%s.%N)
-    [[ $(grep -c '^67108864$' "$WORK/parallel-$v") == 16 ]] || { echo "parallel downloads through $v incomplete" >&2; exit 1; }
+    [[ $(cat "$WORK"/parallel-$v-* | grep -c '^67108864$') == 16 ]] || { echo "parallel downloads through $v incomplete" >&2; exit 1; }
     C_WALL[$v]+="$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.2f", b-a}') "
+    h=0; for p in $(pids_of $v); do h=$((h + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done
+    C_HWM[$v]+="$h "
   done
 done
-OURS_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$OURS/status")
-PEER_HWM=0; for p in $(peer_workers); do h=$(awk '/VmHWM/ {print $2}' "/proc/$p/status"); PEER_HWM=$((PEER_HWM + h)); done
+# The whole run's peak (every phase): what `ps` would show an operator.
+declare -A HWM
+for v in "${PROXIES[@]}"; do
+  h=0; for p in $(pids_of $v); do h=$((h + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done; HWM[$v]=$h
+done
 
-python3 - "$ROUNDS" "$OURS_HWM" "$PEER_HWM" <<PY
-import statistics as st, sys, re
-rounds, ours_hwm, peer_hwm = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-def nums(s): return [float(x) for x in s.split()]
-def ms(s):
-    out = []
-    for x in s.split():
-        v, u = re.match(r"([\d.]+)(us|ms|s)", x).groups()
-        out.append(float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[u])
-    return out
-a_mbs = {"direct": nums("${A_MBS[direct]}"), "peer": nums("${A_MBS[peer]}"), "ours": nums("${A_MBS[ours]}")}
-a_cpu = {"peer": nums("${A_CPU[peer]}"), "ours": nums("${A_CPU[ours]}")}
-b = {v: (nums(r), ms(p50), ms(p99)) for v, r, p50, p99 in [
-    ("peer", "${B_RPS[peer]}", "${B_P50[peer]}", "${B_P99[peer]}"),
-    ("ours", "${B_RPS[ours]}", "${B_P50[ours]}", "${B_P99[ours]}")]}
-c = {"peer": nums("${C_WALL[peer]}"), "ours": nums("${C_WALL[ours]}")}
-b_cpu = {"peer": nums("${B_CPU[peer]}"), "ours": nums("${B_CPU[ours]}")}
-m = st.median
-print(f"\nmacro benchmark, medians of {rounds} interleaved rounds (127.0.0.1, 2 shared cores)\n")
-print("| measure | direct | peer (nginx) | ours (axum example) |")
-print("|---|---:|---:|---:|")
-print(f"| (a) 1 GiB blob, MB/s | {m(a_mbs['direct']):.0f} | {m(a_mbs['peer']):.0f} | {m(a_mbs['ours']):.0f} |")
-print(f"| (a) proxy CPU s per GiB | | {m(a_cpu['peer']):.2f} | {m(a_cpu['ours']):.2f} |")
-print(f"| (b) 64 KiB blob, wrk -c64, req/s | | {m(b['peer'][0]):.0f} | {m(b['ours'][0]):.0f} |")
-print(f"| (b) p50 / p99 ms | | {m(b['peer'][1]):.2f} / {m(b['peer'][2]):.2f} | {m(b['ours'][1]):.2f} / {m(b['ours'][2]):.2f} |")
-print(f"| (b) proxy CPU us per request | | {m(b_cpu['peer']):.0f} | {m(b_cpu['ours']):.0f} |")
-print(f"| (c) 16 x 64 MiB in parallel, wall s | | {m(c['peer']):.2f} | {m(c['ours']):.2f} |")
-print(f"| (c) proxy peak RSS MiB | | {peer_hwm/1024:.1f} (all workers) | {ours_hwm/1024:.1f} |")
-r = lambda x, y: x / y if y else float("nan")
-checks = [
-    ("(a) ours/peer MB/s >= 1.1", r(m(a_mbs['ours']), m(a_mbs['peer'])), lambda v: v >= 1.1),
-    ("(a) ours/direct MB/s >= 0.8", r(m(a_mbs['ours']), m(a_mbs['direct'])), lambda v: v >= 0.8),
-    ("(a) ours/peer CPU per GiB < 1", r(m(a_cpu['ours']), m(a_cpu['peer'])), lambda v: v < 1),
-    ("(b) ours/peer req/s >= 1.5", r(m(b['ours'][0]), m(b['peer'][0])), lambda v: v >= 1.5),
-    ("(b) ours/peer CPU per request", r(m(b_cpu['ours']), m(b_cpu['peer'])), None),
-    ("(b) ours/peer p99 <= 0.7", r(m(b['ours'][2]), m(b['peer'][2])), lambda v: v <= 0.7),
-    ("(c) ours/peer wall", r(m(c['ours']), m(c['peer'])), None),
-    ("(c) ours peak RSS MiB < 48", ours_hwm / 1024, lambda v: v < 48),
-]
-print()
-for name, v, ok in checks:
-    print(f"{'info' if ok is None else 'met ' if ok(v) else 'MISS'} {name}: {v:.2f}")
-print("ratios: " + ", ".join(f"{n.split(' ')[0]} {n.split(' ', 1)[1].rsplit(' ', 2)[0]} {v:.2f}" for n, v, _ in checks))
-PY
+{
+  echo "rounds $ROUNDS"
+  for v in "${VARIANTS[@]}"; do
+    echo "$v a_mbs ${A_MBS[$v]}"; echo "$v a_cpu ${A_CPU[$v]}"
+    echo "$v b_rps ${B_RPS[$v]}"; echo "$v b_p50 ${B_P50[$v]}"; echo "$v b_p99 ${B_P99[$v]}"; echo "$v b_cpu ${B_CPU[$v]}"
+    [[ -n ${C_WALL[$v]:-} ]] && echo "$v c_wall ${C_WALL[$v]}" && echo "$v c_hwm ${C_HWM[$v]}"
+    [[ -n ${HWM[$v]:-} ]] && echo "$v hwm ${HWM[$v]}"
+  done
+} > "$WORK/results"
+python3 "$ROOT/benches/macro/report.py" "$WORK/results"

@@ -1,5 +1,7 @@
-//! Response bodies: an idle timeout between chunks, and a log line when a response ends.
+//! Response bodies: an idle timeout between chunks, a log line when a response ends, and
+//! the one body type the mirror answers with.
 
+use super::client::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -9,18 +11,59 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// What the mirror answers with: an upstream's body, streamed (with its idle timeout and log
+/// line), or one the mirror wrote itself (an error).
+// Not boxed: nearly every response is the large variant, and a box would be an allocation
+// per response.
+#[allow(clippy::large_enum_variant)]
+pub enum MirrorBody {
+    Upstream(Metered<IdleTimeout<UpstreamBody>>),
+    Local(http_body_util::Full<Bytes>),
+}
+
+impl Body for MirrorBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            MirrorBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            MirrorBody::Local(body) => Pin::new(body).poll_frame(cx).map_err(|e| match e {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            MirrorBody::Upstream(body) => body.is_end_stream(),
+            MirrorBody::Local(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            MirrorBody::Upstream(body) => body.size_hint(),
+            MirrorBody::Local(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Fails the body when no chunk arrives for `idle`. There is no total limit.
 ///
-/// The timer is not reset on every chunk (a timer-wheel update per chunk is measurable on
-/// multi-GB downloads): chunks only record when they arrived, and when the timer fires early
-/// it is re-armed from the last arrival.
+/// A pause starts when the body first has to wait after a chunk: only then is the clock
+/// read (not for every chunk), and the timer is made the first time it is needed (a small
+/// body that is ready when polled never needs one). The timer is not reset for every pause
+/// either (a timer-wheel update per chunk is measurable on multi-GB downloads): when it
+/// fires it checks when the current pause began and re-arms from there.
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
-    last: tokio::time::Instant,
-    sleep: Pin<Box<Sleep>>,
+    /// When the current pause began; `None` while chunks keep coming.
+    paused_since: Option<tokio::time::Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> IdleTimeout<B> {
@@ -28,8 +71,8 @@ impl<B> IdleTimeout<B> {
         IdleTimeout {
             inner,
             idle,
-            last: tokio::time::Instant::now(),
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            paused_since: None,
+            sleep: None,
         }
     }
 }
@@ -61,17 +104,26 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.last = tokio::time::Instant::now();
+                this.paused_since = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => loop {
-                ready!(this.sleep.as_mut().poll(cx));
-                let deadline = this.last + this.idle;
-                if deadline <= tokio::time::Instant::now() {
-                    return Poll::Ready(Some(Err(BodyIdle(this.idle).into())));
+            Poll::Pending => {
+                let idle = this.idle;
+                let since = *this
+                    .paused_since
+                    .get_or_insert_with(tokio::time::Instant::now);
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(since + idle)));
+                loop {
+                    ready!(sleep.as_mut().poll(cx));
+                    let deadline = since + idle;
+                    if deadline <= tokio::time::Instant::now() {
+                        return Poll::Ready(Some(Err(BodyIdle(idle).into())));
+                    }
+                    sleep.as_mut().reset(deadline);
                 }
-                this.sleep.as_mut().reset(deadline);
-            },
+            }
         }
     }
 

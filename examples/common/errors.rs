@@ -1,27 +1,27 @@
 //! Registry-style errors (`{"errors":[{"code":..,"message":..}]}`), and the mapping of an
 //! upstream failure to one: 504 for a timeout, 502 for everything else.
 
-use super::body::{BoxError, ProxyBody};
+use super::body::{BoxError, MirrorBody};
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tower::timeout::error::Elapsed;
 
 /// A registry-style error response.
-pub fn registry_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+pub fn registry_error(status: StatusCode, code: &str, message: &str) -> Response<MirrorBody> {
     let body = serde_json::json!({ "errors": [{ "code": code, "message": message }] }).to_string();
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CONTENT_LENGTH, body.len())
-        .body(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed())
+        .body(MirrorBody::Local(Full::new(Bytes::from(body))))
         .expect("static response parts are valid")
 }
 
 /// What the client is told when the upstream (or storage) could not answer, and the
 /// message for the log. The message is the error and its sources on one line: this crate's
 /// errors print URLs redacted and scrub the inner error's message.
-pub fn upstream_failure(err: &BoxError) -> (Response<ProxyBody>, String) {
+pub fn upstream_failure(err: &BoxError) -> (Response<MirrorBody>, String) {
     let message = error_chain(&**err);
     let timed_out = match err.downcast_ref::<tower_signed_redirect::Error>() {
         Some(e) => e.find_cause::<Elapsed>().is_some(),

@@ -9,7 +9,8 @@
 //! - `proxy.rs`: one request upstream and its answer back;
 //! - `token.rs`: the Bearer token flow through the mirror;
 //! - `errors.rs`: registry-style errors, and upstream failures as 502/504;
-//! - `server.rs`: start-up and shutdown;
+//! - `server.rs`: the workers, the accept loop and shutdown; `tuning.rs`: their runtime,
+//!   socket and hyper settings;
 //! - `body.rs` (idle timeout, per-request log line), `options.rs` (flags and environment),
 //!   `upstream.rs` (upstream registries).
 
@@ -21,6 +22,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod token;
+pub mod tuning;
 pub mod upstream;
 
 use client::UpstreamClient;
@@ -48,7 +50,7 @@ impl Mirror {
         }
         Ok(Mirror {
             upstreams,
-            client: client::build_client(options)?,
+            client: UpstreamClient::new(options)?,
             idle_timeout: options.idle_timeout,
         })
     }

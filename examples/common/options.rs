@@ -60,6 +60,10 @@ pub struct Options {
     #[arg(long, env = "MIRROR_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 
+    /// Worker threads, each with its own runtime and connection pool (default: one per core).
+    #[arg(long, env = "MIRROR_WORKERS")]
+    pub workers: Option<usize>,
+
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(
         long,

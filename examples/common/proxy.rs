@@ -3,19 +3,18 @@
 //! auth challenges pointed at the mirror, and streams back with an idle timeout and a log
 //! line when it ends.
 
-use super::body::{IdleTimeout, Metered, ProxyBody, RequestLog};
-use super::client::UpstreamRequest;
-use super::errors::{registry_error, upstream_failure};
+use super::body::{IdleTimeout, Metered, MirrorBody, RequestLog};
+use super::client::{UpstreamBody, UpstreamRequest};
+use super::errors::upstream_failure;
 use super::token::rewrite_challenges;
 use super::upstream::Upstream;
 use super::Mirror;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, Request, Response, Uri};
+use http_body_util::Empty;
 use std::sync::Arc;
 use std::time::Instant;
-use tower::ServiceExt;
 use tower_signed_redirect::FollowedRedirect;
 
 /// Request headers passed upstream.
@@ -30,33 +29,27 @@ const FORWARDED: &[HeaderName] = &[
 ];
 
 /// Response headers that describe the upstream connection, not the response.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
 
 impl Mirror {
-    /// Sends the client's `GET` or `HEAD` to `url` on `upstream` and streams the answer back.
+    /// Sends the client's `GET` or `HEAD` to `uri` on `upstream` and streams the answer back.
     pub(super) async fn send(
         &self,
         upstream: &Arc<Upstream>,
         parts: &Parts,
-        url: String,
-    ) -> Response<ProxyBody> {
+        uri: Uri,
+    ) -> Response<MirrorBody> {
         let started = Instant::now();
-        let Some(req) = upstream_request(parts, &url) else {
-            return registry_error(
-                StatusCode::BAD_REQUEST,
-                "NAME_INVALID",
-                "invalid repository path",
-            );
-        };
-        match self.client.clone().oneshot(req).await {
+        let req = upstream_request(parts, uri);
+        match self.client.send(req).await {
             Ok(res) => self.answer(upstream, parts, res, started),
             Err(err) => {
                 let (res, message) = upstream_failure(&err);
@@ -79,13 +72,11 @@ impl Mirror {
         &self,
         upstream: &Arc<Upstream>,
         parts: &Parts,
-        res: Response<ProxyBody>,
+        res: Response<UpstreamBody>,
         started: Instant,
-    ) -> Response<ProxyBody> {
+    ) -> Response<MirrorBody> {
         let (mut head, body) = res.into_parts();
-        for name in HOP_BY_HOP {
-            head.headers.remove(*name);
-        }
+        remove_hop_by_hop(&mut head.headers);
         rewrite_challenges(&mut head.headers, parts, upstream);
         let followed = head.extensions.remove::<FollowedRedirect>();
         let log = RequestLog {
@@ -100,25 +91,38 @@ impl Mirror {
             },
             followed,
         };
-        let body = Metered::new(IdleTimeout::new(body, self.idle_timeout), log, started).boxed();
-        Response::from_parts(head, body)
+        let body = Metered::new(IdleTimeout::new(body, self.idle_timeout), log, started);
+        Response::from_parts(head, MirrorBody::Upstream(body))
     }
 }
 
 /// The upstream request for a client's request: same method (`GET` or `HEAD`), the
-/// allowlisted headers, no body. `None` when `url` is not a valid URI.
-fn upstream_request(parts: &Parts, url: &str) -> Option<UpstreamRequest> {
+/// allowlisted headers (one pass over the client's), no body.
+fn upstream_request(parts: &Parts, uri: Uri) -> UpstreamRequest {
     let mut req = Request::new(Empty::new());
     *req.method_mut() = if parts.method == Method::HEAD {
         Method::HEAD
     } else {
         Method::GET
     };
-    *req.uri_mut() = url.parse().ok()?;
-    for name in FORWARDED {
-        for value in parts.headers.get_all(name) {
+    *req.uri_mut() = uri;
+    for (name, value) in &parts.headers {
+        if FORWARDED.contains(name) {
             req.headers_mut().append(name.clone(), value.clone());
         }
     }
-    Some(req)
+    req
+}
+
+/// Removes the headers that describe the upstream connection, hashing only those present.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let mut found = [false; 7];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            found[i] = true;
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(found).filter(|(_, found)| *found) {
+        headers.remove(name);
+    }
 }

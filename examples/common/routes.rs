@@ -1,10 +1,11 @@
 //! What each path does, and which upstream a request is for.
 
-use super::body::ProxyBody;
+use super::body::MirrorBody;
 use super::errors::registry_error;
 use super::upstream::Upstream;
 use super::Mirror;
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Method, Response, StatusCode};
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ impl Mirror {
     /// - `GET|HEAD /v2/`: the API version check;
     /// - `GET /token/<upstream>`: the token service (see `token.rs`);
     /// - `GET|HEAD /v2/<name>/{manifests,blobs,tags,referrers}/...`: pulled from the upstream.
-    pub async fn handle(&self, parts: &Parts) -> Response<ProxyBody> {
+    pub async fn handle(&self, parts: &Parts) -> Response<MirrorBody> {
         let path = parts.uri.path();
         if path == "/v2" || path == "/v2/" {
             self.ping(parts).await
@@ -32,16 +33,15 @@ impl Mirror {
     }
 
     /// `/v2/`: answered by the upstream (with its auth challenge pointed at this mirror).
-    async fn ping(&self, parts: &Parts) -> Response<ProxyBody> {
+    async fn ping(&self, parts: &Parts) -> Response<MirrorBody> {
         let upstream = self
             .select_by_ns(parts)
             .unwrap_or_else(|| self.upstreams[0].clone());
-        let url = upstream.url("", None);
-        self.send(&upstream, parts, url).await
+        self.send(&upstream, parts, upstream.api_root()).await
     }
 
     /// `/v2/<rest>`: a manifest, blob, tag list or referrers list.
-    async fn pull(&self, rest: &str, parts: &Parts) -> Response<ProxyBody> {
+    async fn pull(&self, rest: &str, parts: &Parts) -> Response<MirrorBody> {
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return registry_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -49,7 +49,7 @@ impl Mirror {
                 "this mirror is pull-only",
             );
         }
-        let (upstream, rest) = self.select(parts, rest);
+        let (upstream, prefixed, rest) = self.select(parts, rest);
         let Some((name, tail)) = split_repository(rest) else {
             return registry_error(
                 StatusCode::NOT_FOUND,
@@ -57,12 +57,34 @@ impl Mirror {
                 "not a repository path",
             );
         };
-        let query = parts.uri.query().map(strip_ns).filter(|q| !q.is_empty());
-        let url = upstream.url(
-            &format!("{}{tail}", upstream.repository(name)),
-            query.as_deref(),
-        );
-        self.send(&upstream, parts, url).await
+        let library = upstream.needs_library(name);
+        let ns = parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("ns=")));
+        let path = match parts.uri.path_and_query() {
+            // The usual case: the client's path and query are the upstream's, byte for byte.
+            Some(same) if !prefixed && !library && !ns => same.clone(),
+            _ => {
+                let library = if library { "library/" } else { "" };
+                let query = parts.uri.query().map(strip_ns).filter(|q| !q.is_empty());
+                let path = match query {
+                    Some(q) => format!("/v2/{library}{name}{tail}?{q}"),
+                    None => format!("/v2/{library}{name}{tail}"),
+                };
+                match PathAndQuery::try_from(path) {
+                    Ok(path) => path,
+                    Err(_) => {
+                        return registry_error(
+                            StatusCode::BAD_REQUEST,
+                            "NAME_INVALID",
+                            "invalid repository path",
+                        )
+                    }
+                }
+            }
+        };
+        self.send(&upstream, parts, upstream.uri(path)).await
     }
 
     /// containerd's `?ns=<registry>`, when it names a configured upstream.
@@ -76,10 +98,11 @@ impl Mirror {
     }
 
     /// The upstream for a `/v2/<rest>` path: `ns`, else a leading `<upstream-name>/` (a
-    /// host-like name), else the default. Returns it with the rest of the path.
-    fn select<'a>(&self, parts: &Parts, rest: &'a str) -> (Arc<Upstream>, &'a str) {
+    /// host-like name), else the default. Returns it, whether the path named it, and the
+    /// rest of the path.
+    fn select<'a>(&self, parts: &Parts, rest: &'a str) -> (Arc<Upstream>, bool, &'a str) {
         if let Some(upstream) = self.select_by_ns(parts) {
-            return (upstream, rest);
+            return (upstream, false, rest);
         }
         // As in Docker's reference grammar, a first component is a registry host only if
         // it looks like one; `e2e/image` stays a repository even with an upstream "e2e".
@@ -88,20 +111,21 @@ impl Mirror {
             .filter(|(f, _)| f.contains(['.', ':']) || *f == "localhost")
         {
             if let Some(upstream) = self.upstreams.iter().find(|u| u.name == first) {
-                return (upstream.clone(), after);
+                return (upstream.clone(), true, after);
             }
         }
-        (self.upstreams[0].clone(), rest)
+        (self.upstreams[0].clone(), false, rest)
     }
 }
 
-/// `library/alpine/manifests/latest` → (`library/alpine`, `/manifests/latest`).
+/// `library/alpine/manifests/latest` → (`library/alpine`, `/manifests/latest`): the name
+/// ends at the last `/manifests/`, `/blobs/`, `/tags/` or `/referrers/`.
 fn split_repository(rest: &str) -> Option<(&str, &str)> {
-    ["/manifests/", "/blobs/", "/tags/", "/referrers/"]
-        .iter()
-        .filter_map(|kind| rest.rfind(kind))
-        .max()
-        .map(|i| rest.split_at(i))
+    const KINDS: [&str; 4] = ["manifests/", "blobs/", "tags/", "referrers/"];
+    rest.match_indices('/')
+        .rev()
+        .find(|(i, _)| KINDS.iter().any(|k| rest[i + 1..].starts_with(k)))
+        .map(|(i, _)| rest.split_at(i))
         .filter(|(name, _)| {
             !name.is_empty()
                 && name

@@ -1,27 +1,149 @@
-//! The process around the mirror: start-up (build it, bind, or exit with a reason) and
-//! graceful shutdown on Ctrl-C or SIGTERM.
+//! The process around the mirror: one worker per core, each with its own runtime, mirror
+//! (client and connection pool) and listener on the shared port; the accept loop both
+//! examples serve through; graceful shutdown on Ctrl-C or SIGTERM.
 
+use super::body::BoxError;
 use super::options::Options;
+use super::tuning;
 use super::Mirror;
-use std::sync::Arc;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-/// Builds the mirror and binds its listener; on failure prints the reason and exits (2 for
-/// configuration, 1 for the socket).
-pub async fn start(options: &Options) -> (Arc<Mirror>, tokio::net::TcpListener) {
-    let mirror = match Mirror::from_options(options) {
-        Ok(mirror) => Arc::new(mirror),
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
-    match tokio::net::TcpListener::bind(options.listen).await {
-        Ok(listener) => (mirror, listener),
+/// How long connections in flight get to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// Runs the mirror `options` describe until Ctrl-C or SIGTERM, serving each worker's mirror
+/// through the service `make_service` makes of it. Exits the process with a reason (2 for
+/// the configuration, 1 for the socket) when it cannot start.
+pub fn run<F, S, B>(options: Options, make_service: F)
+where
+    F: Fn(Arc<Mirror>) -> S + Send + Sync + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    // The configuration is checked, and the port taken, before any worker starts.
+    if let Err(e) = Mirror::from_options(&options) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    let first = match bind(options.listen) {
+        Ok(listener) => listener,
         Err(e) => {
             eprintln!("error: cannot listen on {}: {e}", options.listen);
             std::process::exit(1);
         }
+    };
+    let addr = first.local_addr().unwrap_or(options.listen);
+    let first = Mutex::new(Some(first));
+    let workers = options.workers.unwrap_or_else(tuning::default_workers);
+    tracing::info!(listen = %addr, workers, upstreams = ?options.upstreams, redirects = ?options.redirects, "registry mirror ready");
+
+    let (stop, stopped) = watch::channel(false);
+    std::thread::spawn(move || {
+        let signals = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = signals {
+            runtime.block_on(shutdown_signal());
+            let _ = stop.send(true);
+        }
+    });
+    let make_service = Arc::new(make_service);
+    tuning::run_workers(workers, move |i| {
+        let (options, stopped) = (options.clone(), stopped.clone());
+        let listener = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let make_service = make_service.clone();
+        async move {
+            let service = Mirror::from_options(&options).map(|m| make_service(Arc::new(m)));
+            let listener = match listener {
+                Some(std) => TcpListener::from_std(std),
+                None => tuning::listen(addr),
+            };
+            match (listener, service) {
+                (Ok(listener), Ok(service)) => serve(listener, service, stopped).await,
+                (Err(e), _) => tracing::error!(worker = i, error = %e, "cannot listen"),
+                (_, Err(e)) => tracing::error!(worker = i, error = %e, "cannot build the mirror"),
+            }
+        }
+    });
+    tracing::info!("stopped");
+}
+
+/// The first listener, bound in the main thread so a busy port (or port 0's choice) is
+/// known before the workers start; the others bind the same address.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let listener = runtime
+        .block_on(async { tuning::listen(addr) })?
+        .into_std()?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves `service` on `listener` until `stop` turns true, then waits for the connections
+/// in flight (at most 30 s).
+pub async fn serve<S, B>(listener: TcpListener, service: S, mut stop: watch::Receiver<bool>)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let builder = tuning::server_builder();
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: wait rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service.clone())
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = stopping(&mut stop) => break,
+        }
     }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {GRACE:?}; closing them");
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -3,7 +3,7 @@
 //! the upstream's token service with the client's own credentials. Clients never need to
 //! reach the token service, and private repositories work with the user's login.
 
-use super::body::ProxyBody;
+use super::body::MirrorBody;
 use super::errors::registry_error;
 use super::upstream::Upstream;
 use super::Mirror;
@@ -12,12 +12,11 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use std::sync::Arc;
-use tower::ServiceExt;
 
 impl Mirror {
     /// `GET /token/<upstream>?service=..&scope=..`: the upstream's token service, asked with
     /// the client's credentials (if any).
-    pub async fn token(&self, name: &str, parts: &Parts) -> Response<ProxyBody> {
+    pub async fn token(&self, name: &str, parts: &Parts) -> Response<MirrorBody> {
         let Some(upstream) = self.upstreams.iter().find(|u| u.name == name).cloned() else {
             return registry_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such upstream");
         };
@@ -39,14 +38,21 @@ impl Mirror {
             Some(q) => format!("{realm}?{q}"),
             None => realm,
         };
-        self.send(&upstream, parts, url).await
+        match url.parse() {
+            Ok(uri) => self.send(&upstream, parts, uri).await,
+            Err(_) => registry_error(
+                StatusCode::BAD_GATEWAY,
+                "UNAVAILABLE",
+                "upstream token service URL is invalid",
+            ),
+        }
     }
 
     /// Asks the upstream's `/v2/` for the token service its challenge names.
     async fn learn_realm(&self, upstream: &Upstream) -> Option<String> {
         let mut req = Request::new(Empty::new());
-        *req.uri_mut() = upstream.url("", None).parse().ok()?;
-        let res = self.client.clone().oneshot(req).await.ok()?;
+        *req.uri_mut() = upstream.api_root();
+        let res = self.client.send(req).await.ok()?;
         for challenge in res.headers().get_all(header::WWW_AUTHENTICATE) {
             if let Some(realm) = challenge.to_str().ok().and_then(bearer_realm) {
                 upstream.set_realm(realm);

@@ -1,6 +1,7 @@
 //! Upstream registries: presets, parsing, `library/` names, and the token realm each one
 //! advertises.
 
+use http::uri::PathAndQuery;
 use http::Uri;
 use std::sync::Mutex;
 
@@ -58,23 +59,22 @@ impl Upstream {
         })
     }
 
-    /// `https://registry-1.docker.io/v2/<rest>` (with `?query` when given).
-    pub fn url(&self, rest: &str, query: Option<&str>) -> String {
-        let scheme = self.base.scheme_str().unwrap_or("https");
-        let authority = self.base.authority().map_or("", |a| a.as_str());
-        match query {
-            Some(q) => format!("{scheme}://{authority}/v2/{rest}?{q}"),
-            None => format!("{scheme}://{authority}/v2/{rest}"),
-        }
+    /// `https://registry-1.docker.io` + `path_and_query`. Only the scheme and host are
+    /// this upstream's: both are shared, not copied.
+    pub fn uri(&self, path_and_query: PathAndQuery) -> Uri {
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).expect("an absolute base and a path make a URI")
     }
 
-    /// The repository name upstream: `alpine` → `library/alpine` on Docker Hub.
-    pub fn repository(&self, name: &str) -> String {
-        if self.library && !name.contains('/') {
-            format!("library/{name}")
-        } else {
-            name.to_owned()
-        }
+    /// The upstream's `/v2/`.
+    pub fn api_root(&self) -> Uri {
+        self.uri(PathAndQuery::from_static("/v2/"))
+    }
+
+    /// Whether `name` is a Docker Hub one-segment name, `library/<name>` upstream.
+    pub fn needs_library(&self, name: &str) -> bool {
+        self.library && !name.contains('/')
     }
 
     /// The token service URL this upstream's challenges name, once one was seen.
@@ -95,9 +95,9 @@ mod tests {
     #[test]
     fn docker_hub_is_a_preset_with_library_names() {
         let hub = Upstream::parse("docker.io").unwrap();
-        assert_eq!(hub.url("", None), "https://registry-1.docker.io/v2/");
-        assert_eq!(hub.repository("alpine"), "library/alpine");
-        assert_eq!(hub.repository("user/app"), "user/app");
+        assert_eq!(hub.api_root(), "https://registry-1.docker.io/v2/");
+        assert!(hub.needs_library("alpine"));
+        assert!(!hub.needs_library("user/app"));
         assert!(Upstream::parse("nope").is_err());
         assert!(Upstream::parse("x=ftp://h").is_err());
     }

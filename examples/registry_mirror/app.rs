@@ -1,21 +1,20 @@
 //! The axum application: the shared [`Mirror`] answers every path (its routes are in
-//! `common/routes.rs`); axum serves it.
+//! `common/routes.rs`), as the router's fallback service.
 
 use crate::common::Mirror;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::response::Response;
 use axum::Router;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 pub fn router(mirror: Arc<Mirror>) -> Router {
-    Router::new().fallback(handle).with_state(mirror)
-}
-
-async fn handle(State(mirror): State<Arc<Mirror>>, req: Request) -> Response {
-    let (parts, _) = req.into_parts();
-    mirror
-        .handle(&parts)
-        .await
-        .map(axum::body::Body::new)
-        .into_response()
+    // A plain service rather than a handler: no extractors to run for each request.
+    Router::new().fallback_service(tower::service_fn(move |req: Request| {
+        let mirror = mirror.clone();
+        async move {
+            let (parts, _) = req.into_parts();
+            Ok::<Response, Infallible>(mirror.handle(&parts).await.map(axum::body::Body::new))
+        }
+    }))
 }

@@ -7,7 +7,9 @@
 //! skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/library/alpine dir:/tmp/alpine
 //! ```
 //!
-//! `--help` lists the flags; each has an environment variable.
+//! `--help` lists the flags; each has an environment variable. The axum router is served
+//! with hyper-util's server (as axum's `serve-with-hyper` example does) on one worker per
+//! core: `common/server.rs`.
 
 mod app;
 #[path = "../common/mod.rs"]
@@ -15,19 +17,12 @@ mod common;
 
 use clap::Parser;
 use common::options::{init_logging, Options};
+use hyper_util::service::TowerToHyperService;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let options = Options::parse();
     init_logging(&options);
-    let (mirror, listener) = common::server::start(&options).await;
-    tracing::info!(listen = %options.listen, upstreams = ?options.upstreams, redirects = ?options.redirects, "registry mirror ready");
-    let served = axum::serve(listener, app::router(mirror))
-        .with_graceful_shutdown(common::server::shutdown_signal())
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "server failed");
-        std::process::exit(1);
-    }
-    tracing::info!("stopped");
+    common::server::run(options, |mirror| {
+        TowerToHyperService::new(app::router(mirror))
+    });
 }

@@ -1,4 +1,6 @@
-use super::{effective_port, is_ip_literal, is_strict_subdomain, normalized_host, StorageMatcher};
+use super::{
+    effective_port, ip_literal, is_strict_subdomain, normalized_host, IpLiteral, StorageMatcher,
+};
 use http::Uri;
 use std::fmt;
 use std::net::IpAddr;
@@ -77,18 +79,12 @@ impl StorageMatcher for HostPatterns {
         let Some(host) = normalized_host(uri) else {
             return false;
         };
-        let ip = if is_ip_literal(host) {
-            match host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-            {
-                Ok(ip) => Some(ip),
-                Err(_) => return false,
-            }
-        } else {
-            None
+        let ip = match ip_literal(host) {
+            IpLiteral::Ip(ip) => Some(ip),
+            IpLiteral::Invalid => return false,
+            IpLiteral::Name => None,
         };
+        let port = effective_port(uri);
         self.patterns.iter().any(|p| {
             let host_ok = match (&p.host, ip) {
                 (PatternHost::Ip(want), Some(got)) => *want == got,
@@ -96,7 +92,7 @@ impl StorageMatcher for HostPatterns {
                 (PatternHost::Subdomains(suffix), None) => is_strict_subdomain(host, suffix),
                 _ => false,
             };
-            host_ok && p.port.is_none_or(|port| effective_port(uri) == Some(port))
+            host_ok && p.port.is_none_or(|want| port == Some(want))
         })
     }
 }

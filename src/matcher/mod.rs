@@ -145,9 +145,35 @@ pub(crate) fn effective_port(uri: &Uri) -> Option<u16> {
     })
 }
 
-/// `true` when `host` (as [`Uri::host`] returns it) is an IPv4 or bracketed IPv6 literal.
+/// What a host (as [`Uri::host`] returns it) is: a name, or an IP literal (IPv4, or IPv6 in
+/// brackets), parsed once.
+pub(crate) enum IpLiteral {
+    Name,
+    Ip(std::net::IpAddr),
+    /// Bracketed, but not an IPv6 address.
+    Invalid,
+}
+
+pub(crate) fn ip_literal(host: &str) -> IpLiteral {
+    if let Some(v6) = host.strip_prefix('[') {
+        return match v6.strip_suffix(']').map(str::parse::<std::net::Ipv6Addr>) {
+            Some(Ok(ip)) => IpLiteral::Ip(ip.into()),
+            _ => IpLiteral::Invalid,
+        };
+    }
+    // A name cannot start with a digit and be an IPv4 address; skip the parse for names.
+    match host.as_bytes().first() {
+        Some(b) if b.is_ascii_digit() => match host.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) => IpLiteral::Ip(ip.into()),
+            Err(_) => IpLiteral::Name,
+        },
+        _ => IpLiteral::Name,
+    }
+}
+
+/// `true` when `host` is an IP literal (see [`ip_literal`]).
 pub(crate) fn is_ip_literal(host: &str) -> bool {
-    host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok()
+    !matches!(ip_literal(host), IpLiteral::Name)
 }
 
 /// `true` when `host` ends with `.suffix` (case-insensitive) and has at least one label

@@ -84,12 +84,16 @@ impl WellKnownStorage {
     }
 }
 
+/// The last labels of every host above: anything else is rejected before the lists are read.
+const TOP_LEVEL: &[&str] = &["com", "net", "io", "cn"];
+
 impl StorageMatcher for WellKnownStorage {
     fn matches(&self, uri: &Uri) -> bool {
         let Some(host) = normalized_host(uri) else {
             return false;
         };
-        if is_ip_literal(host) {
+        let tld = host.rsplit('.').next().unwrap_or(host);
+        if !TOP_LEVEL.iter().any(|t| tld.eq_ignore_ascii_case(t)) || is_ip_literal(host) {
             return false;
         }
         EXACT.iter().any(|h| host.eq_ignore_ascii_case(h))
@@ -110,4 +114,21 @@ fn is_amazon_s3(host: &str) -> bool {
                     .is_some_and(|p| p.eq_ignore_ascii_case("s3-"))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_host_ends_in_a_known_top_level_label() {
+        for host in EXACT
+            .iter()
+            .chain(SUBDOMAINS_OF)
+            .chain(&["amazonaws.com", "amazonaws.com.cn"])
+        {
+            let tld = host.rsplit('.').next().unwrap();
+            assert!(TOP_LEVEL.contains(&tld), "{host}");
+        }
+    }
 }

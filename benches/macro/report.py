@@ -1,0 +1,96 @@
+"""Reads the macro benchmark's raw results (one line per variant and measure: the values
+of every round) and prints the table of medians, the ratios and which goals hold."""
+import re
+import statistics as st
+import sys
+
+rows = {}
+rounds = 0
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if parts[0] == "rounds":
+        rounds = int(parts[1])
+        continue
+    variant, measure, *values = parts
+    rows.setdefault(variant, {})[measure] = values
+
+
+def ms(x):
+    v, u = re.match(r"([\d.]+)(us|ms|s)", x).groups()
+    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[u]
+
+
+def med(variant, measure, conv=float):
+    values = rows.get(variant, {}).get(measure)
+    return st.median(conv(v) for v in values) if values else None
+
+
+def fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+variants = [v for v in ["direct", "nginx", "bare", "mirror", "cached", "verify"] if v in rows]
+names = {"direct": "direct", "nginx": "nginx recipe", "bare": "bare hyper-util follower",
+         "mirror": "registry_mirror", "cached": "registry_mirror, cache warm",
+         "verify": "registry_mirror --verify-digests"}
+print(f"\nmacro benchmark: medians of {rounds} interleaved rounds, 127.0.0.1, 2 shared cores\n")
+print("| | " + " | ".join(names[v] for v in variants) + " |")
+print("|---|" + "---:|" * len(variants))
+lines = [
+    ("1 GiB single stream, MB/s", "a_mbs", float, ".0f"),
+    ("CPU s per GiB in the proxy", "a_cpu", float, ".2f"),
+    ("64 KiB, wrk -t2 -c64, req/s", "b_rps", float, ".0f"),
+    ("p50 ms", "b_p50", ms, ".2f"),
+    ("p99 ms", "b_p99", ms, ".2f"),
+    ("CPU µs per request in the proxy", "b_cpu", float, ".0f"),
+    ("16 × 64 MiB, wall s", "c_wall", float, ".2f"),
+    ("16 × 64 MiB, peak RSS MiB", "c_hwm", None, ".1f"),
+    ("peak RSS MiB, whole run", "hwm", lambda k: float(k) / 1024, ".1f"),
+]
+
+
+def peak_mib(variant, measure):
+    values = rows.get(variant, {}).get(measure)
+    return max(float(v) for v in values) / 1024 if values else None
+
+for label, measure, conv, spec in lines:
+    cells = []
+    for v in variants:
+        value = peak_mib(v, measure) if conv is None else med(v, measure, conv)
+        if v == "direct" and measure in ("a_cpu", "b_cpu", "hwm"):
+            value = None
+        cells.append(fmt(value, spec))
+    print(f"| {label} | " + " | ".join(cells) + " |")
+
+goals = []
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def goal(name, value, ok):
+    goals.append((name, value, None if value is None or ok is None else ok(value)))
+
+
+m = lambda v, k, c=float: med(v, k, c)
+if "mirror" in rows:
+    goal("1 GiB: mirror/direct MB/s >= 0.95", ratio(m("mirror", "a_mbs"), m("direct", "a_mbs")), lambda r: r >= 0.95)
+    goal("1 GiB: mirror/nginx MB/s >= 1.0", ratio(m("mirror", "a_mbs"), m("nginx", "a_mbs")), lambda r: r >= 1.0)
+    goal("1 GiB: mirror/nginx CPU per GiB <= 0.9", ratio(m("mirror", "a_cpu"), m("nginx", "a_cpu")), lambda r: r <= 0.9)
+    goal("64 KiB: mirror/nginx req/s >= 1.2", ratio(m("mirror", "b_rps"), m("nginx", "b_rps")), lambda r: r >= 1.2)
+    goal("64 KiB: mirror/nginx p99 <= 0.8", ratio(m("mirror", "b_p99", ms), m("nginx", "b_p99", ms)), lambda r: r <= 0.8)
+    goal("16 x 64 MiB: mirror peak RSS MiB <= 40", peak_mib("mirror", "c_hwm"), lambda r: r <= 40)
+    goal("16 x 64 MiB: mirror/nginx wall <= 1.0", ratio(m("mirror", "c_wall"), m("nginx", "c_wall")), lambda r: r <= 1.0)
+    goal("1 GiB: mirror/bare MB/s >= 0.95", ratio(m("mirror", "a_mbs"), m("bare", "a_mbs")), lambda r: r >= 0.95)
+    goal("64 KiB: mirror/bare req/s >= 0.95", ratio(m("mirror", "b_rps"), m("bare", "b_rps")), lambda r: r >= 0.95)
+if "cached" in rows:
+    goal("64 KiB: cached/nginx req/s >= 1.5", ratio(m("cached", "b_rps"), m("nginx", "b_rps")), lambda r: r >= 1.5)
+if "verify" in rows:
+    goal("cost of --verify-digests, 1 GiB: verify/mirror MB/s", ratio(m("verify", "a_mbs"), m("mirror", "a_mbs")), None)
+    goal("cost of --verify-digests, 64 KiB: verify/mirror req/s", ratio(m("verify", "b_rps"), m("mirror", "b_rps")), None)
+
+print()
+for name, value, ok in goals:
+    tag = "info" if ok is None and value is not None else "n/a " if value is None else "met " if ok else "MISS"
+    print(f"{tag} {name}: {fmt(value, '.2f')}")
