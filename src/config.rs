@@ -2,6 +2,7 @@
 //! that set them (the same on [`SignedRedirectLayer`](crate::SignedRedirectLayer) and
 //! [`SignedRedirect`](crate::SignedRedirect)).
 
+use crate::cache::RedirectCache;
 use crate::forward::ForwardHeaders;
 use crate::head::HeadStrategy;
 use crate::matcher::{StorageMatcher, WellKnownStorage};
@@ -22,6 +23,7 @@ pub(crate) struct Settings {
     pub(crate) head_strategy: HeadStrategy,
     pub(crate) forward_headers: ForwardHeaders,
     pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) redirect_cache: Option<RedirectCache>,
 }
 
 impl Config {
@@ -34,6 +36,7 @@ impl Config {
             head_strategy: HeadStrategy::default(),
             forward_headers: ForwardHeaders::default(),
             user_agent: None,
+            redirect_cache: None,
         }))
     }
 
@@ -129,6 +132,15 @@ macro_rules! builder_methods {
         /// Sends this `User-Agent` to storage instead of the caller's.
         pub fn user_agent(mut self, value: http::header::HeaderValue) -> Self {
             self.$($config).+.settings_mut().user_agent = Some(value);
+            self
+        }
+
+        /// Remembers where redirects led, in `cache`, so that the same request (method, URI
+        /// and credentials) goes straight to storage while the URL is valid (default: no
+        /// cache). See [`RedirectCache`](crate::RedirectCache) for what is kept, for how
+        /// long, and what happens when storage refuses a cached URL.
+        pub fn redirect_cache(mut self, cache: crate::RedirectCache) -> Self {
+            self.$($config).+.settings_mut().redirect_cache = Some(cache);
             self
         }
 

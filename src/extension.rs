@@ -29,6 +29,8 @@ pub struct FollowedRedirect {
     storage: Uri,
     hops: usize,
     head_fallback: bool,
+    from_cache: bool,
+    refreshed: bool,
     read: OnceLock<Read>,
 }
 
@@ -65,6 +67,8 @@ impl FollowedRedirect {
             storage: storage_url.clone(),
             hops: 1,
             head_fallback: false,
+            from_cache: false,
+            refreshed: false,
             read: OnceLock::new(),
         }
     }
@@ -91,6 +95,27 @@ impl FollowedRedirect {
     pub fn with_head_fallback(mut self, head_fallback: bool) -> Self {
         self.head_fallback = head_fallback;
         self
+    }
+
+    /// Sets whether the answer came from a cached storage URL, and whether a cached URL was
+    /// refused and the registry asked again (both `false` by default).
+    pub fn with_cache(mut self, from_cache: bool, refreshed: bool) -> Self {
+        self.from_cache = from_cache;
+        self.refreshed = refreshed;
+        self
+    }
+
+    /// `true` when the answer came from a storage URL in the
+    /// [`RedirectCache`](crate::RedirectCache), without asking the registry. The status,
+    /// hops and URL are then those of the chain that led to it when it was cached.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+
+    /// `true` when storage refused a cached URL, and the answer came from asking the
+    /// registry again.
+    pub fn refreshed(&self) -> bool {
+        self.refreshed
     }
 
     /// The status of the upstream's redirect (301, 302, 303, 307 or 308 by default).
@@ -152,6 +177,8 @@ impl fmt::Debug for FollowedRedirect {
             .field("scheme", &self.scheme())
             .field("expires_at", &self.expires_at())
             .field("head_fallback", &self.head_fallback)
+            .field("from_cache", &self.from_cache)
+            .field("refreshed", &self.refreshed)
             .finish()
     }
 }

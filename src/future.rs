@@ -1,7 +1,10 @@
 //! The response future: wait for the upstream's answer; if it is a redirect to storage,
-//! follow it hop by hop with fresh requests, then answer from storage.
+//! follow it hop by hop with fresh requests, then answer from storage. With a redirect
+//! cache, a request whose storage URL is known starts at storage instead, and goes back to
+//! the upstream if storage refuses that URL.
 
 use crate::body::ResponseBody;
+use crate::cache::{CacheKey, Entry};
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::error::{BoxError, Error};
@@ -17,6 +20,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use tower::util::Oneshot;
 use tower_service::Service;
 
 /// How much of a redirect's own body is read (and discarded) so the upstream connection can
@@ -42,7 +46,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<S::Future, S, ResBody>,
+        state: State<S::Future, S, ReqBody, ResBody>,
         // The last redirect's body, drained while the next hop is in flight.
         #[pin]
         redirect_body: Drain<ResBody>,
@@ -51,14 +55,19 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, S, R> {
+    enum State<F, S, B, R>
+    where
+        S: Service<Request<B>>,
+    {
         // Not a GET or HEAD: the answer passes through. The URI scrubs an error's message.
         PassThrough { #[pin] future: F, uri: Uri },
         // A GET or HEAD, waiting for the upstream's answer.
         Upstream { #[pin] future: F, follow: Follow<S> },
+        // The same, sent again after storage refused a cached URL.
+        Retry { future: Pin<Box<Oneshot<S, Request<B>>>>, follow: Follow<S> },
         // Following a redirect: `None` while waiting for the service to be ready, then
         // storage's answer.
-        Storage { #[pin] future: Option<F>, chain: Box<Chain<S>> },
+        Storage { #[pin] future: Option<F>, chain: Box<Chain<S, B>> },
         // A HEAD's range probe was answered: its body is read (bounded) before the answer.
         ProbeBody { #[pin] body: Drain<R>, answer: Response<()> },
         Done,
@@ -72,15 +81,31 @@ pub(crate) struct Follow<S> {
     method: Method,
     uri: Uri,
     forwarded: Forwarded,
+    /// Where the chain's end is remembered, with a redirect cache.
+    cache_key: Option<CacheKey>,
+    /// This is the second try, after storage refused a cached URL.
+    refreshed: bool,
+}
+
+/// What the upstream's answer leads to.
+enum Answered<S, B, R> {
+    /// The caller's answer: not a redirect the layer follows.
+    Done(Response<ResponseBody<R>>),
+    /// A redirect to follow: its body, to drain, and the chain.
+    Follow(R, Box<Chain<S, B>>),
 }
 
 /// A redirect chain being followed.
-struct Chain<S> {
+pub(crate) struct Chain<S, B> {
     service: S,
     config: Config,
     forwarded: Forwarded,
     head: HeadPlan,
     hops: Hops,
+    cache_key: Option<CacheKey>,
+    refreshed: bool,
+    /// Started from a cached URL: the caller's request, sent upstream if storage refuses it.
+    retry: Option<Request<B>>,
 }
 
 impl<S> Follow<S> {
@@ -93,11 +118,34 @@ impl<S> Follow<S> {
             method: req.method().clone(),
             uri: req.uri().clone(),
             forwarded,
+            cache_key: None,
+            refreshed: false,
+        }
+    }
+
+    /// Remembers the chain's end under `key`.
+    pub(crate) fn cached_as(mut self, key: CacheKey) -> Self {
+        self.cache_key = Some(key);
+        self
+    }
+
+    /// The upstream answered: passed on, or a redirect followed.
+    fn answer<R, B>(&mut self, res: Response<R>) -> Result<Answered<S, B, R>, Error>
+    where
+        S: Clone,
+    {
+        let rules = &self.config.settings().rules;
+        match rules.next_hop(&res, &self.uri, None)? {
+            None => Ok(Answered::Done(res.map(ResponseBody::new))),
+            Some(target) => {
+                let chain = self.start_chain(res.status(), target);
+                Ok(Answered::Follow(res.into_body(), chain))
+            }
         }
     }
 
     /// The upstream's redirect to `target` is followed: the chain takes over what it needs.
-    fn start_chain(&mut self, redirect_status: StatusCode, target: Uri) -> Box<Chain<S>>
+    fn start_chain<B>(&mut self, redirect_status: StatusCode, target: Uri) -> Box<Chain<S, B>>
     where
         S: Clone,
     {
@@ -109,15 +157,53 @@ impl<S> Follow<S> {
             forwarded: std::mem::take(&mut self.forwarded),
             head: HeadPlan::new(&self.method, settings.head_strategy),
             hops: Hops::start(std::mem::take(&mut self.uri), redirect_status, target),
+            cache_key: self.cache_key,
+            refreshed: self.refreshed,
+            retry: None,
         })
     }
 }
 
-impl<S> Chain<S> {
+impl<S, B> Chain<S, B> {
+    /// A chain that starts at the cached storage URL of `entry`, for `req` (kept, to be
+    /// sent upstream if storage refuses the URL).
+    pub(crate) fn from_cache(
+        service: S,
+        config: Config,
+        req: &Request<B>,
+        key: CacheKey,
+        entry: Entry,
+    ) -> Box<Self> {
+        tracing::debug!(location = %Redacted(&entry.storage), "going to storage with a cached URL");
+        let settings = config.settings();
+        let head = match HeadPlan::new(req.method(), settings.head_strategy) {
+            HeadPlan::RangeProbe if entry.head_fallback => HeadPlan::Head { after_probe: true },
+            plan => plan,
+        };
+        let forwarded = settings.forward_headers.capture(req.headers());
+        let mut hops = Hops::start(req.uri().clone(), entry.redirect_status, entry.storage);
+        hops.set_recorded(entry.hops);
+        Box::new(Chain {
+            service,
+            config,
+            forwarded,
+            head,
+            hops,
+            cache_key: Some(key),
+            refreshed: false,
+            retry: None,
+        })
+    }
+
+    /// Keeps the caller's request, to send upstream if storage refuses the cached URL.
+    pub(crate) fn keep_for_retry(&mut self, req: Request<B>) {
+        self.retry = Some(req);
+    }
+
     /// A fresh request for the current hop: no body, no extensions, allowlisted headers only.
-    fn request<B: Default>(&self) -> Request<B> {
+    pub(crate) fn request<Q: Default>(&self) -> Request<Q> {
         let settings = self.config.settings();
-        let mut req = Request::new(B::default());
+        let mut req = Request::new(Q::default());
         *req.method_mut() = self.head.method();
         *req.uri_mut() = self.hops.current().clone();
         let extra = Extra {
@@ -135,11 +221,28 @@ impl<S> Chain<S> {
         self.hops.push(target);
     }
 
-    /// What happened, for the answer's extensions.
+    /// What happened, for the answer's extensions; a successful chain's end is remembered.
     fn record(&self, status: StatusCode) -> FollowedRedirect {
+        let from_cache = self.retry.is_some();
+        if let (Some(key), Some(cache), false, true) = (
+            self.cache_key,
+            &self.config.settings().redirect_cache,
+            from_cache,
+            status.is_success(),
+        ) {
+            let (status, hops) = (self.hops.redirect_status(), self.hops.recorded());
+            cache.insert(
+                key,
+                self.hops.current(),
+                status,
+                hops,
+                self.head.fell_back(),
+            );
+        }
         let record = FollowedRedirect::new(self.hops.redirect_status(), self.hops.current())
-            .with_hops(self.hops.count())
-            .with_head_fallback(self.head.fell_back());
+            .with_hops(self.hops.recorded())
+            .with_head_fallback(self.head.fell_back())
+            .with_cache(from_cache, self.refreshed);
         tracing::debug!(
             status = status.as_u16(),
             hops = record.hops(),
@@ -176,6 +279,25 @@ where
             redirect_body: Drain::none(),
         }
     }
+
+    /// The future of a `GET` or `HEAD` sent straight to a cached storage URL.
+    pub(crate) fn from_cache(future: S::Future, chain: Box<Chain<S, B>>) -> Self {
+        ResponseFuture {
+            state: State::Storage {
+                future: Some(future),
+                chain,
+            },
+            redirect_body: Drain::none(),
+        }
+    }
+}
+
+/// Storage's answer to a cached URL that means the URL is no longer good.
+fn refuses_cached_url(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    )
 }
 
 impl<S, B, R> Future for ResponseFuture<S, B, R>
@@ -192,7 +314,7 @@ where
         loop {
             // Whatever has arrived of the last redirect's body, while the next hop is out.
             let _ = this.redirect_body.as_mut().poll_drain(cx);
-            match this.state.as_mut().project() {
+            let answered = match this.state.as_mut().project() {
                 StateProj::PassThrough { future, uri } => {
                     let res =
                         ready!(future.poll(cx)).map_err(|e| Error::upstream(uri, e.into()))?;
@@ -208,18 +330,12 @@ where
                 StateProj::Upstream { future, follow } => {
                     let res = ready!(future.poll(cx))
                         .map_err(|e| Error::upstream(&follow.uri, e.into()))?;
-                    let rules = &follow.config.settings().rules;
-                    let Some(target) = rules.next_hop(&res, &follow.uri, None)? else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(res.map(ResponseBody::new)));
-                    };
-                    let chain = follow.start_chain(res.status(), target);
-                    this.redirect_body
-                        .set(Drain::new(res.into_body(), REDIRECT_BODY_LIMIT));
-                    this.state.set(State::Storage {
-                        future: None,
-                        chain,
-                    });
+                    follow.answer(res)?
+                }
+                StateProj::Retry { future, follow } => {
+                    let res = ready!(future.as_mut().poll(cx))
+                        .map_err(|e| Error::upstream(&follow.uri, e.into()))?;
+                    follow.answer(res)?
                 }
                 StateProj::Storage { mut future, chain } => {
                     let Some(pending) = future.as_mut().as_pin_mut() else {
@@ -241,6 +357,31 @@ where
                         continue;
                     }
                     let status = res.status();
+                    if refuses_cached_url(status) {
+                        if let Some(original) = chain.retry.take() {
+                            tracing::debug!(
+                                status = status.as_u16(),
+                                "storage refused a cached URL; asking the upstream again"
+                            );
+                            if let (Some(key), Some(cache)) =
+                                (chain.cache_key, &chain.config.settings().redirect_cache)
+                            {
+                                cache.remove(key);
+                            }
+                            let mut follow =
+                                Follow::new(chain.service.clone(), chain.config.clone(), &original);
+                            follow.cache_key = chain.cache_key;
+                            follow.refreshed = true;
+                            let retry = Oneshot::new(chain.service.clone(), original);
+                            this.redirect_body
+                                .set(Drain::new(res.into_body(), REDIRECT_BODY_LIMIT));
+                            this.state.set(State::Retry {
+                                future: Box::pin(retry),
+                                follow,
+                            });
+                            continue;
+                        }
+                    }
                     let (parts, body) = res.into_parts();
                     match chain.head.answer(parts, body) {
                         HeadAnswer::Respond(mut parts, body) => {
@@ -263,6 +404,7 @@ where
                             future.set(None);
                         }
                     }
+                    continue;
                 }
                 StateProj::ProbeBody { body, answer } => {
                     ready!(body.poll_drain(cx));
@@ -272,6 +414,20 @@ where
                     return Poll::Ready(Ok(answer));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
+            };
+            match answered {
+                Answered::Done(res) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(res));
+                }
+                Answered::Follow(body, chain) => {
+                    this.redirect_body
+                        .set(Drain::new(body, REDIRECT_BODY_LIMIT));
+                    this.state.set(State::Storage {
+                        future: None,
+                        chain,
+                    });
+                }
             }
         }
     }
@@ -284,7 +440,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (state, hops) = match &self.state {
             State::PassThrough { .. } => ("pass-through", 0),
-            State::Upstream { .. } => ("upstream", 0),
+            State::Upstream { .. } | State::Retry { .. } => ("upstream", 0),
             State::Storage { chain, .. } => ("storage", chain.hops.count()),
             State::ProbeBody { .. } => ("range probe body", 0),
             State::Done => ("done", 0),

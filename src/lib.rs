@@ -168,9 +168,10 @@
 //! `location.rs`; which request headers reach storage in `forward.rs`; how a `HEAD` is
 //! answered in `head.rs`; which redirects are followed (statuses, the storage matcher, the
 //! `https` → `http` refusal, the hop limit, loops) in `redirect.rs`; redaction of signed
-//! URLs in `signed_url.rs`, and of inner errors in `error.rs`. `future.rs` is the state
-//! machine that applies them, `drain.rs` the bounded read of bodies the caller never sees,
-//! `config.rs` the settings and builder methods, `matcher/` the storage matchers.
+//! URLs in `signed_url.rs`, and of inner errors in `error.rs`; what the redirect cache keeps
+//! and for how long in `cache.rs`. `future.rs` is the state machine that applies them,
+//! `drain.rs` the bounded read of bodies the caller never sees, `config.rs` the settings and
+//! builder methods, `matcher/` the storage matchers.
 //!
 //! # Compared with tower-http's `FollowRedirect`
 //!
@@ -184,6 +185,7 @@
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 
 mod body;
+mod cache;
 mod config;
 mod drain;
 mod error;
@@ -201,6 +203,7 @@ pub mod signed_url;
 pub mod test_util;
 
 pub use body::ResponseBody;
+pub use cache::{RedirectCache, DEFAULT_EXPIRY_MARGIN};
 pub use error::{BoxError, Error, ErrorKind};
 pub use extension::FollowedRedirect;
 pub use forward::MAX_FORWARDED_HEADERS;

@@ -83,6 +83,8 @@ pub(crate) struct Hops {
     redirect_status: StatusCode,
     /// Every URI requested: the caller's first, the current storage hop's last.
     visited: Vec<Uri>,
+    /// The hops of the chain that led to a cached URL, when the chain started from one.
+    cached_hops: usize,
 }
 
 impl Hops {
@@ -91,7 +93,18 @@ impl Hops {
         Hops {
             redirect_status,
             visited: vec![from, target],
+            cached_hops: 0,
         }
+    }
+
+    /// This chain starts at a cached URL that `hops` redirects led to.
+    pub(crate) fn set_recorded(&mut self, hops: usize) {
+        self.cached_hops = hops.saturating_sub(1);
+    }
+
+    /// How many redirects led here, counting those that led to a cached URL.
+    pub(crate) fn recorded(&self) -> usize {
+        self.count() + self.cached_hops
     }
 
     /// One more redirect, to `target`, is followed.

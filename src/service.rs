@@ -1,7 +1,7 @@
 use crate::body::ResponseBody;
 use crate::config::{builder_methods, Config};
 use crate::error::{BoxError, Error};
-use crate::future::{Follow, ResponseFuture};
+use crate::future::{Chain, Follow, ResponseFuture};
 use crate::matcher::StorageMatcher;
 use crate::SignedRedirectLayer;
 use http::{Method, Request, Response, Uri};
@@ -113,7 +113,18 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if req.method() == Method::GET || req.method() == Method::HEAD {
             let follow = Follow::new(self.inner.clone(), self.config.clone(), &req);
-            ResponseFuture::follow(self.inner.call(req), follow)
+            let Some(cache) = &self.config.settings().redirect_cache else {
+                return ResponseFuture::follow(self.inner.call(req), follow);
+            };
+            let key = cache.key(req.method(), req.uri(), req.headers());
+            let Some(entry) = cache.get(key) else {
+                return ResponseFuture::follow(self.inner.call(req), follow.cached_as(key));
+            };
+            let mut chain =
+                Chain::from_cache(self.inner.clone(), self.config.clone(), &req, key, entry);
+            let future = self.inner.call(chain.request());
+            chain.keep_for_retry(req);
+            ResponseFuture::from_cache(future, chain)
         } else {
             let uri = req.uri().clone();
             ResponseFuture::pass_through(self.inner.call(req), uri)

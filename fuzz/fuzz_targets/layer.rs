@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use tower::{service_fn, Layer, Service};
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher, WellKnownStorage};
-use tower_signed_redirect::{HeadStrategy, SignedRedirectLayer};
+use std::time::Duration;
+use tower_signed_redirect::{FollowedRedirect, HeadStrategy, RedirectCache, SignedRedirectLayer};
 
 const SECRET: &str = "FUZZSECRETSIG";
 const ALLOWED: &[&str] = &["user-agent", "range", "if-range", "accept"];
@@ -91,6 +92,8 @@ fuzz_target!(|data: &[u8]| {
     let method = [Method::GET, Method::HEAD, Method::POST][input.byte() as usize % 3].clone();
     let strategy = [HeadStrategy::RangeProbe, HeadStrategy::Get, HeadStrategy::Head][input.byte() as usize % 3];
     let max = usize::from(input.byte() % 6);
+    // Half the inputs run twice through a redirect cache that keeps every URL.
+    let cached = input.byte() % 2 == 1;
     let responses: Vec<_> = (0..8).map(|_| response(&mut input)).collect();
     let responses = Arc::new(Mutex::new(responses.into_iter()));
     let seen: Arc<Mutex<Vec<Request<String>>>> = Arc::default();
@@ -105,12 +108,15 @@ fuzz_target!(|data: &[u8]| {
         std::future::ready(next)
     });
     let matcher = WellKnownStorage::new().or(HostPatterns::new(["evil.example:8443"]).unwrap());
-    let mut svc = SignedRedirectLayer::with_matcher(matcher)
+    let mut layer = SignedRedirectLayer::with_matcher(matcher)
         .head_strategy(strategy)
-        .max_redirects(max)
-        .layer(inner);
-    let req = Request::builder()
-        .method(method)
+        .max_redirects(max);
+    if cached {
+        layer = layer.redirect_cache(RedirectCache::new(4).max_age(Duration::from_secs(60)));
+    }
+    let mut svc = layer.layer(inner);
+    let request = || Request::builder()
+        .method(method.clone())
         .uri("https://registry-1.docker.io/v2/library/alpine/blobs/sha256:00")
         .header("authorization", "Bearer registry-token")
         .header("cookie", "c=1")
@@ -121,22 +127,39 @@ fuzz_target!(|data: &[u8]| {
         .body("client body".to_owned())
         .unwrap();
     let mut cx = Context::from_waker(Waker::noop());
-    assert!(svc.poll_ready(&mut cx).is_ready());
-    let mut future = pin!(svc.call(req));
-    let result = loop {
-        if let Poll::Ready(r) = future.as_mut().poll(&mut cx) {
-            break r;
-        }
-    };
-    for (i, req) in seen.lock().unwrap().iter().enumerate().skip(1) {
+    let mut results = Vec::new();
+    for _ in 0..if cached { 2 } else { 1 } {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let mut future = pin!(svc.call(request()));
+        results.push(loop {
+            if let Poll::Ready(r) = future.as_mut().poll(&mut cx) {
+                break r;
+            }
+        });
+    }
+    // The caller's requests (and their resends after a refused cached URL) go to the
+    // registry; every other request is a storage hop.
+    let storage_hops = seen.lock().unwrap();
+    let storage_hops = storage_hops.iter().filter(|r| r.uri().host() != Some("registry-1.docker.io"));
+    for (i, req) in storage_hops.enumerate() {
         assert!(req.body().is_empty(), "storage hop {i} has a body");
         for name in req.headers().keys() {
             assert!(ALLOWED.contains(&name.as_str()), "{name} reached storage hop {i}");
         }
         assert!(matches!(*req.method(), Method::GET | Method::HEAD));
     }
-    if let Err(e) = result {
-        let text = format!("{e} {e:?} {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
-        assert!(!text.contains(SECRET), "{text}");
+    for result in results {
+        match result {
+            Err(e) => {
+                let text = format!("{e} {e:?} {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+                assert!(!text.contains(SECRET), "{text}");
+            }
+            Ok(res) => {
+                if let Some(f) = res.extensions().get::<FollowedRedirect>() {
+                    let text = format!("{f:?}");
+                    assert!(!text.contains(SECRET), "{text}");
+                }
+            }
+        }
     }
 });

@@ -95,11 +95,12 @@ struct StorageConfig {
     origin: Uri,
     provider: Provider,
     off: Vec<StorageRule>,
-    key: u64,
 }
 
 #[derive(Default)]
 struct StorageState {
+    /// The signing key: rotated by `revoke_signed_urls`.
+    key: u64,
     objects: HashMap<String, bytes::Bytes>,
     /// Every URL signed, by its signature: the method it was signed for and the exact URL.
     signed: HashMap<String, (Method, String)>,
@@ -121,7 +122,6 @@ impl FakeStorage {
                 origin: Uri::from_static("https://bucket.s3.amazonaws.com"),
                 provider: Provider::S3,
                 off: Vec::new(),
-                key: 0x5eed_5a1e_d0c5_f00d,
             }),
             state: Arc::default(),
             log: Arc::default(),
@@ -186,15 +186,24 @@ impl FakeStorage {
             origin_string(&self.config.origin),
             expires_in.as_secs(),
         );
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut hasher = DefaultHasher::new();
-        (self.config.key, method.as_str(), &unsigned).hash(&mut hasher);
+        (state.key, method.as_str(), &unsigned).hash(&mut hasher);
         let signature = format!("{:016x}", hasher.finish());
         let url = format!("{unsigned}&X-Amz-Signature={signature}");
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state
             .signed
             .insert(signature, (method.clone(), url.clone()));
         url.parse().expect("a signed URL is a valid URI")
+    }
+
+    /// Rotates the signing key: every URL signed so far is refused
+    /// (`403 SignatureDoesNotMatch`), and URLs signed from now on carry other signatures. For
+    /// testing what a client does with a URL that stopped working before its expiry.
+    pub fn revoke_signed_urls(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.signed.clear();
+        state.key = state.key.wrapping_add(1);
     }
 
     /// Every request received so far, in order.
