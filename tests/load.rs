@@ -24,13 +24,14 @@ use http_body_util::Empty;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
 /// Serves the axum example's router through the examples' server loop, as `main` does.
 fn serve_axum(listener: tokio::net::TcpListener, mirror: Arc<common::Mirror>) {
     let service = hyper_util::service::TowerToHyperService::new(app::router(mirror));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _running = stop;
-        common::server::serve(listener, service, stopped).await
+        common::server::serve(listener, service, None, stopped).await
     });
 }
 
@@ -128,7 +129,8 @@ async fn ten_thousand_blob_requests_at_concurrency_256() {
         "--log",
         "warn",
     ]);
-    let mirror = Arc::new(common::Mirror::from_options(&options).unwrap());
+    let mirror =
+        Arc::new(common::Mirror::new(&options, common::Shared::new(&options).unwrap()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     serve_axum(listener, mirror);

@@ -24,6 +24,13 @@ use std::sync::Arc;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// A plain connector without Nagle's delay, as the mirror's.
+fn http_connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http
+}
+
 /// `GET <registry><path>` with the client's `Authorization`; on a redirect, a fresh `GET` of
 /// the `Location` with no headers at all.
 async fn follow(
@@ -72,7 +79,7 @@ fn main() {
         async move {
             let listener = tuning::listen(listen).expect("listen");
             let client: HttpClient =
-                tuning::client_builder(TokioExecutor::new()).build(tuning::http_connector());
+                tuning::client_builder(TokioExecutor::new()).build(http_connector());
             let server = tuning::server_builder();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {

@@ -2,6 +2,8 @@
 //! the one body type the mirror answers with.
 
 use super::client::UpstreamBody;
+use super::metrics::{CacheEvent, Decision, Metrics, Route};
+use super::verify::{DigestMismatch, Verified};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -18,7 +20,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 // per response.
 #[allow(clippy::large_enum_variant)]
 pub enum MirrorBody {
-    Upstream(Metered<IdleTimeout<UpstreamBody>>),
+    Upstream(Metered<Verified<IdleTimeout<UpstreamBody>>>),
     Local(http_body_util::Full<Bytes>),
 }
 
@@ -136,19 +138,21 @@ where
     }
 }
 
-/// What is logged when a response's body ends (or is dropped). Cheap to fill: the fields
-/// are reference-counted or moved, and formatted only if the line is written.
-#[derive(Debug)]
+/// What is logged and counted when a response's body ends (or is dropped). Cheap to fill:
+/// the fields are reference-counted or moved, and formatted only if the line is written.
 pub struct RequestLog {
     pub method: http::Method,
     pub uri: http::Uri,
     pub upstream: std::sync::Arc<super::upstream::Upstream>,
+    pub route: Route,
     pub status: u16,
-    /// `followed` when the layer fetched the answer from storage, `passed` when a redirect
-    /// reached the client, `none` when there was none.
-    pub redirect: &'static str,
+    /// What happened to a redirect the upstream sent, if it sent one.
+    pub redirect: Option<Decision>,
+    /// What the redirect cache did, if a redirect was followed with one.
+    pub cache: Option<CacheEvent>,
     /// Set when the layer followed a redirect to storage.
     pub followed: Option<tower_signed_redirect::FollowedRedirect>,
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 /// Counts the bytes sent and logs one line per request when the body is done.
@@ -197,7 +201,14 @@ where
                     self.outcome = "complete";
                 }
             }
-            Some(Err(_)) => self.outcome = "failed",
+            Some(Err(e)) => {
+                self.outcome = if e.is::<DigestMismatch>() {
+                    self.log.metrics.digest_mismatch();
+                    "digest mismatch"
+                } else {
+                    "failed"
+                };
+            }
             None => self.outcome = "complete",
         }
         Poll::Ready(frame)
@@ -214,11 +225,26 @@ where
 
 impl<B> Drop for Metered<B> {
     fn drop(&mut self) {
+        let l = &self.log;
+        l.metrics.request(l.route, l.status, &l.upstream.name);
+        l.metrics.bytes(&l.upstream.name, self.bytes);
         if !tracing::enabled!(tracing::Level::INFO) {
             return;
         }
-        let (l, outcome) = (&self.log, self.outcome);
+        let outcome = self.outcome;
         let followed = l.followed.as_ref();
+        let redirect = match l.redirect {
+            Some(Decision::Followed) => "followed",
+            Some(Decision::Passed) => "passed",
+            Some(Decision::Refused) => "refused",
+            None => "none",
+        };
+        let cache = match l.cache {
+            Some(CacheEvent::Hit) => "hit",
+            Some(CacheEvent::Miss) => "miss",
+            Some(CacheEvent::Refresh) => "refresh",
+            None => "",
+        };
         tracing::info!(
             method = %l.method,
             path = l.uri.path(),
@@ -227,7 +253,8 @@ impl<B> Drop for Metered<B> {
             bytes = self.bytes,
             duration_ms = self.started.elapsed().as_millis() as u64,
             body = outcome,
-            redirect = l.redirect,
+            redirect,
+            cache,
             hops = followed.map_or(0, |f| f.hops()),
             scheme = followed.map_or("", |f| f.scheme().as_str()),
             storage = followed.map_or("", |f| f.storage_url()),

@@ -1,8 +1,14 @@
 //! The upstream client, and the point of this crate: hyper-util's client with rustls, a
-//! timeout for each hop's response head, and `SignedRedirectLayer` following blob redirects
-//! to storage with fresh, credential-free requests.
+//! timeout for each hop's response head, and `SignedRedirectLayer` following redirects to
+//! storage with fresh, credential-free requests (and remembering where they led).
+//!
+//! Under the layer, the mirror's own requests (marked [`guard::Upstream`]) and the storage
+//! hops the layer builds go through two hyper-util clients: storage hops connect only to
+//! public addresses unless their host is a listed `--storage-host` (`guard.rs`).
 
 use super::body::BoxError;
+use super::guard::{self, Resolver, StorageConnector};
+use super::metrics::Metrics;
 use super::options::{Options, RedirectMode};
 use super::tuning;
 use bytes::Bytes;
@@ -10,14 +16,20 @@ use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 use tower::timeout::Timeout;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::follow_redirect::{policy::Limited, FollowRedirect, FollowRedirectLayer};
-use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher, WellKnownStorage};
-use tower_signed_redirect::{ResponseBody, SignedRedirect, SignedRedirectLayer};
+use tower_signed_redirect::matcher::{HostPatterns, SignedQuery, StorageMatcher, WellKnownStorage};
+use tower_signed_redirect::{RedirectCache, ResponseBody, SignedRedirect, SignedRedirectLayer};
 
 /// Requests the mirror sends upstream: `GET` or `HEAD`, no body.
 pub type UpstreamRequest = Request<Empty<Bytes>>;
@@ -25,41 +37,77 @@ pub type UpstreamRequest = Request<Empty<Bytes>>;
 /// hands it on.
 pub type UpstreamBody = ResponseBody<Incoming>;
 
-type HyperClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type UpstreamClientT = Client<HttpsConnector<HttpConnector<Resolver>>, Empty<Bytes>>;
+type StorageClientT =
+    Client<HttpsConnector<StorageConnector<HttpConnector<Resolver>>>, Empty<Bytes>>;
 
 /// The upstream client, with the redirect handling `--redirects` asks for. An enum rather
 /// than a boxed service: nothing is allocated to pick the variant on each request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum UpstreamClient {
     /// This crate's layer: redirects to storage followed with fresh, credential-free
     /// requests. A timeout bounds each hop's response head.
-    Signed(SignedRedirect<Timeout<HyperClient>>),
+    Signed(SignedRedirect<Timeout<Hops>>),
     /// The control that breaks: tower-http's `FollowRedirect` replaying the request.
-    Naive(FollowRedirect<Timeout<HyperClient>, Limited>),
+    Naive(FollowRedirect<Timeout<UpstreamClientT>, Limited>),
     /// The other control: the redirect handed to the client.
-    Pass(Timeout<HyperClient>),
+    Pass(Timeout<UpstreamClientT>),
 }
 
 impl UpstreamClient {
-    /// The client `options` ask for.
-    pub fn new(options: &Options) -> Result<UpstreamClient, String> {
-        let client = ServiceBuilder::new()
-            .timeout(options.response_timeout)
-            .service(hyper_client(options)?);
-        let storage = WellKnownStorage::new()
-            .or(HostPatterns::new(&options.storage_hosts).map_err(|e| e.to_string())?);
-        Ok(match options.redirects {
-            RedirectMode::Signed => UpstreamClient::Signed(
-                ServiceBuilder::new()
-                    .layer(SignedRedirectLayer::with_matcher(storage))
-                    .service(client),
+    /// The client `options` ask for, sharing `cache` and `metrics` with the other workers.
+    pub fn new(
+        options: &Options,
+        cache: Option<RedirectCache>,
+        metrics: Arc<Metrics>,
+    ) -> Result<UpstreamClient, String> {
+        let tls = tls_config(options)?;
+        let overrides = guard::overrides(&options.resolve)?;
+        let listed = HostPatterns::new(&options.storage_hosts).map_err(|e| e.to_string())?;
+        let plain = |guarded| {
+            let mut http = guard::http_connector(Resolver::new(overrides.clone(), guarded));
+            http.set_connect_timeout(Some(options.connect_timeout));
+            http
+        };
+        let upstream = client(options, https(tls.clone(), plain(false)));
+        let storage = client(
+            options,
+            https(
+                tls,
+                StorageConnector::new(listed.clone(), plain(false), plain(true)),
             ),
+        );
+        let timeout = options.response_timeout;
+        Ok(match options.redirects {
+            RedirectMode::Signed => {
+                let hops = Hops(Arc::new(HopClients {
+                    upstream,
+                    storage,
+                    metrics,
+                }));
+                let storage_hosts: Box<dyn StorageMatcher + Send + Sync> =
+                    if options.follow_signed_urls {
+                        Box::new(WellKnownStorage::new().or(listed).or(SignedQuery::new()))
+                    } else {
+                        Box::new(WellKnownStorage::new().or(listed))
+                    };
+                let mut layer = SignedRedirectLayer::with_matcher(storage_hosts)
+                    .allow_https_downgrade(options.allow_http_storage);
+                if let Some(cache) = cache {
+                    layer = layer.redirect_cache(cache);
+                }
+                UpstreamClient::Signed(
+                    ServiceBuilder::new()
+                        .layer(layer)
+                        .service(Timeout::new(hops, timeout)),
+                )
+            }
             RedirectMode::Naive => UpstreamClient::Naive(
                 ServiceBuilder::new()
                     .layer(FollowRedirectLayer::with_policy(Limited::new(5)))
-                    .service(client),
+                    .service(Timeout::new(upstream, timeout)),
             ),
-            RedirectMode::Pass => UpstreamClient::Pass(client),
+            RedirectMode::Pass => UpstreamClient::Pass(Timeout::new(upstream, timeout)),
         })
     }
 
@@ -73,9 +121,70 @@ impl UpstreamClient {
     }
 }
 
-/// hyper-util's client over HTTP and HTTPS: rustls with the webpki roots and
-/// `--upstream-ca`, HTTP/2 where the server offers it, idle connections reaped.
-fn hyper_client(options: &Options) -> Result<HyperClient, String> {
+/// The layer's inner service: the mirror's own requests through the upstream client,
+/// storage hops through the guarded one; each timed to its response head. Cloned for every
+/// hop, so it is one `Arc`.
+#[derive(Clone)]
+pub struct Hops(Arc<HopClients>);
+
+pub struct HopClients {
+    upstream: UpstreamClientT,
+    storage: StorageClientT,
+    metrics: Arc<Metrics>,
+}
+
+impl Service<UpstreamRequest> for Hops {
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = Timed<hyper_util::client::legacy::ResponseFuture>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // hyper-util's client is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: UpstreamRequest) -> Self::Future {
+        let clients = &self.0;
+        let storage = req.extensions().get::<guard::Upstream>().is_none();
+        let future = if storage {
+            clients.storage.request(req)
+        } else {
+            clients.upstream.request(req)
+        };
+        Timed {
+            future,
+            started: Instant::now(),
+            storage,
+            metrics: clients.metrics.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// A hop's future, observing how long its response head took.
+    pub struct Timed<F> {
+        #[pin]
+        future: F,
+        started: Instant,
+        storage: bool,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.future.poll(cx));
+        this.metrics
+            .observe_hop(*this.storage, this.started.elapsed());
+        Poll::Ready(out)
+    }
+}
+
+/// rustls with the webpki roots and `--upstream-ca`.
+fn tls_config(options: &Options) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &options.upstream_ca {
@@ -85,24 +194,47 @@ fn hyper_client(options: &Options) -> Result<HyperClient, String> {
             roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut http = tuning::http_connector();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(options.connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    .with_no_client_auth())
+}
+
+/// HTTPS (HTTP/2 where the server offers it) or plain HTTP over `connector`.
+fn https<C>(tls: rustls::ClientConfig, connector: C) -> HttpsConnector<C> {
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
-    Ok(tuning::client_builder(TokioExecutor::new())
+        .wrap_connector(connector)
+}
+
+/// hyper-util's client with the mirror's pool settings.
+fn client<C>(options: &Options, connector: C) -> Client<C, Empty<Bytes>>
+where
+    C: Connect + Clone,
+{
+    tuning::client_builder(TokioExecutor::new())
         .pool_idle_timeout(options.pool_idle_timeout)
         .pool_max_idle_per_host(256)
-        .build(https))
+        .build(connector)
+}
+
+/// The client of the mirror's own logins to token services: it sends form bodies (OAuth2),
+/// connects like the upstream client, and is bounded by the response timeout.
+pub type TokenClient =
+    Timeout<Client<HttpsConnector<HttpConnector<Resolver>>, http_body_util::Full<Bytes>>>;
+
+/// The [`TokenClient`] `options` ask for.
+pub fn token_client(options: &Options) -> Result<TokenClient, String> {
+    let mut http = guard::http_connector(Resolver::new(guard::overrides(&options.resolve)?, false));
+    http.set_connect_timeout(Some(options.connect_timeout));
+    let client = tuning::client_builder(TokioExecutor::new())
+        .pool_idle_timeout(options.pool_idle_timeout)
+        .build(https(tls_config(options)?, http));
+    Ok(Timeout::new(client, options.response_timeout))
 }

@@ -22,7 +22,13 @@ pub fn registry_error(status: StatusCode, code: &str, message: &str) -> Response
 /// message for the log. The message is the error and its sources on one line: this crate's
 /// errors print URLs redacted and scrub the inner error's message.
 pub fn upstream_failure(err: &BoxError) -> (Response<MirrorBody>, String) {
-    let message = error_chain(&**err);
+    let mut message = error_chain(&**err);
+    let kind = err
+        .downcast_ref::<tower_signed_redirect::Error>()
+        .map(|e| e.kind());
+    if kind == Some(tower_signed_redirect::ErrorKind::Downgrade) {
+        message.push_str(" (start the mirror with --allow-http-storage to follow it)");
+    }
     let timed_out = match err.downcast_ref::<tower_signed_redirect::Error>() {
         Some(e) => e.find_cause::<Elapsed>().is_some(),
         // Without the layer (the `naive` and `pass` controls), the timeout is the error.

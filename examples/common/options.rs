@@ -25,13 +25,83 @@ pub struct Options {
     pub upstreams: Vec<String>,
 
     /// Extra storage hosts to follow redirects to, besides the well-known ones: exact hosts or
-    /// `*.suffix` wildcards, optionally with `:port` (e.g. `minio.internal:9000`).
+    /// `*.suffix` wildcards, optionally with `:port` (e.g. `minio.internal:9000`). Hosts
+    /// listed here may resolve to private addresses.
     #[arg(
         long = "storage-host",
         env = "MIRROR_STORAGE_HOSTS",
         value_delimiter = ','
     )]
     pub storage_hosts: Vec<String>,
+
+    /// Also follow redirects to any host when the URL carries a recognised signature (S3,
+    /// GCS, Azure, CloudFront, Cloudflare), for storage hosts that change. Such a hop never
+    /// connects to a loopback, private, link-local, CGNAT, multicast or unspecified address
+    /// (checked after DNS) unless its host is a `--storage-host`.
+    #[arg(long, env = "MIRROR_FOLLOW_SIGNED_URLS")]
+    pub follow_signed_urls: bool,
+
+    /// Follow a redirect from an https upstream to storage on plain http (private storage,
+    /// MinIO-style). Refused by default.
+    #[arg(long, env = "MIRROR_ALLOW_HTTP_STORAGE")]
+    pub allow_http_storage: bool,
+
+    /// Resolve HOST to IP instead of asking DNS (repeat or comma-separate), as curl's
+    /// `--resolve`: `storage.internal=10.0.0.5`.
+    #[arg(long = "resolve", env = "MIRROR_RESOLVE", value_delimiter = ',')]
+    pub resolve: Vec<String>,
+
+    /// Verify `blobs/sha256:<hex>` downloads while they stream: a body whose digest does not
+    /// match ends with an error instead of a clean end, so a client never stores it.
+    #[arg(long, env = "MIRROR_VERIFY_DIGESTS")]
+    pub verify_digests: bool,
+
+    /// How many storage URLs to remember, so that repeated pulls skip the registry round
+    /// trip while the URL is valid (0: off).
+    #[arg(long, env = "MIRROR_REDIRECT_CACHE", default_value_t = 10_000)]
+    pub redirect_cache: usize,
+
+    /// Stop using a cached storage URL this long before its signature expires.
+    #[arg(long, env = "MIRROR_REDIRECT_CACHE_MARGIN", default_value = "60s", value_parser = parse_duration)]
+    pub redirect_cache_margin: Duration,
+
+    /// The mirror's own credentials for upstreams: a Docker `config.json` (`auths`, keyed by
+    /// registry host, with `auth` = base64 `user:password`, or `identitytoken`). With them
+    /// the mirror logs in itself and clients need no login.
+    #[arg(long, env = "MIRROR_UPSTREAM_CREDENTIALS")]
+    pub upstream_credentials: Option<PathBuf>,
+
+    /// User name for the default upstream (with `--upstream-password`).
+    #[arg(long, env = "MIRROR_UPSTREAM_USER", requires = "upstream_password")]
+    pub upstream_user: Option<String>,
+
+    /// Password or access token for the default upstream.
+    #[arg(
+        long,
+        env = "MIRROR_UPSTREAM_PASSWORD",
+        requires = "upstream_user",
+        hide_env_values = true
+    )]
+    pub upstream_password: Option<String>,
+
+    /// Require clients to log in to the mirror: an htpasswd file of bcrypt entries
+    /// (`htpasswd -B`). Needed when the mirror has credentials of its own, or it serves what
+    /// its account can read to anyone who reaches it.
+    #[arg(long, env = "MIRROR_HTPASSWD")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// The URL clients reach the mirror at (e.g. `https://mirror.example.com` behind a TLS
+    /// front), used in the auth challenges it sends. Default: `http(s)://<Host header>`.
+    #[arg(long, env = "MIRROR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, env = "MIRROR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "MIRROR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// How blob redirects are handled: `signed` (this crate's layer), `naive` (follow by
     /// replaying the request, as a plain redirect follower does: breaks on S3 and R2), or

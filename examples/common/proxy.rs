@@ -1,23 +1,30 @@
 //! One request upstream, and its answer back to the client: the request is built from an
-//! allowlist of the client's headers, the answer loses its hop-by-hop headers, gets its
-//! auth challenges pointed at the mirror, and streams back with an idle timeout and a log
-//! line when it ends.
+//! allowlist of the client's headers (and the mirror's own login, if it has one), the
+//! answer loses its hop-by-hop headers, gets its auth challenges pointed at the mirror,
+//! and streams back with an idle timeout, an optional digest check, metrics and a log line
+//! when it ends.
 
-use super::body::{IdleTimeout, Metered, MirrorBody, RequestLog};
+use super::body::{BoxError, IdleTimeout, Metered, MirrorBody, RequestLog};
 use super::client::{UpstreamBody, UpstreamRequest};
-use super::errors::upstream_failure;
-use super::token::rewrite_challenges;
+use super::credentials::{self, Challenge, Login, Secret};
+use super::errors::{registry_error, upstream_failure};
+use super::guard;
+use super::metrics::{CacheEvent, Decision, Route};
 use super::upstream::Upstream;
+use super::verify::{self, Verified};
 use super::Mirror;
-use http::header::{self, HeaderMap, HeaderName};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, Uri};
-use http_body_util::Empty;
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
 use tower_signed_redirect::FollowedRedirect;
 
-/// Request headers passed upstream.
+/// Request headers passed upstream (`Authorization` only when the client's own login goes
+/// through).
 const FORWARDED: &[HeaderName] = &[
     header::AUTHORIZATION,
     header::ACCEPT,
@@ -39,6 +46,9 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// How long a Basic login is reused before the registry is asked again.
+const BASIC_LOGIN_TTL: Duration = Duration::from_secs(3600);
+
 impl Mirror {
     /// Sends the client's `GET` or `HEAD` to `uri` on `upstream` and streams the answer back.
     pub(super) async fn send(
@@ -48,11 +58,31 @@ impl Mirror {
         uri: Uri,
     ) -> Response<MirrorBody> {
         let started = Instant::now();
-        let req = upstream_request(parts, uri);
-        match self.client.send(req).await {
-            Ok(res) => self.answer(upstream, parts, res, started),
+        let route = Route::of(parts.uri.path());
+        let login = self.login(upstream);
+        let answer = match login {
+            Login::PassThrough => {
+                self.client
+                    .send(upstream_request(parts, uri.clone(), true))
+                    .await
+            }
+            login => self.send_logged_in(upstream, login, parts, &uri).await,
+        };
+        let res = match answer {
+            Ok(res) => res,
             Err(err) => {
                 let (res, message) = upstream_failure(&err);
+                let metrics = &self.shared.metrics;
+                if err
+                    .downcast_ref::<tower_signed_redirect::Error>()
+                    .is_some_and(|e| {
+                        e.kind() != tower_signed_redirect::ErrorKind::Upstream
+                            && e.kind() != tower_signed_redirect::ErrorKind::Storage
+                    })
+                {
+                    metrics.redirect(Decision::Refused);
+                }
+                metrics.request(route, res.status().as_u16(), &upstream.name);
                 tracing::warn!(
                     method = %parts.method,
                     path = parts.uri.path(),
@@ -62,9 +92,127 @@ impl Mirror {
                     error = %message,
                     "upstream request failed"
                 );
-                res
+                return res;
             }
+        };
+        if !matches!(login, Login::PassThrough) && res.status() == StatusCode::UNAUTHORIZED {
+            self.shared.metrics.request(route, 502, &upstream.name);
+            tracing::warn!(upstream = %upstream.name, "the upstream refused the mirror's credentials");
+            return registry_error(
+                StatusCode::BAD_GATEWAY,
+                "UNAVAILABLE",
+                "the upstream refused the mirror's credentials",
+            );
         }
+        self.answer(upstream, parts, &uri, res, started, route)
+    }
+
+    /// The request sent with the mirror's own login: a cached token first; on a `401`, a
+    /// login as the challenge asks and one more try.
+    async fn send_logged_in(
+        &self,
+        upstream: &Upstream,
+        login: &Login,
+        parts: &Parts,
+        uri: &Uri,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        let scope = credentials::scope_of(uri.path());
+        let tokens = &self.shared.tokens;
+        let request = |auth: Option<&HeaderValue>| {
+            let mut req = upstream_request(parts, uri.clone(), false);
+            if let Some(auth) = auth {
+                req.headers_mut()
+                    .insert(header::AUTHORIZATION, auth.clone());
+            }
+            req
+        };
+        let cached = tokens.get(&upstream.name, &scope);
+        let res = self.client.send(request(cached.as_ref())).await?;
+        if res.status() != StatusCode::UNAUTHORIZED {
+            return Ok(res);
+        }
+        tokens.forget(&upstream.name, &scope);
+        let challenge = res
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(Challenge::parse);
+        let Some(challenge) = challenge else {
+            return Ok(res);
+        };
+        drop(res);
+        let (auth, ttl) = self.log_in(login, challenge).await?;
+        tokens.put(&upstream.name, &scope, auth.clone(), ttl);
+        self.client.send(request(Some(&auth))).await
+    }
+
+    /// Answers a challenge with the mirror's login: the `Authorization` to send, and how
+    /// long it may be reused.
+    async fn log_in(
+        &self,
+        login: &Login,
+        challenge: Challenge,
+    ) -> Result<(HeaderValue, Duration), BoxError> {
+        let secret = match login {
+            Login::Secret(secret) => Some(secret),
+            _ => None,
+        };
+        let (realm, service, scope) = match challenge {
+            Challenge::Basic => {
+                let basic = secret.and_then(Secret::basic).ok_or(
+                    "the upstream asks for a user and password: give the mirror its own with \
+                     --upstream-credentials or --upstream-user",
+                )?;
+                return Ok((basic, BASIC_LOGIN_TTL));
+            }
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => (realm, service, scope),
+        };
+        let mut query = Vec::new();
+        if let Some(service) = &service {
+            query.push(format!("service={}", encode(service)));
+        }
+        if let Some(scope) = &scope {
+            query.push(format!("scope={}", encode(scope)));
+        }
+        let req = match secret {
+            Some(Secret::IdentityToken(token)) => {
+                // OAuth2's refresh_token grant, as `docker login` with an identity token.
+                let mut form = query.clone();
+                form.extend([
+                    "grant_type=refresh_token".to_owned(),
+                    "client_id=registry-mirror".to_owned(),
+                    format!("refresh_token={}", encode(token)),
+                ]);
+                Request::post(&realm)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Full::new(Bytes::from(form.join("&"))))?
+            }
+            _ => {
+                let sep = if realm.contains('?') { '&' } else { '?' };
+                let url = if query.is_empty() {
+                    realm.clone()
+                } else {
+                    format!("{realm}{sep}{}", query.join("&"))
+                };
+                let mut req = Request::get(url).body(Full::new(Bytes::new()))?;
+                if let Some(basic) = secret.and_then(Secret::basic) {
+                    req.headers_mut().insert(header::AUTHORIZATION, basic);
+                }
+                req
+            }
+        };
+        let res = self.token_client.clone().oneshot(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("the token service answered {status}").into());
+        }
+        credentials::parse_token(&body).ok_or_else(|| "the token service sent no token".into())
     }
 
     /// The upstream's answer, made the client's.
@@ -72,33 +220,73 @@ impl Mirror {
         &self,
         upstream: &Arc<Upstream>,
         parts: &Parts,
+        uri: &Uri,
         res: Response<UpstreamBody>,
         started: Instant,
+        route: Route,
     ) -> Response<MirrorBody> {
         let (mut head, body) = res.into_parts();
         remove_hop_by_hop(&mut head.headers);
-        rewrite_challenges(&mut head.headers, parts, upstream);
+        if matches!(self.login(upstream), Login::PassThrough) {
+            self.rewrite_challenges(&mut head.headers, parts, upstream);
+        }
+        let metrics = &self.shared.metrics;
+        if let Some(remaining) = head
+            .headers
+            .get("ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next()?.trim().parse().ok())
+        {
+            metrics.ratelimit_remaining(&upstream.name, remaining);
+        }
         let followed = head.extensions.remove::<FollowedRedirect>();
+        let cache = match &followed {
+            Some(f) if f.from_cache() => Some(CacheEvent::Hit),
+            Some(f) if f.refreshed() => Some(CacheEvent::Refresh),
+            Some(_) if self.shared.cache.is_some() => Some(CacheEvent::Miss),
+            _ => None,
+        };
+        if let Some(event) = cache {
+            metrics.cache(event);
+        }
+        if followed
+            .as_ref()
+            .is_some_and(FollowedRedirect::head_fallback)
+        {
+            metrics.head_fallback();
+        }
+        let redirect = match (&followed, head.status.is_redirection()) {
+            (Some(_), _) => Some(Decision::Followed),
+            (None, true) => Some(Decision::Passed),
+            (None, false) => None,
+        };
+        if let Some(decision) = redirect {
+            metrics.redirect(decision);
+        }
+        let expected =
+            (self.verify_digests && parts.method == Method::GET && head.status == StatusCode::OK)
+                .then(|| verify::expected_digest(uri.path()))
+                .flatten();
         let log = RequestLog {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             upstream: upstream.clone(),
+            route,
             status: head.status.as_u16(),
-            redirect: match (&followed, head.status.is_redirection()) {
-                (Some(_), _) => "followed",
-                (None, true) => "passed",
-                (None, false) => "none",
-            },
+            redirect,
+            cache,
             followed,
+            metrics: metrics.clone(),
         };
-        let body = Metered::new(IdleTimeout::new(body, self.idle_timeout), log, started);
-        Response::from_parts(head, MirrorBody::Upstream(body))
+        let body = Verified::new(IdleTimeout::new(body, self.idle_timeout), expected);
+        Response::from_parts(head, MirrorBody::Upstream(Metered::new(body, log, started)))
     }
 }
 
 /// The upstream request for a client's request: same method (`GET` or `HEAD`), the
-/// allowlisted headers (one pass over the client's), no body.
-fn upstream_request(parts: &Parts, uri: Uri) -> UpstreamRequest {
+/// allowlisted headers (one pass over the client's; its `Authorization` only with
+/// `credentials`), no body, marked as the mirror's own (not a storage hop).
+fn upstream_request(parts: &Parts, uri: Uri, credentials: bool) -> UpstreamRequest {
     let mut req = Request::new(Empty::new());
     *req.method_mut() = if parts.method == Method::HEAD {
         Method::HEAD
@@ -107,10 +295,11 @@ fn upstream_request(parts: &Parts, uri: Uri) -> UpstreamRequest {
     };
     *req.uri_mut() = uri;
     for (name, value) in &parts.headers {
-        if FORWARDED.contains(name) {
+        if FORWARDED.contains(name) && (credentials || name != header::AUTHORIZATION) {
             req.headers_mut().append(name.clone(), value.clone());
         }
     }
+    req.extensions_mut().insert(guard::Upstream);
     req
 }
 
@@ -125,4 +314,14 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for (name, _) in HOP_BY_HOP.iter().zip(found).filter(|(_, found)| *found) {
         headers.remove(name);
     }
+}
+
+/// Percent-encodes a query or form value: all but RFC 3986's unreserved characters.
+fn encode(value: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, RESERVED).to_string()
 }

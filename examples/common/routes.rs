@@ -2,21 +2,65 @@
 
 use super::body::MirrorBody;
 use super::errors::registry_error;
+use super::guard;
 use super::upstream::Upstream;
 use super::Mirror;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Empty, Full};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 impl Mirror {
     /// Answers one request: the mirror's only entry point, for every server.
     ///
+    /// - `GET /healthz`: the process is up; `GET /readyz`: it can reach its default
+    ///   upstream; `GET /metrics`: Prometheus metrics (none of them need a login);
     /// - `GET|HEAD /v2/`: the API version check;
     /// - `GET /token/<upstream>`: the token service (see `token.rs`);
     /// - `GET|HEAD /v2/<name>/{manifests,blobs,tags,referrers}/...`: pulled from the upstream.
+    ///
+    /// With `--htpasswd`, every `/v2/` and `/token/` request needs a login to the mirror.
     pub async fn handle(&self, parts: &Parts) -> Response<MirrorBody> {
         let path = parts.uri.path();
+        match path {
+            "/healthz" => return text(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" => {
+                return match self.is_ready().await {
+                    true => text(StatusCode::OK, "text/plain", "ready\n".into()),
+                    false => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "the default upstream cannot be reached\n".into(),
+                    ),
+                }
+            }
+            "/metrics" => {
+                return text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.shared.metrics.encode(),
+                )
+            }
+            _ => {}
+        }
+        if let Some(users) = &self.shared.users {
+            if !users.allow(&parts.headers).await {
+                let mut res = registry_error(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "log in to the mirror",
+                );
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"registry mirror\""),
+                );
+                return res;
+            }
+        }
         if path == "/v2" || path == "/v2/" {
             self.ping(parts).await
         } else if let Some(name) = path.strip_prefix("/token/") {
@@ -87,6 +131,24 @@ impl Mirror {
         self.send(&upstream, parts, upstream.uri(path)).await
     }
 
+    /// Whether the default upstream answers `/v2/` (with anything, a `401` included), asked
+    /// at most every five seconds.
+    async fn is_ready(&self) -> bool {
+        const FRESH: Duration = Duration::from_secs(5);
+        if let Some((at, ready)) = *self.ready.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < FRESH {
+                return ready;
+            }
+        }
+        let mut req = Request::new(Empty::new());
+        *req.uri_mut() = self.upstreams[0].api_root();
+        req.extensions_mut().insert(guard::Upstream);
+        let answered = tokio::time::timeout(Duration::from_secs(5), self.client.send(req)).await;
+        let ready = matches!(answered, Ok(Ok(_)));
+        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), ready));
+        ready
+    }
+
     /// containerd's `?ns=<registry>`, when it names a configured upstream.
     fn select_by_ns(&self, parts: &Parts) -> Option<Arc<Upstream>> {
         let ns = parts
@@ -141,4 +203,13 @@ fn strip_ns(query: &str) -> String {
         .filter(|p| !p.starts_with("ns="))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// A small answer the mirror writes itself.
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<MirrorBody> {
+    let mut res = Response::new(MirrorBody::Local(Full::new(Bytes::from(body))));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
 }

@@ -4,8 +4,9 @@
 
 use super::body::BoxError;
 use super::options::Options;
+use super::tls;
 use super::tuning;
-use super::Mirror;
+use super::{Mirror, Shared};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -15,9 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// How long connections in flight get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(30);
+
+/// How long a client has for its TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Runs the mirror `options` describe until Ctrl-C or SIGTERM, serving each worker's mirror
 /// through the service `make_service` makes of it. Exits the process with a reason (2 for
@@ -33,10 +38,17 @@ where
     B::Error: Into<BoxError>,
 {
     // The configuration is checked, and the port taken, before any worker starts.
-    if let Err(e) = Mirror::from_options(&options) {
-        eprintln!("error: {e}");
-        std::process::exit(2);
-    }
+    let checked = Shared::new(&options).and_then(|shared| {
+        let tls = tls::acceptor(&options)?;
+        Mirror::new(&options, shared.clone()).map(|_| (shared, tls))
+    });
+    let (shared, tls) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     let first = match bind(options.listen) {
         Ok(listener) => listener,
         Err(e) => {
@@ -47,7 +59,7 @@ where
     let addr = first.local_addr().unwrap_or(options.listen);
     let first = Mutex::new(Some(first));
     let workers = options.workers.unwrap_or_else(tuning::default_workers);
-    tracing::info!(listen = %addr, workers, upstreams = ?options.upstreams, redirects = ?options.redirects, "registry mirror ready");
+    tracing::info!(listen = %addr, tls = tls.is_some(), workers, upstreams = ?options.upstreams, redirects = ?options.redirects, "registry mirror ready");
 
     let (stop, stopped) = watch::channel(false);
     std::thread::spawn(move || {
@@ -63,15 +75,15 @@ where
     tuning::run_workers(workers, move |i| {
         let (options, stopped) = (options.clone(), stopped.clone());
         let listener = first.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let make_service = make_service.clone();
+        let (make_service, shared, tls) = (make_service.clone(), shared.clone(), tls.clone());
         async move {
-            let service = Mirror::from_options(&options).map(|m| make_service(Arc::new(m)));
+            let service = Mirror::new(&options, shared).map(|m| make_service(Arc::new(m)));
             let listener = match listener {
                 Some(std) => TcpListener::from_std(std),
                 None => tuning::listen(addr),
             };
             match (listener, service) {
-                (Ok(listener), Ok(service)) => serve(listener, service, stopped).await,
+                (Ok(listener), Ok(service)) => serve(listener, service, tls, stopped).await,
                 (Err(e), _) => tracing::error!(worker = i, error = %e, "cannot listen"),
                 (_, Err(e)) => tracing::error!(worker = i, error = %e, "cannot build the mirror"),
             }
@@ -93,10 +105,14 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
-/// Serves `service` on `listener` until `stop` turns true, then waits for the connections
-/// in flight (at most 30 s).
-pub async fn serve<S, B>(listener: TcpListener, service: S, mut stop: watch::Receiver<bool>)
-where
+/// Serves `service` on `listener` (over TLS with `tls`) until `stop` turns true, then waits
+/// for the connections in flight (at most 30 s).
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -119,12 +135,26 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service.clone())
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let service = service.clone();
+                let Some(tls) = &tls else {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                };
+                let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let stream = match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });

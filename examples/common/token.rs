@@ -52,6 +52,7 @@ impl Mirror {
     async fn learn_realm(&self, upstream: &Upstream) -> Option<String> {
         let mut req = Request::new(Empty::new());
         *req.uri_mut() = upstream.api_root();
+        req.extensions_mut().insert(super::guard::Upstream);
         let res = self.client.send(req).await.ok()?;
         for challenge in res.headers().get_all(header::WWW_AUTHENTICATE) {
             if let Some(realm) = challenge.to_str().ok().and_then(bearer_realm) {
@@ -60,40 +61,56 @@ impl Mirror {
         }
         upstream.realm()
     }
-}
 
-/// Points the `Bearer` challenges of an upstream's answer at the mirror's token endpoint,
-/// remembering the upstream's realm. `Basic` challenges pass unchanged.
-pub fn rewrite_challenges(headers: &mut HeaderMap, parts: &Parts, upstream: &Arc<Upstream>) {
-    if !headers.contains_key(header::WWW_AUTHENTICATE) {
-        return;
+    /// Points the `Bearer` challenges of an upstream's answer at the mirror's token
+    /// endpoint, remembering the upstream's realm. `Basic` challenges pass unchanged.
+    pub fn rewrite_challenges(
+        &self,
+        headers: &mut HeaderMap,
+        parts: &Parts,
+        upstream: &Arc<Upstream>,
+    ) {
+        if !headers.contains_key(header::WWW_AUTHENTICATE) {
+            return;
+        }
+        let endpoint = format!("{}/token/{}", self.public_url(parts), upstream.name);
+        let challenges: Vec<HeaderValue> = headers
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|challenge| {
+                if let Some(realm) = bearer_realm(challenge) {
+                    upstream.set_realm(realm);
+                }
+                HeaderValue::from_str(&with_realm(challenge, &endpoint)).ok()
+            })
+            .collect();
+        headers.remove(header::WWW_AUTHENTICATE);
+        for challenge in challenges {
+            headers.append(header::WWW_AUTHENTICATE, challenge);
+        }
     }
-    let endpoint = token_endpoint(parts, upstream);
-    let challenges: Vec<HeaderValue> = headers
-        .get_all(header::WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|challenge| {
-            if let Some(realm) = bearer_realm(challenge) {
-                upstream.set_realm(realm);
-            }
-            HeaderValue::from_str(&with_realm(challenge, &endpoint)).ok()
-        })
-        .collect();
-    headers.remove(header::WWW_AUTHENTICATE);
-    for challenge in challenges {
-        headers.append(header::WWW_AUTHENTICATE, challenge);
-    }
-}
 
-/// The mirror's token endpoint for `upstream`, as the client reaches the mirror.
-fn token_endpoint(parts: &Parts, upstream: &Upstream) -> String {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}/token/{}", upstream.name)
+    /// How the client reaches the mirror: `--public-url`, else its `Host` with the scheme
+    /// the mirror serves (behind a TLS front, give `--public-url`).
+    pub fn public_url(&self, parts: &Parts) -> String {
+        if let Some(url) = &self.public_url {
+            return url.clone();
+        }
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("localhost");
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}")
+    }
 }
 
 /// The `realm` of a `Bearer` challenge.
@@ -131,7 +148,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// Splits `a="x,y",b=z` on commas outside quotes.
-fn split_params(s: &str) -> Vec<&str> {
+pub fn split_params(s: &str) -> Vec<&str> {
     let (mut parts, mut start, mut quoted) = (Vec::new(), 0, false);
     for (i, c) in s.char_indices() {
         match c {

@@ -2,7 +2,6 @@
 //! macro benchmark's bare follower (`benches/macro/bare_follower.rs`) runs with the same
 //! ones. Each was measured with `benches/macro/run.sh` (see the README's "Performance").
 
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Builder as ClientBuilder;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::future::Future;
@@ -36,13 +35,6 @@ pub fn client_builder(executor: TokioExecutor) -> ClientBuilder {
         .pool_timer(TokioTimer::new())
         .http1_max_buf_size(CLIENT_MAX_BUF);
     builder
-}
-
-/// A plain connector without Nagle's delay.
-pub fn http_connector() -> HttpConnector {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http
 }
 
 /// How many workers to run by default: one per core.

@@ -77,6 +77,20 @@ impl Upstream {
         self.library && !name.contains('/')
     }
 
+    /// The hosts (`host[:port]`) its credentials may be listed under in a Docker config.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts = vec![self.name.to_ascii_lowercase()];
+        if let Some(authority) = self.base.authority() {
+            hosts.push(authority.as_str().to_ascii_lowercase());
+        }
+        if self.library {
+            // Docker Hub is keyed `https://index.docker.io/v1/` by `docker login`.
+            hosts
+                .extend(["index.docker.io", "registry-1.docker.io", "docker.io"].map(String::from));
+        }
+        hosts
+    }
+
     /// The token service URL this upstream's challenges name, once one was seen.
     pub fn realm(&self) -> Option<String> {
         self.realm.lock().unwrap().clone()

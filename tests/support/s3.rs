@@ -49,6 +49,12 @@ impl StoreRequest {
     pub fn presigned(&self) -> bool {
         self.target.contains("X-Amz-Signature=")
     }
+
+    /// The `X-Amz-Signature` value of a pre-signed request.
+    pub fn signature(&self) -> Option<&str> {
+        let (_, rest) = self.target.split_once("X-Amz-Signature=")?;
+        Some(rest.split('&').next().unwrap_or(rest))
+    }
 }
 
 pub struct Store {
@@ -57,6 +63,8 @@ pub struct Store {
     _dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<StoreRequest>>>,
     served: Arc<AtomicU64>,
+    /// Signatures refused from now on (`revoke_signatures_seen`).
+    revoked: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Store {
@@ -70,9 +78,11 @@ impl Store {
         let s3 = builder.build();
         let log = Arc::new(Mutex::new(Vec::new()));
         let served = Arc::new(AtomicU64::new(0));
-        let (log2, served2) = (log.clone(), served.clone());
+        let revoked: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let (log2, served2, revoked2) = (log.clone(), served.clone(), revoked.clone());
         let addr = net::serve(move |req: Request<hyper::body::Incoming>| {
-            let (s3, log, served) = (s3.clone(), log2.clone(), served2.clone());
+            let (s3, log, served, revoked) =
+                (s3.clone(), log2.clone(), served2.clone(), revoked2.clone());
             async move {
                 let record = StoreRequest {
                     method: req.method().clone(),
@@ -81,9 +91,15 @@ impl Store {
                 };
                 let rejected =
                     record.presigned() && record.headers.contains_key(http::header::AUTHORIZATION);
+                let revoked = record
+                    .signature()
+                    .is_some_and(|sig| revoked.lock().unwrap().contains(sig));
                 log.lock().unwrap().push(record);
                 if rejected {
                     return s3_error(rule);
+                }
+                if revoked {
+                    return signature_mismatch();
                 }
                 match s3.call(req.map(s3s::Body::from)).await {
                     Ok(res) => {
@@ -113,7 +129,19 @@ impl Store {
             _dir: dir,
             log,
             served,
+            revoked,
         }
+    }
+
+    /// Refuses, from now on, every pre-signed URL the store has been sent so far (`403
+    /// SignatureDoesNotMatch`), as after a key rotation: URLs signed later still work.
+    pub fn revoke_signatures_seen(&self) {
+        let seen: Vec<String> = self
+            .requests()
+            .iter()
+            .filter_map(|r| r.signature().map(str::to_owned))
+            .collect();
+        self.revoked.lock().unwrap().extend(seen);
     }
 
     /// Stores `data` where CNCF distribution keeps a blob; returns its digest.
@@ -216,6 +244,17 @@ fn s3_error(rule: AuthRule) -> Response<ServerBody> {
         .body(net::full(format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
         )))
+        .unwrap()
+}
+
+fn signature_mismatch() -> Response<ServerBody> {
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header("content-type", "application/xml")
+        .body(net::full(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SignatureDoesNotMatch</Code>\
+             <Message>The request signature we calculated does not match the signature you provided.</Message></Error>",
+        ))
         .unwrap()
 }
 

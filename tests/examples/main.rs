@@ -1,14 +1,21 @@
 //! The registry mirror examples' request handling, against loopback fakes: a registry with
 //! a Bearer token service, a real S3 store, and a plain HTTP client in the role of docker.
+//! This file has the basics and the helpers; `production.rs` what a deployment needs (TLS,
+//! metrics, health, private storage, the SSRF guard, digests), `logins.rs` the mirror's
+//! own upstream credentials, client logins and the redirect cache.
 
+#[path = "../support/mod.rs"]
 mod support;
 
-#[path = "../examples/registry_mirror/app.rs"]
+#[path = "../../examples/registry_mirror/app.rs"]
 mod app;
 // The tests use part of the mirror; the examples use all of it.
 #[allow(dead_code)]
-#[path = "../examples/common/mod.rs"]
+#[path = "../../examples/common/mod.rs"]
 mod common;
+
+mod logins;
+mod production;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -17,21 +24,21 @@ use http_body_util::Empty;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use support::net::{self, http_client};
+use support::registry::{self, digest, TOKEN};
+use support::s3::{AuthRule, Store};
+use support::setup::{Loopback, Signing};
+use support::{body_bytes, bounded};
+
 /// Serves the axum example's router through the examples' server loop, as `main` does.
 fn serve_axum(listener: tokio::net::TcpListener, mirror: Arc<common::Mirror>) {
     let service = hyper_util::service::TowerToHyperService::new(app::router(mirror));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _running = stop;
-        common::server::serve(listener, service, stopped).await
+        common::server::serve(listener, service, None, stopped).await
     });
 }
-
-use support::net::{self, http_client};
-use support::registry::{self, digest, TOKEN};
-use support::s3::{AuthRule, Store};
-use support::setup::{Loopback, Signing};
-use support::{body_bytes, bounded};
 
 /// What the token service received: query and `Authorization`.
 type TokenLog = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
@@ -84,7 +91,8 @@ async fn axum_mirror(flags: &[String]) -> SocketAddr {
     let options = common::options::Options::parse_from(
         std::iter::once("registry_mirror".to_owned()).chain(flags.iter().cloned()),
     );
-    let mirror = Arc::new(common::Mirror::from_options(&options).unwrap());
+    let mirror =
+        Arc::new(common::Mirror::new(&options, common::Shared::new(&options).unwrap()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     serve_axum(listener, mirror);
@@ -97,7 +105,8 @@ async fn hyper_mirror(flags: &[String]) -> SocketAddr {
     let options = common::options::Options::parse_from(
         std::iter::once("hyper_mirror".to_owned()).chain(flags.iter().cloned()),
     );
-    let mirror = Arc::new(common::Mirror::from_options(&options).unwrap());
+    let mirror =
+        Arc::new(common::Mirror::new(&options, common::Shared::new(&options).unwrap()).unwrap());
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let mirror = mirror.clone();
         async move {
@@ -110,7 +119,7 @@ async fn hyper_mirror(flags: &[String]) -> SocketAddr {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _running = stop;
-        common::server::serve(listener, service, stopped).await
+        common::server::serve(listener, service, None, stopped).await
     });
     addr
 }
@@ -140,6 +149,22 @@ fn get(mirror: SocketAddr, method: Method, path: &str, bearer: bool) -> Request<
 
 async fn send(req: Request<Empty<Bytes>>) -> Response<hyper::body::Incoming> {
     bounded(http_client(&[]).request(req)).await.unwrap()
+}
+
+/// Scrapes `/metrics` until every line is in it (counters move when a response's body
+/// ends, which can trail the client's last byte); returns the scrape.
+async fn metrics_with(mirror: SocketAddr, lines: &[String]) -> String {
+    bounded(async {
+        loop {
+            let scrape =
+                support::body_string(send(get(mirror, Method::GET, "/metrics", false)).await).await;
+            if lines.iter().all(|l| scrape.contains(l.as_str())) {
+                return scrape;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
 }
 
 /// The registry-style error the mirror answers an authorized `method` on `path` with.

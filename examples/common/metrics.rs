@@ -1,0 +1,259 @@
+//! Prometheus metrics, kept with `prometheus-client` and served at `/metrics` in the text
+//! exposition format. Shared by every worker.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// What a request was for.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Route {
+    Ping,
+    Token,
+    Manifest,
+    Blob,
+    Tags,
+    Referrers,
+    Other,
+}
+
+impl Route {
+    /// The route of a mirror path.
+    pub fn of(path: &str) -> Route {
+        if path == "/v2" || path == "/v2/" {
+            Route::Ping
+        } else if path.starts_with("/token/") {
+            Route::Token
+        } else if path.contains("/blobs/") {
+            Route::Blob
+        } else if path.contains("/manifests/") {
+            Route::Manifest
+        } else if path.contains("/tags/") {
+            Route::Tags
+        } else if path.contains("/referrers/") {
+            Route::Referrers
+        } else {
+            Route::Other
+        }
+    }
+}
+
+/// What happened to a redirect the upstream sent.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Decision {
+    /// Followed to storage by the mirror.
+    Followed,
+    /// Handed to the client.
+    Passed,
+    /// Refused: a downgrade, a loop, too many hops, an unusable Location.
+    Refused,
+}
+
+/// What the redirect cache did for a request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CacheEvent {
+    Hit,
+    Miss,
+    Refresh,
+}
+
+/// Which kind of hop a latency is for.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Hop {
+    /// The mirror's request to a registry or token service.
+    Upstream,
+    /// A request to storage, built by the layer.
+    Storage,
+}
+
+/// Label values in lower case, as Prometheus names go.
+macro_rules! label_values {
+    ($($ty:ident { $($variant:ident => $name:literal),+ $(,)? })+) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                encoder.write_str(match self { $($ty::$variant => $name),+ })
+            }
+        }
+    )+};
+}
+
+label_values! {
+    Route { Ping => "ping", Token => "token", Manifest => "manifest", Blob => "blob", Tags => "tags", Referrers => "referrers", Other => "other" }
+    Decision { Followed => "followed", Passed => "passed", Refused => "refused" }
+    CacheEvent { Hit => "hit", Miss => "miss", Refresh => "refresh" }
+    Hop { Upstream => "upstream", Storage => "storage" }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    status: u16,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: Decision,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabel {
+    event: CacheEvent,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HopLabel {
+    hop: Hop,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric the mirror keeps.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    bytes: Family<UpstreamLabel, Counter>,
+    redirects: Family<DecisionLabel, Counter>,
+    head_fallbacks: Counter,
+    cache: Family<CacheLabel, Counter>,
+    hop_seconds: HistogramFamily<HopLabel>,
+    ratelimit_remaining: Family<UpstreamLabel, Gauge>,
+    digest_mismatches: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        fn latency() -> Histogram {
+            // 1 ms to ~33 s.
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        }
+        let m = Metrics {
+            registry: Registry::with_prefix("registry_mirror"),
+            requests: Family::default(),
+            bytes: Family::default(),
+            redirects: Family::default(),
+            head_fallbacks: Counter::default(),
+            cache: Family::default(),
+            hop_seconds: Family::new_with_constructor(latency),
+            ratelimit_remaining: Family::default(),
+            digest_mismatches: Counter::default(),
+        };
+        let mut registry = Registry::with_prefix("registry_mirror");
+        registry.register(
+            "requests",
+            "Requests answered, by route, status and upstream",
+            m.requests.clone(),
+        );
+        registry.register(
+            "response_bytes",
+            "Body bytes sent to clients, by upstream",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "redirects",
+            "Upstream redirects: followed to storage, passed to the client, or refused",
+            m.redirects.clone(),
+        );
+        registry.register(
+            "head_fallbacks",
+            "HEADs answered by a real HEAD after the range probe was refused",
+            m.head_fallbacks.clone(),
+        );
+        registry.register(
+            "redirect_cache",
+            "Redirect cache hits, misses and refreshes",
+            m.cache.clone(),
+        );
+        registry.register(
+            "hop_seconds",
+            "Time to a response head, for upstream and storage requests",
+            m.hop_seconds.clone(),
+        );
+        registry.register(
+            "upstream_ratelimit_remaining",
+            "The upstream's ratelimit-remaining header (Docker Hub's pull limit)",
+            m.ratelimit_remaining.clone(),
+        );
+        registry.register(
+            "digest_mismatches",
+            "Blob bodies whose sha256 did not match their digest (--verify-digests)",
+            m.digest_mismatches.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn request(&self, route: Route, status: u16, upstream: &str) {
+        let labels = RequestLabels {
+            route,
+            status,
+            upstream: upstream.to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    pub fn bytes(&self, upstream: &str, n: u64) {
+        let labels = UpstreamLabel {
+            upstream: upstream.to_owned(),
+        };
+        self.bytes.get_or_create(&labels).inc_by(n);
+    }
+
+    pub fn redirect(&self, decision: Decision) {
+        self.redirects
+            .get_or_create(&DecisionLabel { decision })
+            .inc();
+    }
+
+    pub fn head_fallback(&self) {
+        self.head_fallbacks.inc();
+    }
+
+    pub fn cache(&self, event: CacheEvent) {
+        self.cache.get_or_create(&CacheLabel { event }).inc();
+    }
+
+    pub fn observe_hop(&self, storage: bool, took: Duration) {
+        let hop = if storage { Hop::Storage } else { Hop::Upstream };
+        self.hop_seconds
+            .get_or_create(&HopLabel { hop })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn ratelimit_remaining(&self, upstream: &str, remaining: i64) {
+        let labels = UpstreamLabel {
+            upstream: upstream.to_owned(),
+        };
+        self.ratelimit_remaining
+            .get_or_create(&labels)
+            .set(remaining);
+    }
+
+    pub fn digest_mismatch(&self) {
+        self.digest_mismatches.inc();
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,151 @@
+//! `--verify-digests`: a blob is hashed as it streams, and a body whose sha256 is not its
+//! digest ends with an error rather than a clean end, so a client never stores a CDN's
+//! error page, or a truncated or corrupted blob, as a layer.
+
+use super::body::BoxError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use sha2::{Digest, Sha256};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// The expected sha256 of a `blobs/sha256:<64 hex>` path.
+pub fn expected_digest(path: &str) -> Option<[u8; 32]> {
+    let hex = path.rsplit_once("/blobs/sha256:")?.1;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex, &mut out).ok()?;
+    Some(out)
+}
+
+/// The error a mismatching body ends with.
+#[derive(Debug)]
+pub struct DigestMismatch;
+
+impl std::fmt::Display for DigestMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the blob's content does not match its digest")
+    }
+}
+
+impl std::error::Error for DigestMismatch {}
+
+/// A body checked against an expected sha256 (or passed through when there is none).
+///
+/// One frame is always held back, and the last one is sent only once the digest matched:
+/// with `Content-Length` framing, an error after the last byte would reach the client as a
+/// complete download.
+pub struct Verified<B> {
+    inner: B,
+    check: Option<Check>,
+}
+
+struct Check {
+    hasher: Sha256,
+    expected: [u8; 32],
+    held: Option<Frame<Bytes>>,
+    /// The inner body has ended (and the digest matched): only `held` is left to send.
+    ended: bool,
+}
+
+impl<B> Verified<B> {
+    pub fn new(inner: B, expected: Option<[u8; 32]>) -> Self {
+        Verified {
+            inner,
+            check: expected.map(|expected| Check {
+                hasher: Sha256::new(),
+                expected,
+                held: None,
+                ended: false,
+            }),
+        }
+    }
+}
+
+impl<B> Body for Verified<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(check) = &mut this.check else {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        };
+        if check.ended {
+            return Poll::Ready(check.held.take().map(Ok));
+        }
+        loop {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        check.hasher.update(data);
+                    }
+                    if let Some(previous) = check.held.replace(frame) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    check.ended = true;
+                    let got: [u8; 32] = std::mem::take(&mut check.hasher).finalize().into();
+                    if got != check.expected {
+                        check.held = None;
+                        return Poll::Ready(Some(Err(DigestMismatch.into())));
+                    }
+                    return Poll::Ready(check.held.take().map(Ok));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.check {
+            None => self.inner.is_end_stream(),
+            Some(check) => check.ended && check.held.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn frames(chunks: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = BoxError> + Unpin {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_matching_blob_streams_whole_and_a_mismatch_never_ends_cleanly() {
+        let digest: [u8; 32] = Sha256::digest(b"hello world").into();
+        let ok = Verified::new(frames(&[b"hello", b" ", b"world"]), Some(digest));
+        assert_eq!(ok.collect().await.unwrap().to_bytes(), "hello world");
+
+        let mut bad = Verified::new(frames(&[b"hello", b" ", b"w0rld"]), Some(digest));
+        let mut sent = Vec::new();
+        let outcome = loop {
+            match bad.frame().await {
+                Some(Ok(f)) => sent.extend_from_slice(f.data_ref().unwrap()),
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            }
+        };
+        assert!(outcome.unwrap_err().is::<DigestMismatch>());
+        assert_eq!(sent, b"hello ", "the last frame is withheld");
+        assert_eq!(expected_digest("/v2/x/blobs/sha256:00"), None);
+        assert!(expected_digest(&format!("/v2/x/blobs/sha256:{}", "ab".repeat(32))).is_some());
+    }
+}
