@@ -149,14 +149,21 @@ impl Mirror {
         ready
     }
 
-    /// containerd's `?ns=<registry>`, when it names a configured upstream.
+    /// containerd's `?ns=<registry>`, when it names a configured upstream. containerd
+    /// form-encodes the value: `ns=registry.local%3A5000`.
     fn select_by_ns(&self, parts: &Parts) -> Option<Arc<Upstream>> {
         let ns = parts
             .uri
             .query()?
             .split('&')
             .find_map(|p| p.strip_prefix("ns="))?;
-        self.upstreams.iter().find(|u| u.name == ns).cloned()
+        let ns = percent_encoding::percent_decode_str(ns)
+            .decode_utf8()
+            .ok()?;
+        self.upstreams
+            .iter()
+            .find(|u| u.name.eq_ignore_ascii_case(&ns))
+            .cloned()
     }
 
     /// The upstream for a `/v2/<rest>` path: `ns`, else a leading `<upstream-name>/` (a

@@ -12,6 +12,12 @@
 #   Range request with curl. A negative control pulls through the axum example with
 #   `--redirects naive` (replaying the request) and must fail against s3rver.
 #
+#   Also: Debian's containerd (its own root, state and socket) fetches the image through
+#   each example with a `hosts.toml` mirror (`ctr content fetch --hosts-dir`: the client that
+#   sends `?ns=`); the registry served over https with its own CA and storage on plain http
+#   (refused without `--allow-http-storage`, pulled with it); and skopeo pulling with no
+#   credentials through a mirror that logs in to the htpasswd registry with its own.
+#
 # Installs what it needs (apt, cargo install, npm), uses fixed loopback ports, stops
 # everything it started by PID. Prints one summary line per proxy and store, and a final
 # "N passed, M failed" line; exits non-zero on any failure.
@@ -46,12 +52,13 @@ fail() { FAILED=$((FAILED + 1)); log "FAILED: $*"; }
 
 # ---------------------------------------------------------------- install
 install_tools() {
-  if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null || ! command -v htpasswd >/dev/null; then
+  if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null || ! command -v htpasswd >/dev/null \
+      || ! command -v containerd >/dev/null || ! command -v openssl >/dev/null; then
     log "installing docker-registry, skopeo, apache2-utils with apt"
     # No service may start on its own (a system registry on :5000 would clash).
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils curl python3 >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils curl python3 containerd openssl >/dev/null
   fi
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
   if ! command -v s3s-fs >/dev/null; then
@@ -90,7 +97,7 @@ wait_http() { # url: any HTTP answer within 30 s
   return 1
 }
 
-registry_config() { # file, port, storage yaml
+registry_config() { # file, port, storage yaml, [extra lines under http:]
   cat >"$1" <<YAML
 version: 0.1
 log:
@@ -107,6 +114,7 @@ $3
 http:
   addr: 127.0.0.1:$2
   secret: e2e-http-secret
+${4:-}
 health:
   storagedriver:
     enabled: false
@@ -188,9 +196,12 @@ done
 # ---------------------------------------------------------------- checks
 # pull_and_check NAME PORT: skopeo pull through the proxy, every blob verified, then
 # GET (200 from the proxy), HEAD and Range with curl.
+# With a third argument `nocreds`, the client sends no credentials (the proxy has its own).
 pull_and_check() {
   local name=$1 port=$2 out="$WORK/pulled-$1" ok=1 blobs=0
-  if ! timeout 300 skopeo copy --quiet --src-tls-verify=false --src-creds "$USER_PASS" \
+  local skopeo_creds=(--src-creds "$USER_PASS") curl_creds=(-u "$USER_PASS")
+  if [[ ${3:-} == nocreds ]]; then skopeo_creds=(--src-no-creds); curl_creds=(); fi
+  if ! timeout 300 skopeo copy --quiet --src-tls-verify=false "${skopeo_creds[@]}" \
       "docker://127.0.0.1:$port/e2e/image:v1" "dir:$out" >"$LOGS/skopeo-$name.log" 2>&1; then
     fail "$name: skopeo copy"; ok=0
   else
@@ -204,14 +215,14 @@ pull_and_check() {
   fi
   local url="http://127.0.0.1:$port/v2/e2e/image/blobs/$BIG"
   local code
-  code=$(curl -s --max-time 120 -o "$WORK/get-$name" -w '%{http_code}' -u "$USER_PASS" "$url")
+  code=$(curl -s --max-time 120 -o "$WORK/get-$name" -w '%{http_code}' "${curl_creds[@]}" "$url")
   if [[ $code == 200 && $(sha256sum "$WORK/get-$name" | cut -d' ' -f1) == "${BIG#sha256:}" ]]; then pass "$name: blob GET answered 200 by the proxy, sha256 ok"
   else fail "$name: blob GET answered $code"; ok=0; fi
   local head
-  head=$(curl -s --max-time 30 -I -u "$USER_PASS" "$url" | tr -d '\r')
+  head=$(curl -s --max-time 30 -I "${curl_creds[@]}" "$url" | tr -d '\r')
   if grep -q '^HTTP/1.1 200' <<<"$head" && grep -qi "^content-length: $BIG_SIZE\$" <<<"$head"; then pass "$name: HEAD 200 with Content-Length $BIG_SIZE"
   else fail "$name: HEAD: $(head -n1 <<<"$head")"; ok=0; fi
-  code=$(curl -s --max-time 30 -o "$WORK/range-$name" -w '%{http_code}' -u "$USER_PASS" -H 'Range: bytes=1048576-2097151' "$url")
+  code=$(curl -s --max-time 30 -o "$WORK/range-$name" -w '%{http_code}' "${curl_creds[@]}" -H 'Range: bytes=1048576-2097151' "$url")
   if [[ $code == 206 ]] && cmp -s "$WORK/range-$name" <(tail -c +1048577 "$BIG_FILE" | head -c 1048576); then pass "$name: Range 206, bytes identical"
   else fail "$name: Range answered $code"; ok=0; fi
   local followed
@@ -254,5 +265,122 @@ else
   fi
 fi
 
-echo "e2e: $PASSED passed, $FAILED failed"
+# ---------------------------------------------------------------- containerd
+log "containerd: its own root, state and socket; ctr content fetch through each example (hosts.toml)"
+CTD="$WORK/containerd"
+mkdir -p "$CTD"
+cat >"$CTD/config.toml" <<TOML
+version = 2
+root = "$CTD/root"
+state = "$CTD/state"
+# Only the content store is needed: no CRI, no runtimes, and only the native snapshotter
+# (the metadata store, which content and leases need, wants one).
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.overlayfs",
+  "io.containerd.runtime.v1.linux", "io.containerd.runtime.v2.task",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.monitor.v1.cgroups",
+  "io.containerd.nri.v1.nri"]
+[grpc]
+  address = "$CTD/containerd.sock"
+[ttrpc]
+  address = "$CTD/containerd.sock.ttrpc"
+[plugins."io.containerd.metadata.v1.bolt"]
+  # Each namespace fetches its own copy: every example really serves every blob.
+  content_sharing_policy = "isolated"
+TOML
+start containerd containerd --config "$CTD/config.toml"
+for _ in $(seq 1 100); do [[ -S $CTD/containerd.sock ]] && break; sleep 0.1; done
+CTR=(ctr --address "$CTD/containerd.sock")
+WANT=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(' '.join([m['config']['digest']] + [l['digest'] for l in m['layers']]))" "$MANIFEST")
+port=5300
+for example in registry_mirror hyper_mirror; do
+  name="containerd-$example"
+  # The first upstream answers nothing: only containerd's ?ns= can pick the right one.
+  start "proxy-$name" "$ROOT/target/debug/examples/$example" --listen "127.0.0.1:$port" \
+    --upstream "decoy=http://127.0.0.1:1,127.0.0.1:5010=http://127.0.0.1:5010" --storage-host 127.0.0.1:9000 --log-format json
+  wait_http "http://127.0.0.1:$port/v2/"
+  hosts="$WORK/hosts-$example"
+  mkdir -p "$hosts/127.0.0.1:5010"
+  cat >"$hosts/127.0.0.1:5010/hosts.toml" <<TOML
+server = "http://127.0.0.1:5010"
+
+[host."http://127.0.0.1:$port"]
+  capabilities = ["pull", "resolve"]
+TOML
+  ok=1
+  if timeout 300 "${CTR[@]}" -n "$name" content fetch --hosts-dir "$hosts" --user "$USER_PASS" \
+      127.0.0.1:5010/e2e/image:v1 >"$LOGS/ctr-$example.log" 2>&1; then
+    for d in $WANT; do
+      got=$("${CTR[@]}" -n "$name" content get "$d" | sha256sum | cut -d' ' -f1)
+      [[ "sha256:$got" == "$d" ]] || { fail "$name: $d in containerd's store has sha256:$got"; ok=0; }
+    done
+    via=$(grep -c '"upstream":"127.0.0.1:5010"' "$LOGS/proxy-$name.log" || true)
+    followed=$(grep -c '"redirect":"followed"' "$LOGS/proxy-$name.log" || true)
+    if [[ $via -ge 4 && $followed -ge 3 ]]; then
+      pass "$name: containerd fetched the image through the mirror (?ns= chose the upstream: $via requests, $followed followed redirects), digests verified"
+    else
+      fail "$name: the mirror log shows $via requests for the ns upstream, $followed followed redirects"; ok=0
+    fi
+  else
+    fail "$name: ctr content fetch (see $LOGS/ctr-$example.log)"; ok=0
+  fi
+  if [[ $ok == 1 ]]; then echo "e2e $name: PASS"; else echo "e2e $name: FAIL"; fi
+  port=$((port + 1))
+done
+
+# ---------------------------------------------------------------- https registry, http storage
+log "the registry over https with its own CA, storage on plain http (s3s-fs)"
+# A private CA, and the registry's certificate signed by it (rustls refuses a CA
+# certificate as a server's).
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/ca.key" -out "$WORK/ca.crt" -days 2 \
+  -subj "/CN=e2e private CA" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$WORK/tls.key" -out "$WORK/tls.csr" -subj /CN=127.0.0.1 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$WORK/tls.ext"
+openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" -CAcreateserial \
+  -out "$WORK/tls.crt" -days 2 -extfile "$WORK/tls.ext" 2>/dev/null
+registry_config registry-tls.yml 5012 "$(s3_storage http://127.0.0.1:9000 "${S3FS_KEYS[@]}")" "  tls:
+    certificate: $WORK/tls.crt
+    key: $WORK/tls.key"
+cat >>registry-tls.yml <<YAML
+auth:
+  htpasswd:
+    realm: e2e
+    path: $WORK/htpasswd
+YAML
+start registry-tls env -u AWS_CA_BUNDLE docker-registry serve registry-tls.yml
+for _ in $(seq 1 150); do curl -s -o /dev/null --max-time 1 --cacert "$WORK/ca.crt" https://127.0.0.1:5012/v2/ && break; sleep 0.2; done
+TLS_UPSTREAM=(--upstream "e2e=https://127.0.0.1:5012" --upstream-ca "$WORK/ca.crt" --storage-host 127.0.0.1:9000 --log-format json)
+start proxy-tls-refused "$ROOT/target/debug/examples/registry_mirror" --listen 127.0.0.1:5310 "${TLS_UPSTREAM[@]}"
+wait_http http://127.0.0.1:5310/v2/
+body=$(curl -s --max-time 30 -u "$USER_PASS" -w ' %{http_code}' "http://127.0.0.1:5310/v2/e2e/image/blobs/$BIG")
+if [[ $body == *" 502" && $body == *"--allow-http-storage"* && $body != *X-Amz-Signature=[0-9a-f]* ]]; then
+  pass "https registry, http storage: refused without --allow-http-storage, and the 502 says so"
+else
+  fail "https registry, http storage without the flag answered: ${body:0:300}"
+fi
+port=5311
+for example in registry_mirror hyper_mirror; do
+  name="$example-https-registry-http-storage"
+  start "proxy-$name" "$ROOT/target/debug/examples/$example" --listen "127.0.0.1:$port" "${TLS_UPSTREAM[@]}" --allow-http-storage
+  wait_http "http://127.0.0.1:$port/v2/"
+  pull_and_check "$name" "$port"
+  port=$((port + 1))
+done
+
+# ---------------------------------------------------------------- the mirror's own credentials
+log "the mirror logs in to the htpasswd registry itself; skopeo sends no credentials"
+name="registry_mirror-own-credentials"
+start "proxy-$name" "$ROOT/target/debug/examples/registry_mirror" --listen 127.0.0.1:5320 \
+  --upstream "e2e=http://127.0.0.1:5011" --storage-host 127.0.0.1:9001 --log-format json \
+  --upstream-user "${USER_PASS%%:*}" --upstream-password "${USER_PASS#*:}"
+wait_http http://127.0.0.1:5320/v2/
+pull_and_check "$name" 5320 nocreds
+if grep -q "${USER_PASS#*:}" "$LOGS/proxy-$name.log"; then
+  fail "$name: the mirror's password is in its log"
+else
+  pass "$name: the mirror's password is not in its log"
+fi
+
+echo "e2e: $PASSED passed, $FAILED failed in ${SECONDS}s"
 [[ $FAILED -eq 0 ]]

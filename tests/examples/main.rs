@@ -374,6 +374,36 @@ async fn upstreams_are_selected_by_path_prefix_and_ns() {
         "/v2/owner/app/manifests/v1"
     );
     assert!(hub.registry_fake.requests().is_empty());
+
+    // containerd form-encodes the value: a `host:port` name arrives as `host%3Aport`.
+    let third = upstream(AuthRule::S3).await;
+    let name = third.registry.to_string();
+    let mut f = flags(&hub, &[]);
+    f.extend([
+        "--upstream".to_owned(),
+        format!("{name}=http://{}", third.registry),
+        "--storage-host".to_owned(),
+        third.store.addr.to_string(),
+    ]);
+    let mirror = axum_mirror(&f).await;
+    let ns = name.replace(':', "%3A");
+    let res = send(get(
+        mirror,
+        Method::GET,
+        &format!("/v2/owner/app/blobs/{}?ns={ns}", third.digest),
+        true,
+    ))
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        digest(&body_bytes(res.into_body()).await.unwrap()),
+        third.digest
+    );
+    assert_eq!(
+        third.registry_fake.requests()[0].uri.to_string(),
+        format!("/v2/owner/app/blobs/{}", third.digest)
+    );
+    assert!(hub.registry_fake.requests().is_empty());
 }
 
 #[tokio::test]
@@ -496,4 +526,33 @@ async fn a_slow_loris_storage_body_ends_in_the_idle_timeout() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn the_readme_flag_table_lists_every_flag() {
+    use clap::CommandFactory;
+    let readme = include_str!("../../README.md");
+    let table: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| flag | environment | default |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(table.len() > 10, "no flag table in the README");
+    for arg in common::options::Options::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if ["help", "version"].contains(&long) {
+            continue;
+        }
+        let row = table
+            .iter()
+            .find(|row| row.contains(&format!("`--{long}")))
+            .unwrap_or_else(|| panic!("--{long} is not in the README's flag table"));
+        if let Some(env) = arg.get_env() {
+            let env = env.to_str().unwrap();
+            assert!(
+                row.contains(&format!("`{env}`")),
+                "--{long}: {env} not in its row"
+            );
+        }
+    }
 }
