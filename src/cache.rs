@@ -7,7 +7,7 @@ use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -66,7 +66,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Entries {
-    by_key: HashMap<CacheKey, Entry>,
+    by_key: HashMap<CacheKey, Entry, BuildHasherDefault<KeyHasher>>,
     /// Keys in the order they were stored, with the store's number: the oldest go first.
     order: VecDeque<(CacheKey, u64)>,
     stores: u64,
@@ -76,6 +76,28 @@ struct Entries {
 /// credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct CacheKey(u64, u64);
+
+/// The map's hasher: a [`CacheKey`] is already a keyed hash, so its bits are used as they
+/// are instead of being hashed again.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `CacheKey`; this keeps any other input well mixed.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(32) ^ n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A remembered chain: where it ended, and what the record of following it says.
 #[derive(Clone, Debug)]
@@ -145,11 +167,15 @@ impl RedirectCache {
     pub(crate) fn key(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> CacheKey {
         let hash = |state: &RandomState| {
             let mut h = state.build_hasher();
-            method.hash(&mut h);
-            uri.hash(&mut h);
+            // Whole strings, each ending in a marker (`str`'s `Hash`): no two requests
+            // write the same sequence. (`Uri`'s own `Hash` goes byte by byte.)
+            method.as_str().hash(&mut h);
+            uri.scheme_str().hash(&mut h);
+            uri.authority().map(|a| a.as_str()).hash(&mut h);
+            uri.path_and_query().map(|p| p.as_str()).hash(&mut h);
             for name in [AUTHORIZATION, COOKIE] {
                 for value in headers.get_all(&name) {
-                    value.hash(&mut h);
+                    value.as_bytes().hash(&mut h);
                 }
                 // Ends this header's values: an `Authorization` never reads as a `Cookie`.
                 0xffu8.hash(&mut h);
@@ -315,11 +341,20 @@ mod tests {
         cookie.insert(COOKIE, http::HeaderValue::from_static("Bearer a"));
         let mut auth = HeaderMap::new();
         auth.insert(AUTHORIZATION, http::HeaderValue::from_static("Bearer a"));
+        let mut two = HeaderMap::new();
+        two.append(AUTHORIZATION, http::HeaderValue::from_static("Bearer"));
+        two.append(AUTHORIZATION, http::HeaderValue::from_static(" a"));
+        let other = |u: &str| cache.key(&Method::GET, &u.parse().unwrap(), &HeaderMap::new());
         let keys = [
             cache.key(&Method::GET, &uri, &HeaderMap::new()),
             cache.key(&Method::HEAD, &uri, &HeaderMap::new()),
             cache.key(&Method::GET, &uri, &auth),
             cache.key(&Method::GET, &uri, &cookie),
+            cache.key(&Method::GET, &uri, &two),
+            other("http://r/v2/x/blobs/sha256:1"),
+            other("https://r2/v2/x/blobs/sha256:1"),
+            other("https://r/v2/x/blobs/sha256:2"),
+            other("https://r/v2/x/blobs/sha256:1?a=b"),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

@@ -1,6 +1,8 @@
 //! A registry stand-in for the macro benchmark (`benches/macro/run.sh`): answers
 //! `GET|HEAD /v2/<name>/blobs/sha256:<hex>` carrying `Authorization: Bearer benchtoken` with
-//! an empty `307` (as Docker Hub's is) to a pre-signed-looking URL on the storage stand-in.
+//! an empty `307` (as Docker Hub's is) to a pre-signed-looking URL on the storage stand-in,
+//! dated when the stand-in started and valid for seven days (so that the mirror's redirect
+//! cache keeps it, as it keeps a real one).
 //!
 //! usage: bench_registry_stand_in LISTEN_ADDR STORAGE_BASE_URL
 
@@ -10,10 +12,50 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const TOKEN: &[u8] = b"Bearer benchtoken";
 
-fn answer(req: &Request<hyper::body::Incoming>, storage: &str) -> Response<Empty<Bytes>> {
+/// `20240101T000000Z`: the SigV4 basic format of `now`.
+fn amz_date(now: SystemTime) -> String {
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let (days, time) = (secs / 86_400, secs % 86_400);
+    // Days since 1970 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        time / 3600,
+        time % 3600 / 60,
+        time % 60
+    )
+}
+
+/// Everything of the `Location` after the blob's name.
+fn signed_query(now: SystemTime) -> String {
+    let date = amz_date(now);
+    format!(
+        "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDBENCH%2F{day}%2Fauto%2Fs3%2Faws4_request\
+         &X-Amz-Date={date}&X-Amz-Expires=604800&X-Amz-SignedHeaders=host\
+         &X-Amz-Signature=8f1c0d9e7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e",
+        day = &date[..8]
+    )
+}
+
+fn answer(
+    req: &Request<hyper::body::Incoming>,
+    storage: &str,
+    query: &str,
+) -> Response<Empty<Bytes>> {
     let status = |s| {
         Response::builder()
             .status(s)
@@ -32,14 +74,7 @@ fn answer(req: &Request<hyper::body::Incoming>, storage: &str) -> Response<Empty
     match (req.method(), hex) {
         (&Method::GET | &Method::HEAD, Some(hex)) if !hex.is_empty() => Response::builder()
             .status(StatusCode::TEMPORARY_REDIRECT)
-            .header(
-                "location",
-                format!(
-                    "{storage}/blobs/{hex}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDBENCH%2F20240101%2Fauto%2Fs3%2Faws4_request\
-                     &X-Amz-Date=20240101T000000Z&X-Amz-Expires=1200&X-Amz-SignedHeaders=host\
-                     &X-Amz-Signature=8f1c0d9e7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e"
-                ),
-            )
+            .header("location", format!("{storage}/blobs/{hex}{query}"))
             .header("content-length", "0")
             .body(Empty::new())
             .unwrap(),
@@ -55,21 +90,37 @@ async fn main() {
         std::process::exit(2);
     };
     let storage: Arc<str> = storage.trim_end_matches('/').into();
+    let query: Arc<str> = signed_query(SystemTime::now()).into();
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let storage = storage.clone();
+        let (storage, query) = (storage.clone(), query.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let res = answer(&req, &storage);
+                let res = answer(&req, &storage, &query);
                 async move { Ok::<_, Infallible>(res) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_are_sigv4_basic_format() {
+        assert_eq!(amz_date(UNIX_EPOCH), "19700101T000000Z");
+        // 2024-02-29 23:59:59 UTC, a leap day.
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_251_199);
+        assert_eq!(amz_date(t), "20240229T235959Z");
+        assert!(signed_query(t).contains("AKIDBENCH%2F20240229%2F"));
     }
 }

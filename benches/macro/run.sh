@@ -26,6 +26,7 @@
 # usage: bash benches/macro/run.sh [ROUNDS]   (default 3; installs nginx, wrk and curl if missing)
 #        VARIANTS="direct nginx bare mirror" bash benches/macro/run.sh 1   (a subset)
 #        COLD_FLAGS="..." sets the plain mirror's extra flags (default: --redirect-cache 0)
+#        RAW=file keeps every round's numbers (the table shows medians)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ROUNDS=${1:-3}
@@ -168,6 +169,14 @@ for v in "${VARIANTS[@]}"; do
   [[ $got == "200 67108864" ]] || { echo "$v answered: $got" >&2; exit 1; }
 done
 
+hwm_of() { # variant: its processes' high-water marks, KiB, summed
+  local h=0; for p in $(pids_of $1); do h=$((h + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done; echo $h
+}
+declare -A HWM
+keep_peak() { # variant: the largest high-water mark seen, across the resets of phase (c)
+  local h; h=$(hwm_of $1); (( h > ${HWM[$1]:-0} )) && HWM[$1]=$h; return 0
+}
+
 TICK=$(getconf CLK_TCK)
 declare -A A_MBS A_CPU B_RPS B_P50 B_P99 B_CPU C_WALL C_HWM
 for round in $(seq 1 "$ROUNDS"); do
@@ -193,7 +202,9 @@ for round in $(seq 1 "$ROUNDS"); do
     B_P99[$v]+="$(awk '$1=="99%" {print $2}' <<<"$out") "
   done
   for v in "${PROXIES[@]}"; do
-    # The peak of this phase alone: reset each process's high-water mark (Linux, root).
+    # The peak of this phase alone: reset each process's high-water mark (Linux, root),
+    # after keeping the peak so far for the whole run's figure.
+    keep_peak $v
     for p in $(pids_of $v); do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done
     start=$(date +%s.%N)
     jobs=()
@@ -205,15 +216,11 @@ for round in $(seq 1 "$ROUNDS"); do
     end=$(date +%s.%N)
     [[ $(cat "$WORK"/parallel-$v-* | grep -c '^67108864$') == 16 ]] || { echo "parallel downloads through $v incomplete" >&2; exit 1; }
     C_WALL[$v]+="$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.2f", b-a}') "
-    h=0; for p in $(pids_of $v); do h=$((h + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done
-    C_HWM[$v]+="$h "
+    C_HWM[$v]+="$(hwm_of $v) "
   done
 done
 # The whole run's peak (every phase): what `ps` would show an operator.
-declare -A HWM
-for v in "${PROXIES[@]}"; do
-  h=0; for p in $(pids_of $v); do h=$((h + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done; HWM[$v]=$h
-done
+for v in "${PROXIES[@]}"; do keep_peak $v; done
 
 {
   echo "rounds $ROUNDS"
@@ -224,4 +231,5 @@ done
     [[ -n ${HWM[$v]:-} ]] && echo "$v hwm ${HWM[$v]}"
   done
 } > "$WORK/results"
+[[ -n ${RAW:-} ]] && cp "$WORK/results" "$RAW"
 python3 "$ROOT/benches/macro/report.py" "$WORK/results"

@@ -118,15 +118,20 @@ struct HopLabel {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Every metric the mirror keeps.
+/// Every metric the mirror keeps. Series whose labels are known in advance are created at
+/// start (so they read 0 before the first event, as Prometheus advises) and kept as handles:
+/// counting them is one atomic add, no label lookup.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     bytes: Family<UpstreamLabel, Counter>,
-    redirects: Family<DecisionLabel, Counter>,
+    /// By [`Decision`], in declaration order.
+    redirects: [Counter; 3],
     head_fallbacks: Counter,
-    cache: Family<CacheLabel, Counter>,
-    hop_seconds: HistogramFamily<HopLabel>,
+    /// By [`CacheEvent`], in declaration order.
+    cache: [Counter; 3],
+    /// By [`Hop`], in declaration order.
+    hop_seconds: [Histogram; 2],
     ratelimit_remaining: Family<UpstreamLabel, Gauge>,
     digest_mismatches: Counter,
 }
@@ -143,59 +148,69 @@ impl Metrics {
             // 1 ms to ~33 s.
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         }
-        let m = Metrics {
-            registry: Registry::with_prefix("registry_mirror"),
-            requests: Family::default(),
-            bytes: Family::default(),
-            redirects: Family::default(),
-            head_fallbacks: Counter::default(),
-            cache: Family::default(),
-            hop_seconds: Family::new_with_constructor(latency),
-            ratelimit_remaining: Family::default(),
-            digest_mismatches: Counter::default(),
-        };
+        let requests = Family::<RequestLabels, Counter>::default();
+        let bytes = Family::<UpstreamLabel, Counter>::default();
+        let redirects = Family::<DecisionLabel, Counter>::default();
+        let cache = Family::<CacheLabel, Counter>::default();
+        let hop_seconds: HistogramFamily<HopLabel> = Family::new_with_constructor(latency);
+        let ratelimit_remaining = Family::<UpstreamLabel, Gauge>::default();
+        let head_fallbacks = Counter::default();
+        let digest_mismatches = Counter::default();
         let mut registry = Registry::with_prefix("registry_mirror");
         registry.register(
             "requests",
             "Requests answered, by route, status and upstream",
-            m.requests.clone(),
+            requests.clone(),
         );
         registry.register(
             "response_bytes",
             "Body bytes sent to clients, by upstream",
-            m.bytes.clone(),
+            bytes.clone(),
         );
         registry.register(
             "redirects",
             "Upstream redirects: followed to storage, passed to the client, or refused",
-            m.redirects.clone(),
+            redirects.clone(),
         );
         registry.register(
             "head_fallbacks",
             "HEADs answered by a real HEAD after the range probe was refused",
-            m.head_fallbacks.clone(),
+            head_fallbacks.clone(),
         );
         registry.register(
             "redirect_cache",
             "Redirect cache hits, misses and refreshes",
-            m.cache.clone(),
+            cache.clone(),
         );
         registry.register(
             "hop_seconds",
             "Time to a response head, for upstream and storage requests",
-            m.hop_seconds.clone(),
+            hop_seconds.clone(),
         );
         registry.register(
             "upstream_ratelimit_remaining",
             "The upstream's ratelimit-remaining header (Docker Hub's pull limit)",
-            m.ratelimit_remaining.clone(),
+            ratelimit_remaining.clone(),
         );
         registry.register(
             "digest_mismatches",
             "Blob bodies whose sha256 did not match their digest (--verify-digests)",
-            m.digest_mismatches.clone(),
+            digest_mismatches.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            requests,
+            bytes,
+            redirects: [Decision::Followed, Decision::Passed, Decision::Refused]
+                .map(|decision| redirects.get_or_create(&DecisionLabel { decision }).clone()),
+            head_fallbacks,
+            cache: [CacheEvent::Hit, CacheEvent::Miss, CacheEvent::Refresh]
+                .map(|event| cache.get_or_create(&CacheLabel { event }).clone()),
+            hop_seconds: [Hop::Upstream, Hop::Storage]
+                .map(|hop| hop_seconds.get_or_create(&HopLabel { hop }).clone()),
+            ratelimit_remaining,
+            digest_mismatches,
+        }
     }
 
     pub fn request(&self, route: Route, status: u16, upstream: &str) {
@@ -215,9 +230,7 @@ impl Metrics {
     }
 
     pub fn redirect(&self, decision: Decision) {
-        self.redirects
-            .get_or_create(&DecisionLabel { decision })
-            .inc();
+        self.redirects[decision as usize].inc();
     }
 
     pub fn head_fallback(&self) {
@@ -225,14 +238,12 @@ impl Metrics {
     }
 
     pub fn cache(&self, event: CacheEvent) {
-        self.cache.get_or_create(&CacheLabel { event }).inc();
+        self.cache[event as usize].inc();
     }
 
     pub fn observe_hop(&self, storage: bool, took: Duration) {
         let hop = if storage { Hop::Storage } else { Hop::Upstream };
-        self.hop_seconds
-            .get_or_create(&HopLabel { hop })
-            .observe(took.as_secs_f64());
+        self.hop_seconds[hop as usize].observe(took.as_secs_f64());
     }
 
     pub fn ratelimit_remaining(&self, upstream: &str, remaining: i64) {

@@ -96,6 +96,9 @@ async fn metrics_and_health_are_scraped() {
         "registry_mirror_redirects_total{decision=\"followed\"} 3".to_owned(),
         "registry_mirror_redirect_cache_total{event=\"miss\"} 2".to_owned(),
         "registry_mirror_redirect_cache_total{event=\"hit\"} 1".to_owned(),
+        // Known label values are there before their first event.
+        "registry_mirror_redirects_total{decision=\"refused\"} 0".to_owned(),
+        "registry_mirror_redirect_cache_total{event=\"refresh\"} 0".to_owned(),
         // The store signs for the request's method: the HEAD fell back to a real HEAD.
         "registry_mirror_head_fallbacks_total 1".to_owned(),
     ] {
