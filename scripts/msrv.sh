@@ -12,8 +12,15 @@ DIR="$ROOT/target/msrv"
 RUSTC="$DIR/rustc"
 if [[ ! -x $RUSTC ]] || ! "$RUSTC" --version | grep -q "^rustc $WANT"; then
   rm -rf "$DIR" && mkdir -p "$DIR/debs"
-  (cd "$DIR/debs" && apt-get download -q rustc-web libstd-rust-web-dev libstd-rust-web-1.85 libllvm19 2>&1 \
-    | grep -v "^W: Download is performed unsandboxed" || true)
+  # Pinned to the $WANT build: bookworm-security also carries newer rustc-web releases.
+  VERSION=$(apt-cache madison rustc-web | awk -v w="$WANT" '$3 ~ "^"w"[.]" {print $3; exit}')
+  if [[ -z $VERSION ]]; then
+    apt-get update -qq
+    VERSION=$(apt-cache madison rustc-web | awk -v w="$WANT" '$3 ~ "^"w"[.]" {print $3; exit}')
+  fi
+  [[ -n $VERSION ]] || { echo "msrv: no rustc-web $WANT in the apt sources" >&2; exit 1; }
+  (cd "$DIR/debs" && apt-get download -q "rustc-web=$VERSION" "libstd-rust-web-dev=$VERSION" \
+    "libstd-rust-web-$WANT=$VERSION" libllvm19 2>&1 | grep -v "^W: Download is performed unsandboxed" || true)
   for deb in "$DIR"/debs/*.deb; do dpkg -x "$deb" "$DIR/root"; done
   cat > "$RUSTC" <<SH
 #!/bin/sh
