@@ -4,6 +4,7 @@
 //! benches too, which include them by path.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod alloc;
 pub mod hub;
 pub mod mock;
 pub mod net;
