@@ -2,7 +2,7 @@
 //! (method, URI and credentials) until shortly before its signature expires, so that the
 //! same request can go straight to storage without asking the registry again.
 
-use crate::signed_url::SignedUrl;
+use crate::extension::FollowedRedirect;
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use std::collections::{HashMap, VecDeque};
@@ -25,7 +25,7 @@ pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// headers, the `HEAD` strategy, the URL's exact bytes). A URL is never used for another
 /// identity.
 ///
-/// A URL is kept until its signature's expiry ([`SignedUrl::expires_at`]) minus a margin
+/// A URL is kept until its signature's expiry ([`SignedUrl::expires_at`](crate::SignedUrl::expires_at)) minus a margin
 /// ([`expiry_margin`](Self::expiry_margin), 60 s by default), and no longer than
 /// [`max_age`](Self::max_age) if one is set. A URL whose expiry cannot be read is cached
 /// only when a maximum age is set. If storage still refuses a cached URL (`400`, `401` or
@@ -196,21 +196,14 @@ impl RedirectCache {
         None
     }
 
-    /// Remembers that the request `key` ended at `storage`, if its lifetime allows.
-    pub(crate) fn insert(
-        &self,
-        key: CacheKey,
-        storage: &Uri,
-        redirect_status: StatusCode,
-        hops: usize,
-        head_fallback: bool,
-    ) {
+    /// Remembers where the request `key` ended, as `record` says, if its lifetime allows.
+    pub(crate) fn insert(&self, key: CacheKey, record: &FollowedRedirect) {
         let shared = &self.shared;
         if shared.capacity == 0 {
             return;
         }
         let now = SystemTime::now();
-        let by_signature = SignedUrl::new(storage)
+        let by_signature = record
             .expires_at()
             .and_then(|expiry| expiry.checked_sub(shared.margin));
         let by_age = shared.max_age.and_then(|age| now.checked_add(age));
@@ -226,10 +219,10 @@ impl RedirectCache {
         entries.stores += 1;
         let store = entries.stores;
         let entry = Entry {
-            storage: storage.clone(),
-            redirect_status,
-            hops,
-            head_fallback,
+            storage: record.storage_uri().clone(),
+            redirect_status: record.redirect_status(),
+            hops: record.hops(),
+            head_fallback: record.head_fallback(),
             valid_until,
             store,
         };
@@ -301,6 +294,10 @@ mod tests {
         .unwrap()
     }
 
+    fn record(status: StatusCode, storage: &Uri) -> FollowedRedirect {
+        FollowedRedirect::new(status, storage)
+    }
+
     fn key(cache: &RedirectCache, auth: Option<&'static str>) -> CacheKey {
         let mut headers = HeaderMap::new();
         if let Some(a) = auth {
@@ -317,19 +314,19 @@ mod tests {
     fn entries_live_until_the_margin_before_expiry() {
         let cache = RedirectCache::new(8);
         let k = key(&cache, None);
-        cache.insert(k, &signed(600, 0), StatusCode::TEMPORARY_REDIRECT, 1, false);
+        cache.insert(k, &record(StatusCode::TEMPORARY_REDIRECT, &signed(600, 0)));
         assert!(cache.get(k).is_some());
         // Expiring within the margin: not kept.
         let k2 = key(&cache, Some("Bearer other"));
-        cache.insert(k2, &signed(30, 1), StatusCode::TEMPORARY_REDIRECT, 1, false);
+        cache.insert(k2, &record(StatusCode::TEMPORARY_REDIRECT, &signed(30, 1)));
         assert!(cache.get(k2).is_none());
         // No readable expiry: not kept, unless a maximum age is set.
         let unsigned: Uri = "https://b.s3.amazonaws.com/x".parse().unwrap();
-        cache.insert(k2, &unsigned, StatusCode::FOUND, 1, false);
+        cache.insert(k2, &record(StatusCode::FOUND, &unsigned));
         assert!(cache.get(k2).is_none());
         let aged = RedirectCache::new(8).max_age(Duration::from_secs(60));
         let k3 = key(&aged, None);
-        aged.insert(k3, &unsigned, StatusCode::FOUND, 1, false);
+        aged.insert(k3, &record(StatusCode::FOUND, &unsigned));
         assert!(aged.get(k3).is_some());
     }
 
@@ -374,9 +371,9 @@ mod tests {
         let cache = RedirectCache::new(4);
         let uri = signed(600, 0);
         for i in 0..1000u64 {
-            cache.insert(CacheKey(i, i), &uri, StatusCode::FOUND, 1, false);
+            cache.insert(CacheKey(i, i), &record(StatusCode::FOUND, &uri));
             // Some keys come back, so the order has stale places to shed.
-            cache.insert(CacheKey(i % 3, i % 3), &uri, StatusCode::FOUND, 1, false);
+            cache.insert(CacheKey(i % 3, i % 3), &record(StatusCode::FOUND, &uri));
         }
         assert!(cache.len() <= 4);
         assert!(cache.entries().order.len() <= 2 * 16 + 2);

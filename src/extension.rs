@@ -46,8 +46,8 @@ impl FollowedRedirect {
     /// A record of one redirect, answered `redirect_status`, followed to `storage_url`.
     ///
     /// For tests of code that reads this extension, and for services that answer as the
-    /// layer does. The URL is redacted here, and its scheme and expiry read from it, so the
-    /// record never holds a secret.
+    /// layer does. The record keeps the URL but hands out only its redacted form, its
+    /// scheme and its expiry (read from it the first time one is asked for).
     ///
     /// ```
     /// use http::StatusCode;
@@ -71,6 +71,11 @@ impl FollowedRedirect {
             refreshed: false,
             read: OnceLock::new(),
         }
+    }
+
+    /// The signed URL itself, for the redirect cache.
+    pub(crate) fn storage_uri(&self) -> &Uri {
+        &self.storage
     }
 
     fn read(&self) -> &Read {
@@ -157,11 +162,15 @@ impl PartialEq for FollowedRedirect {
             &self.storage,
             self.hops,
             self.head_fallback,
+            self.from_cache,
+            self.refreshed,
         ) == (
             other.redirect_status,
             &other.storage,
             other.hops,
             other.head_fallback,
+            other.from_cache,
+            other.refreshed,
         )
     }
 }

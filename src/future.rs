@@ -109,8 +109,14 @@ pub(crate) struct Chain<S, B> {
 }
 
 impl<S> Follow<S> {
+    /// What `req` keeps; with a `cache_key`, the chain's end is remembered under it.
     #[inline]
-    pub(crate) fn new<B>(service: S, config: Config, req: &Request<B>) -> Self {
+    pub(crate) fn new<B>(
+        service: S,
+        config: Config,
+        req: &Request<B>,
+        cache_key: Option<CacheKey>,
+    ) -> Self {
         let forwarded = config.settings().forward_headers.capture(req.headers());
         Follow {
             service,
@@ -118,15 +124,9 @@ impl<S> Follow<S> {
             method: req.method().clone(),
             uri: req.uri().clone(),
             forwarded,
-            cache_key: None,
+            cache_key,
             refreshed: false,
         }
-    }
-
-    /// Remembers the chain's end under `key`.
-    pub(crate) fn cached_as(mut self, key: CacheKey) -> Self {
-        self.cache_key = Some(key);
-        self
     }
 
     /// The upstream answered: passed on, or a redirect followed.
@@ -221,28 +221,22 @@ impl<S, B> Chain<S, B> {
         self.hops.push(target);
     }
 
-    /// What happened, for the answer's extensions; a successful chain's end is remembered.
+    /// What happened, for the answer's extensions; a successful chain's end is remembered
+    /// (from the record, so that the URL is read once for the cache and the caller).
     fn record(&self, status: StatusCode) -> FollowedRedirect {
         let from_cache = self.retry.is_some();
+        let record = FollowedRedirect::new(self.hops.redirect_status(), self.hops.current())
+            .with_hops(self.hops.recorded())
+            .with_head_fallback(self.head.fell_back())
+            .with_cache(from_cache, self.refreshed);
         if let (Some(key), Some(cache), false, true) = (
             self.cache_key,
             &self.config.settings().redirect_cache,
             from_cache,
             status.is_success(),
         ) {
-            let (status, hops) = (self.hops.redirect_status(), self.hops.recorded());
-            cache.insert(
-                key,
-                self.hops.current(),
-                status,
-                hops,
-                self.head.fell_back(),
-            );
+            cache.insert(key, &record);
         }
-        let record = FollowedRedirect::new(self.hops.redirect_status(), self.hops.current())
-            .with_hops(self.hops.recorded())
-            .with_head_fallback(self.head.fell_back())
-            .with_cache(from_cache, self.refreshed);
         tracing::debug!(
             status = status.as_u16(),
             hops = record.hops(),
@@ -368,9 +362,12 @@ where
                             {
                                 cache.remove(key);
                             }
-                            let mut follow =
-                                Follow::new(chain.service.clone(), chain.config.clone(), &original);
-                            follow.cache_key = chain.cache_key;
+                            let mut follow = Follow::new(
+                                chain.service.clone(),
+                                chain.config.clone(),
+                                &original,
+                                chain.cache_key,
+                            );
                             follow.refreshed = true;
                             let retry = Oneshot::new(chain.service.clone(), original);
                             this.redirect_body

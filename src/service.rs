@@ -111,23 +111,27 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if req.method() == Method::GET || req.method() == Method::HEAD {
-            let follow = Follow::new(self.inner.clone(), self.config.clone(), &req);
-            let Some(cache) = &self.config.settings().redirect_cache else {
-                return ResponseFuture::follow(self.inner.call(req), follow);
-            };
-            let key = cache.key(req.method(), req.uri(), req.headers());
-            let Some(entry) = cache.get(key) else {
-                return ResponseFuture::follow(self.inner.call(req), follow.cached_as(key));
-            };
-            let mut chain =
-                Chain::from_cache(self.inner.clone(), self.config.clone(), &req, key, entry);
-            let future = self.inner.call(chain.request());
-            chain.keep_for_retry(req);
-            ResponseFuture::from_cache(future, chain)
-        } else {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
             let uri = req.uri().clone();
-            ResponseFuture::pass_through(self.inner.call(req), uri)
+            return ResponseFuture::pass_through(self.inner.call(req), uri);
+        }
+        let cached = self.config.settings().redirect_cache.as_ref().map(|cache| {
+            let key = cache.key(req.method(), req.uri(), req.headers());
+            (key, cache.get(key))
+        });
+        match cached {
+            Some((key, Some(entry))) => {
+                let mut chain =
+                    Chain::from_cache(self.inner.clone(), self.config.clone(), &req, key, entry);
+                let future = self.inner.call(chain.request());
+                chain.keep_for_retry(req);
+                ResponseFuture::from_cache(future, chain)
+            }
+            cached => {
+                let key = cached.map(|(key, _)| key);
+                let follow = Follow::new(self.inner.clone(), self.config.clone(), &req, key);
+                ResponseFuture::follow(self.inner.call(req), follow)
+            }
         }
     }
 }
