@@ -270,25 +270,9 @@ mod tests {
     use super::*;
 
     fn signed(expires_in_secs: u64, n: usize) -> Uri {
-        let date = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        // X-Amz-Date in basic format, from Unix seconds.
-        let (d, t) = (date / 86_400, date % 86_400);
-        let z = d + 719_468;
-        let (era, doe) = (z / 146_097, z % 146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + u64::from(month <= 2);
+        let date = crate::signed_url::format_basic_timestamp(SystemTime::now());
         format!(
-            "https://b.s3.amazonaws.com/{n}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date={year:04}{month:02}{day:02}T{:02}{:02}{:02}Z&X-Amz-Expires={expires_in_secs}&X-Amz-Signature=s",
-            t / 3600,
-            t % 3600 / 60,
-            t % 60
+            "https://b.s3.amazonaws.com/{n}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date={date}&X-Amz-Expires={expires_in_secs}&X-Amz-Signature=s"
         )
         .parse()
         .unwrap()

@@ -399,6 +399,32 @@ fn parse_basic_timestamp(s: &str) -> Option<SystemTime> {
     )
 }
 
+/// `t` as `20130524T000000Z` (ISO 8601 basic, as in `X-Amz-Date`): for the crate's tests
+/// and `test_util`, which sign URLs.
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) fn format_basic_timestamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm), the inverse of `to_system_time`'s.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// `2024-01-31`, `2024-01-31T10:20Z`, `2024-01-31T10:20:30Z`, `2024-01-31T10:20:30.123Z`
 /// (the forms Azure accepts in `se`).
 fn parse_iso8601(s: &str) -> Option<SystemTime> {
@@ -442,4 +468,20 @@ fn to_system_time(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64) -> Option<Sy
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3_600 + mi * 60 + s;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_written_as_sigv4_writes_them_and_read_back() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_369_353_600 + 3_723);
+        assert_eq!(format_basic_timestamp(t), "20130524T010203Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(&format_basic_timestamp(leap)[..8], "20000229");
+        for t in [t, leap, SystemTime::UNIX_EPOCH] {
+            assert_eq!(parse_basic_timestamp(&format_basic_timestamp(t)), Some(t));
+        }
+    }
 }

@@ -1,4 +1,5 @@
 use super::{origin_string, parse_origin, xml_error, Recorded, TestBody, UnknownHost};
+use crate::signed_url::format_basic_timestamp;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use std::collections::hash_map::DefaultHasher;
@@ -8,7 +9,7 @@ use std::future::{ready, Ready};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tower_service::Service;
 
 /// Whose error a [`FakeStorage`] answers a second auth mechanism with.
@@ -179,7 +180,8 @@ impl FakeStorage {
         signed_at: SystemTime,
         expires_in: Duration,
     ) -> Uri {
-        let (date, day) = amz_date(signed_at);
+        let date = format_basic_timestamp(signed_at);
+        let day = &date[..8];
         let unsigned = format!(
             "{}{path}?X-Amz-Algorithm=TEST-SIPHASH&X-Amz-Credential=FAKEKEY%2F{day}%2Fus-east-1%2Fs3%2Faws4_request\
              &X-Amz-Date={date}&X-Amz-Expires={}&X-Amz-SignedHeaders=host",
@@ -470,36 +472,9 @@ fn expired(uri: &Uri) -> bool {
     expiry.is_some_and(|e| e <= SystemTime::now())
 }
 
-/// `20240131T102030Z` and `20240131` for `t`.
-fn amz_date(t: SystemTime) -> (String, String) {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    let day = format!("{y:04}{m:02}{d:02}");
-    let time = format!("{:02}{:02}{:02}", rest / 3600, rest % 3600 / 60, rest % 60);
-    (format!("{day}T{time}Z"), day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_written_as_sigv4_writes_them() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_369_353_600 + 3_723);
-        assert_eq!(amz_date(t), ("20130524T010203Z".into(), "20130524".into()));
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(amz_date(leap).1, "20000229");
-    }
 
     #[test]
     fn ranges() {
