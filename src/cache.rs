@@ -1,10 +1,15 @@
 //! The redirect cache: the storage URL a redirect chain led to, remembered per request
-//! (method, URI and credentials) until shortly before its signature expires, so that the
-//! same request can go straight to storage without asking the registry again.
+//! (method, URI and credential identity) until shortly before its signature expires, so
+//! that the same request can go straight to storage without asking the registry again.
+//!
+//! Every rule of the cache is here: how a request is keyed ([`RedirectCache::lookup`]), how
+//! long an entry lives ([`Ticket::store`]), and what a refused cached URL does
+//! ([`Ticket::forget`]). The response future only calls these.
 
 use crate::extension::FollowedRedirect;
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, COOKIE};
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{Extensions, HeaderMap, Method, Request, StatusCode, Uri};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
@@ -19,18 +24,19 @@ pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 ///
 /// When a `GET` or `HEAD` has followed its redirects to storage and storage answered with
 /// success, the final storage URL is remembered for that request: its method, its URI and
-/// its credential identity (the values of `Authorization` and `Cookie`; a request without
-/// them is the anonymous identity). The next request with the same three goes straight to
-/// storage, under every rule a followed redirect has (a fresh request, the allowlisted
-/// headers, the `HEAD` strategy, the URL's exact bytes). A URL is never used for another
-/// identity.
+/// its credential **identity**. By default the identity is the values of `Authorization`
+/// and `Cookie` (a request without them is the anonymous identity); [`identity`](Self::identity)
+/// replaces that rule. The next request with the same three goes straight to storage,
+/// under every rule a followed redirect has (a fresh request, the allowlisted headers, the
+/// `HEAD` strategy, the URL's exact bytes). A URL is never used for another identity.
 ///
 /// A URL is kept until its signature's expiry ([`SignedUrl::expires_at`](crate::SignedUrl::expires_at)) minus a margin
-/// ([`expiry_margin`](Self::expiry_margin), 60 s by default), and no longer than
-/// [`max_age`](Self::max_age) if one is set. A URL whose expiry cannot be read is cached
-/// only when a maximum age is set. If storage still refuses a cached URL (`400`, `401` or
-/// `403`: revoked, clock skew...), the entry is dropped and the request is sent to the
-/// registry again; the caller sees only that answer, and
+/// ([`expiry_margin`](Self::expiry_margin), 60 s by default), no longer than
+/// [`max_age`](Self::max_age) if one is set, and no longer than the identity's own
+/// [`valid_until`](CacheIdentity::valid_until) (a login's token lifetime, say). A URL whose
+/// expiry cannot be read is cached only when a maximum age is set. If storage still refuses
+/// a cached URL (`400`, `401`, `403` or `405`: revoked, clock skew...), the entry is dropped
+/// and the request is sent to the registry again; the caller sees only that answer, and
 /// [`FollowedRedirect::refreshed`](crate::FollowedRedirect::refreshed) says it happened.
 ///
 /// The cache holds at most `capacity` entries; past it the oldest entries are dropped, so
@@ -38,6 +44,9 @@ pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// at random for each cache): credentials are not stored, and an entry cannot be found
 /// without them. The URLs are secrets: `Debug` prints only the settings and the size.
 /// Concurrent misses for one request each ask the registry; the last answer is kept.
+///
+/// The builder methods change the settings of this handle (and of the clones made from it
+/// afterwards); the entries are kept, and shared with every clone.
 ///
 /// ```
 /// use std::time::Duration;
@@ -53,15 +62,88 @@ pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// [`SignedRedirectLayer::redirect_cache`]: crate::SignedRedirectLayer::redirect_cache
 #[derive(Clone)]
 pub struct RedirectCache {
-    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+    store: Arc<Store>,
 }
 
-struct Shared {
-    capacity: usize,
+#[derive(Clone)]
+struct Settings {
     margin: Duration,
     max_age: Option<Duration>,
+    identity: Identify,
+}
+
+/// How a request's identity is found.
+#[derive(Clone)]
+enum Identify {
+    /// The values of `Authorization` and `Cookie`.
+    Credentials,
+    /// The caller's rule.
+    With(Arc<IdentityFn>),
+}
+
+type IdentityFn = dyn Fn(&HeaderMap, &Extensions) -> Option<CacheIdentity> + Send + Sync;
+
+struct Store {
+    capacity: usize,
     keys: (RandomState, RandomState),
     map: Mutex<Entries>,
+}
+
+/// Who a request is, for the [`RedirectCache`]: entries stored for one identity are found
+/// only by requests of the same identity.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_signed_redirect::{CacheIdentity, RedirectCache};
+///
+/// /// The proxy's own login stands for every client: they all share its entries.
+/// #[derive(Clone)]
+/// struct ProxyLogin;
+///
+/// let cache = RedirectCache::new(10_000).identity(|headers, extensions| {
+///     if extensions.get::<ProxyLogin>().is_some() {
+///         return Some(CacheIdentity::new("proxy"));
+///     }
+///     // A client's own token: its entries live no longer than the token.
+///     let token = headers.get("authorization")?.as_bytes().to_vec();
+///     Some(CacheIdentity::new(token).valid_until(SystemTime::now() + Duration::from_secs(300)))
+/// });
+/// # let _ = cache;
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct CacheIdentity {
+    key: Bytes,
+    valid_until: Option<SystemTime>,
+}
+
+impl CacheIdentity {
+    /// An identity named by `key` (a user name, a hash of a login, `"anonymous"`...). Only
+    /// its hash, keyed for each cache, is kept.
+    pub fn new(key: impl Into<Bytes>) -> Self {
+        CacheIdentity {
+            key: key.into(),
+            valid_until: None,
+        }
+    }
+
+    /// Entries stored for this request are used no later than `t`: the end of the login's
+    /// token, so that a login the registry revokes loses what it cached when its token
+    /// would have expired anyway.
+    pub fn valid_until(mut self, t: SystemTime) -> Self {
+        self.valid_until = Some(t);
+        self
+    }
+}
+
+impl fmt::Debug for CacheIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key may be a credential.
+        f.debug_struct("CacheIdentity")
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("valid_until", &self.valid_until)
+            .finish()
+    }
 }
 
 #[derive(Default)]
@@ -72,10 +154,9 @@ struct Entries {
     stores: u64,
 }
 
-/// A request's identity in the cache: a keyed 128-bit hash of its method, URI and
-/// credentials.
+/// A request's place in the cache: a keyed 128-bit hash of its method, URI and identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct CacheKey(u64, u64);
+struct CacheKey(u64, u64);
 
 /// The map's hasher: a [`CacheKey`] is already a keyed hash, so its bits are used as they
 /// are instead of being hashed again.
@@ -110,38 +191,82 @@ pub(crate) struct Entry {
     store: u64,
 }
 
+/// What the cache says about a request.
+pub(crate) enum Lookup {
+    /// Not cached: the request's identity rule said so, or there is no cache.
+    Bypass,
+    /// Nothing valid is held: where to store the chain's end.
+    Miss(Ticket),
+    /// Storage's URL for the request, and where to drop it if storage refuses it.
+    Hit(Entry, Ticket),
+}
+
+/// A request's place in the cache, kept by its future: the chain's end is stored through
+/// it, or a refused URL forgotten.
+#[derive(Clone)]
+pub(crate) struct Ticket {
+    cache: RedirectCache,
+    key: CacheKey,
+    /// The identity's own limit.
+    valid_until: Option<SystemTime>,
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket").finish_non_exhaustive()
+    }
+}
+
 impl RedirectCache {
     /// A cache of at most `capacity` entries (`0`: nothing is cached).
     pub fn new(capacity: usize) -> Self {
-        RedirectCache::with(capacity, DEFAULT_EXPIRY_MARGIN, None)
-    }
-
-    fn with(capacity: usize, margin: Duration, max_age: Option<Duration>) -> Self {
         RedirectCache {
-            shared: Arc::new(Shared {
+            settings: Arc::new(Settings {
+                margin: DEFAULT_EXPIRY_MARGIN,
+                max_age: None,
+                identity: Identify::Credentials,
+            }),
+            store: Arc::new(Store {
                 capacity,
-                margin,
-                max_age,
                 keys: (RandomState::new(), RandomState::new()),
                 map: Mutex::default(),
             }),
         }
     }
 
+    fn settings_mut(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.settings)
+    }
+
     /// Stops using a URL this long before its signature expires (default 60 s), so that a
-    /// download starts well before the deadline. Returns a new, empty cache: set it before
-    /// sharing the cache.
-    pub fn expiry_margin(self, margin: Duration) -> Self {
-        let s = &self.shared;
-        RedirectCache::with(s.capacity, margin, s.max_age)
+    /// download starts well before the deadline.
+    pub fn expiry_margin(mut self, margin: Duration) -> Self {
+        self.settings_mut().margin = margin;
+        self
     }
 
     /// Keeps no URL longer than `max_age`, and caches URLs whose expiry cannot be read for
-    /// that long (by default they are not cached). Returns a new, empty cache: set it before
-    /// sharing the cache.
-    pub fn max_age(self, max_age: Duration) -> Self {
-        let s = &self.shared;
-        RedirectCache::with(s.capacity, s.margin, Some(max_age))
+    /// that long (by default they are not cached).
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.settings_mut().max_age = Some(max_age);
+        self
+    }
+
+    /// Replaces the rule that says who a request is (default: the values of its
+    /// `Authorization` and `Cookie` headers). `identity` sees the request's headers and
+    /// extensions; `None` means the request is neither looked up nor stored.
+    ///
+    /// A proxy that logs in to the registry itself can give every client one identity, so
+    /// that they share entries; one that passes clients' tokens through can key entries by
+    /// the login behind a token rather than the token (which changes on every pull), and
+    /// bound them by the token's lifetime with [`CacheIdentity::valid_until`]. The registry
+    /// mirror in this repository (`mirror/`) does both.
+    pub fn identity<F>(mut self, identity: F) -> Self
+    where
+        F: Fn(&HeaderMap, &Extensions) -> Option<CacheIdentity> + Send + Sync + 'static,
+    {
+        self.settings_mut().identity = Identify::With(Arc::new(identity));
+        self
     }
 
     /// How many entries are held (some may have expired and not been dropped yet).
@@ -160,11 +285,39 @@ impl RedirectCache {
     }
 
     fn entries(&self) -> MutexGuard<'_, Entries> {
-        self.shared.map.lock().unwrap_or_else(|e| e.into_inner())
+        self.store.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The key of a request: method, URI, and every `Authorization` and `Cookie` value.
-    pub(crate) fn key(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> CacheKey {
+    /// What the cache holds for `req`.
+    pub(crate) fn lookup<B>(&self, req: &Request<B>) -> Lookup {
+        let Some((key, valid_until)) =
+            self.key(req.method(), req.uri(), req.headers(), req.extensions())
+        else {
+            return Lookup::Bypass;
+        };
+        let ticket = Ticket {
+            cache: self.clone(),
+            key,
+            valid_until,
+        };
+        match self.get(key) {
+            Some(entry) => Lookup::Hit(entry, ticket),
+            None => Lookup::Miss(ticket),
+        }
+    }
+
+    /// The key of a request: method, URI and identity; and the identity's own limit.
+    fn key(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Option<(CacheKey, Option<SystemTime>)> {
+        let identity = match &self.settings.identity {
+            Identify::Credentials => None,
+            Identify::With(f) => Some(f(headers, extensions)?),
+        };
         let hash = |state: &RandomState| {
             let mut h = state.build_hasher();
             // Whole strings, each ending in a marker (`str`'s `Hash`): no two requests
@@ -173,20 +326,32 @@ impl RedirectCache {
             uri.scheme_str().hash(&mut h);
             uri.authority().map(|a| a.as_str()).hash(&mut h);
             uri.path_and_query().map(|p| p.as_str()).hash(&mut h);
-            for name in [AUTHORIZATION, COOKIE] {
-                for value in headers.get_all(&name) {
-                    value.as_bytes().hash(&mut h);
+            match &identity {
+                Some(identity) => {
+                    0u8.hash(&mut h);
+                    identity.key.as_ref().hash(&mut h);
                 }
-                // Ends this header's values: an `Authorization` never reads as a `Cookie`.
-                0xffu8.hash(&mut h);
+                None => {
+                    1u8.hash(&mut h);
+                    for name in [AUTHORIZATION, COOKIE] {
+                        for value in headers.get_all(&name) {
+                            value.as_bytes().hash(&mut h);
+                        }
+                        // Ends this header's values: an `Authorization` never reads as a
+                        // `Cookie`.
+                        0xffu8.hash(&mut h);
+                    }
+                }
             }
             h.finish()
         };
-        CacheKey(hash(&self.shared.keys.0), hash(&self.shared.keys.1))
+        let keys = &self.store.keys;
+        let key = CacheKey(hash(&keys.0), hash(&keys.1));
+        Some((key, identity.and_then(|i| i.valid_until)))
     }
 
     /// The entry for `key`, if it is still valid (an expired one is dropped).
-    pub(crate) fn get(&self, key: CacheKey) -> Option<Entry> {
+    fn get(&self, key: CacheKey) -> Option<Entry> {
         let mut entries = self.entries();
         let entry = entries.by_key.get(&key)?;
         if entry.valid_until > SystemTime::now() {
@@ -195,71 +360,81 @@ impl RedirectCache {
         entries.by_key.remove(&key);
         None
     }
+}
 
-    /// Remembers where the request `key` ended, as `record` says, if its lifetime allows.
-    pub(crate) fn insert(&self, key: CacheKey, record: &FollowedRedirect) {
-        let shared = &self.shared;
-        if shared.capacity == 0 {
+impl Ticket {
+    /// Remembers where the request ended, as `record` says, if its lifetime allows: the
+    /// signature's expiry less the margin, the maximum age, the identity's limit.
+    pub(crate) fn store(&self, record: &FollowedRedirect) {
+        let RedirectCache { settings, store } = &self.cache;
+        if store.capacity == 0 {
             return;
         }
         let now = SystemTime::now();
         let by_signature = record
             .expires_at()
-            .and_then(|expiry| expiry.checked_sub(shared.margin));
-        let by_age = shared.max_age.and_then(|age| now.checked_add(age));
-        let valid_until = match (by_signature, by_age) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => return,
+            .and_then(|expiry| expiry.checked_sub(settings.margin));
+        let by_age = settings.max_age.and_then(|age| now.checked_add(age));
+        let Some(mut valid_until) = by_signature.or(by_age) else {
+            return;
         };
+        for limit in [by_age, self.valid_until].into_iter().flatten() {
+            valid_until = valid_until.min(limit);
+        }
         if valid_until <= now {
             return;
         }
-        let mut entries = self.entries();
+        let mut entries = self.cache.entries();
         entries.stores += 1;
-        let store = entries.stores;
+        let number = entries.stores;
         let entry = Entry {
             storage: record.storage_uri().clone(),
             redirect_status: record.redirect_status(),
             hops: record.hops(),
             head_fallback: record.head_fallback(),
             valid_until,
-            store,
+            store: number,
         };
+        let key = self.key;
         entries.by_key.insert(key, entry);
-        entries.order.push_back((key, store));
-        while entries.by_key.len() > shared.capacity {
-            let Some((oldest, store)) = entries.order.pop_front() else {
+        entries.order.push_back((key, number));
+        while entries.by_key.len() > store.capacity {
+            let Some((oldest, number)) = entries.order.pop_front() else {
                 break;
             };
             // A key stored again since is younger than this place in the order: keep it.
             if entries
                 .by_key
                 .get(&oldest)
-                .is_some_and(|e| e.store == store)
+                .is_some_and(|e| e.store == number)
             {
                 entries.by_key.remove(&oldest);
             }
         }
         // Stale places (keys stored again, or dropped) are shed so the order stays bounded.
-        if entries.order.len() > 2 * shared.capacity.max(16) {
+        if entries.order.len() > 2 * store.capacity.max(16) {
             let Entries { by_key, order, .. } = &mut *entries;
             order.retain(|(k, s)| by_key.get(k).is_some_and(|e| e.store == *s));
         }
     }
 
-    /// Forgets `key` (its URL was refused).
-    pub(crate) fn remove(&self, key: CacheKey) {
-        self.entries().by_key.remove(&key);
+    /// Forgets the request's entry: storage refused its URL.
+    pub(crate) fn forget(&self) {
+        self.cache.entries().by_key.remove(&self.key);
     }
 }
 
 impl fmt::Debug for RedirectCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let identity = match &self.settings.identity {
+            Identify::Credentials => "Authorization and Cookie",
+            Identify::With(_) => "custom",
+        };
         f.debug_struct("RedirectCache")
-            .field("capacity", &self.shared.capacity)
-            .field("expiry_margin", &self.shared.margin)
-            .field("max_age", &self.shared.max_age)
+            .field("capacity", &self.store.capacity)
+            .field("expiry_margin", &self.settings.margin)
+            .field("max_age", &self.settings.max_age)
+            .field("identity", &identity)
             .field("len", &self.len())
             .finish()
     }
@@ -282,82 +457,152 @@ mod tests {
         FollowedRedirect::new(status, storage)
     }
 
-    fn key(cache: &RedirectCache, auth: Option<&'static str>) -> CacheKey {
-        let mut headers = HeaderMap::new();
+    fn request(method: Method, uri: &str, auth: Option<&'static str>) -> Request<()> {
+        let mut req = Request::builder().method(method).uri(uri);
         if let Some(a) = auth {
-            headers.insert(AUTHORIZATION, http::HeaderValue::from_static(a));
+            req = req.header(AUTHORIZATION, a);
         }
-        cache.key(
-            &Method::GET,
-            &"https://r/v2/x/blobs/sha256:1".parse().unwrap(),
-            &headers,
-        )
+        req.body(()).unwrap()
     }
+
+    fn ticket(cache: &RedirectCache, req: &Request<()>) -> Ticket {
+        match cache.lookup(req) {
+            Lookup::Miss(t) | Lookup::Hit(_, t) => t,
+            Lookup::Bypass => panic!("bypassed"),
+        }
+    }
+
+    fn hit(cache: &RedirectCache, req: &Request<()>) -> bool {
+        matches!(cache.lookup(req), Lookup::Hit(..))
+    }
+
+    const BLOB: &str = "https://r/v2/x/blobs/sha256:1";
 
     #[test]
     fn entries_live_until_the_margin_before_expiry() {
         let cache = RedirectCache::new(8);
-        let k = key(&cache, None);
-        cache.insert(k, &record(StatusCode::TEMPORARY_REDIRECT, &signed(600, 0)));
-        assert!(cache.get(k).is_some());
+        let req = request(Method::GET, BLOB, None);
+        ticket(&cache, &req).store(&record(StatusCode::TEMPORARY_REDIRECT, &signed(600, 0)));
+        assert!(hit(&cache, &req));
         // Expiring within the margin: not kept.
-        let k2 = key(&cache, Some("Bearer other"));
-        cache.insert(k2, &record(StatusCode::TEMPORARY_REDIRECT, &signed(30, 1)));
-        assert!(cache.get(k2).is_none());
+        let other = request(Method::GET, BLOB, Some("Bearer other"));
+        ticket(&cache, &other).store(&record(StatusCode::TEMPORARY_REDIRECT, &signed(30, 1)));
+        assert!(!hit(&cache, &other));
         // No readable expiry: not kept, unless a maximum age is set.
         let unsigned: Uri = "https://b.s3.amazonaws.com/x".parse().unwrap();
-        cache.insert(k2, &record(StatusCode::FOUND, &unsigned));
-        assert!(cache.get(k2).is_none());
+        ticket(&cache, &other).store(&record(StatusCode::FOUND, &unsigned));
+        assert!(!hit(&cache, &other));
         let aged = RedirectCache::new(8).max_age(Duration::from_secs(60));
-        let k3 = key(&aged, None);
-        aged.insert(k3, &record(StatusCode::FOUND, &unsigned));
-        assert!(aged.get(k3).is_some());
+        ticket(&aged, &req).store(&record(StatusCode::FOUND, &unsigned));
+        assert!(hit(&aged, &req));
+    }
+
+    #[test]
+    fn settings_change_in_place_and_keep_the_entries() {
+        let cache = RedirectCache::new(8);
+        let req = request(Method::GET, BLOB, None);
+        ticket(&cache, &req).store(&record(StatusCode::FOUND, &signed(600, 0)));
+        let cache = cache
+            .expiry_margin(Duration::from_secs(5))
+            .max_age(Duration::from_secs(60));
+        assert!(hit(&cache, &req), "the builder methods emptied the cache");
+        assert_eq!(cache.settings.margin, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_identitys_limit_bounds_its_entries() {
+        let soon = SystemTime::now() + Duration::from_secs(2);
+        let cache = RedirectCache::new(8).identity(move |headers, _| {
+            let auth = headers.get(AUTHORIZATION)?;
+            Some(CacheIdentity::new(auth.as_bytes().to_vec()).valid_until(soon))
+        });
+        let req = request(Method::GET, BLOB, Some("Bearer short-lived"));
+        let t = ticket(&cache, &req);
+        t.store(&record(StatusCode::FOUND, &signed(600, 0)));
+        assert!(hit(&cache, &req));
+        assert_eq!(cache.entries().by_key[&t.key].valid_until, soon);
+        // No identity: neither looked up nor stored.
+        assert!(matches!(
+            cache.lookup(&request(Method::GET, BLOB, None)),
+            Lookup::Bypass
+        ));
+    }
+
+    #[test]
+    fn one_identity_shares_entries_whatever_its_credentials() {
+        let cache = RedirectCache::new(8).identity(|_, extensions| {
+            extensions
+                .get::<&'static str>()
+                .map(|who| CacheIdentity::new(*who))
+        });
+        let as_ = |who: &'static str, auth| {
+            let mut req = request(Method::GET, BLOB, Some(auth));
+            req.extensions_mut().insert(who);
+            req
+        };
+        ticket(&cache, &as_("anonymous", "Bearer t1"))
+            .store(&record(StatusCode::FOUND, &signed(600, 0)));
+        assert!(hit(&cache, &as_("anonymous", "Bearer t2")));
+        assert!(!hit(&cache, &as_("alice", "Bearer t1")));
     }
 
     #[test]
     fn identities_and_methods_are_distinct_keys() {
         let cache = RedirectCache::new(8);
-        let uri: Uri = "https://r/v2/x/blobs/sha256:1".parse().unwrap();
-        let mut cookie = HeaderMap::new();
-        cookie.insert(COOKIE, http::HeaderValue::from_static("Bearer a"));
-        let mut auth = HeaderMap::new();
-        auth.insert(AUTHORIZATION, http::HeaderValue::from_static("Bearer a"));
-        let mut two = HeaderMap::new();
-        two.append(AUTHORIZATION, http::HeaderValue::from_static("Bearer"));
-        two.append(AUTHORIZATION, http::HeaderValue::from_static(" a"));
-        let other = |u: &str| cache.key(&Method::GET, &u.parse().unwrap(), &HeaderMap::new());
+        let key = |req: Request<()>| match cache.lookup(&req) {
+            Lookup::Miss(t) | Lookup::Hit(_, t) => t.key,
+            Lookup::Bypass => unreachable!(),
+        };
+        let with = |name: http::HeaderName, values: &[&'static str]| {
+            let mut req = request(Method::GET, BLOB, None);
+            for v in values {
+                req.headers_mut()
+                    .append(name.clone(), http::HeaderValue::from_static(v));
+            }
+            req
+        };
         let keys = [
-            cache.key(&Method::GET, &uri, &HeaderMap::new()),
-            cache.key(&Method::HEAD, &uri, &HeaderMap::new()),
-            cache.key(&Method::GET, &uri, &auth),
-            cache.key(&Method::GET, &uri, &cookie),
-            cache.key(&Method::GET, &uri, &two),
-            other("http://r/v2/x/blobs/sha256:1"),
-            other("https://r2/v2/x/blobs/sha256:1"),
-            other("https://r/v2/x/blobs/sha256:2"),
-            other("https://r/v2/x/blobs/sha256:1?a=b"),
+            key(request(Method::GET, BLOB, None)),
+            key(request(Method::HEAD, BLOB, None)),
+            key(with(AUTHORIZATION, &["Bearer a"])),
+            key(with(COOKIE, &["Bearer a"])),
+            key(with(AUTHORIZATION, &["Bearer", " a"])),
+            key(request(Method::GET, "http://r/v2/x/blobs/sha256:1", None)),
+            key(request(Method::GET, "https://r2/v2/x/blobs/sha256:1", None)),
+            key(request(Method::GET, "https://r/v2/x/blobs/sha256:2", None)),
+            key(request(
+                Method::GET,
+                "https://r/v2/x/blobs/sha256:1?a=b",
+                None,
+            )),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
                 assert_ne!(a, b);
             }
         }
-        assert_eq!(keys[2], cache.key(&Method::GET, &uri, &auth));
+        assert_eq!(keys[2], key(with(AUTHORIZATION, &["Bearer a"])));
         // Another cache keys differently: keys say nothing outside their cache.
-        assert_ne!(
-            keys[2],
-            RedirectCache::new(8).key(&Method::GET, &uri, &auth)
-        );
+        let other = RedirectCache::new(8);
+        match other.lookup(&with(AUTHORIZATION, &["Bearer a"])) {
+            Lookup::Miss(t) => assert_ne!(t.key, keys[2]),
+            _ => unreachable!(),
+        }
     }
 
     #[test]
     fn capacity_holds_under_any_number_of_keys() {
         let cache = RedirectCache::new(4);
         let uri = signed(600, 0);
+        let at = |i: u64| Ticket {
+            cache: cache.clone(),
+            key: CacheKey(i, i),
+            valid_until: None,
+        };
         for i in 0..1000u64 {
-            cache.insert(CacheKey(i, i), &record(StatusCode::FOUND, &uri));
+            at(i).store(&record(StatusCode::FOUND, &uri));
             // Some keys come back, so the order has stale places to shed.
-            cache.insert(CacheKey(i % 3, i % 3), &record(StatusCode::FOUND, &uri));
+            at(i % 3).store(&record(StatusCode::FOUND, &uri));
         }
         assert!(cache.len() <= 4);
         assert!(cache.entries().order.len() <= 2 * 16 + 2);

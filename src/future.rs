@@ -4,7 +4,7 @@
 //! the upstream if storage refuses that URL.
 
 use crate::body::ResponseBody;
-use crate::cache::{CacheKey, Entry};
+use crate::cache::{Entry, Ticket};
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::error::{BoxError, Error};
@@ -12,7 +12,7 @@ use crate::extension::FollowedRedirect;
 use crate::forward::{Extra, Forwarded};
 use crate::head::{HeadAnswer, HeadPlan, PROBE_BODY_LIMIT};
 use crate::redirect::Hops;
-use crate::signed_url::Redacted;
+use crate::signed_url::{self, Redacted};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -82,7 +82,7 @@ pub(crate) struct Follow<S> {
     uri: Uri,
     forwarded: Forwarded,
     /// Where the chain's end is remembered, with a redirect cache.
-    cache_key: Option<CacheKey>,
+    cache: Option<Ticket>,
     /// This is the second try, after storage refused a cached URL.
     refreshed: bool,
 }
@@ -102,20 +102,20 @@ pub(crate) struct Chain<S, B> {
     forwarded: Forwarded,
     head: HeadPlan,
     hops: Hops,
-    cache_key: Option<CacheKey>,
+    cache: Option<Ticket>,
     refreshed: bool,
     /// Started from a cached URL: the caller's request, sent upstream if storage refuses it.
     retry: Option<Request<B>>,
 }
 
 impl<S> Follow<S> {
-    /// What `req` keeps; with a `cache_key`, the chain's end is remembered under it.
+    /// What `req` keeps; with a cache `ticket`, the chain's end is remembered through it.
     #[inline]
     pub(crate) fn new<B>(
         service: S,
         config: Config,
         req: &Request<B>,
-        cache_key: Option<CacheKey>,
+        cache: Option<Ticket>,
     ) -> Self {
         let forwarded = config.settings().forward_headers.capture(req.headers());
         Follow {
@@ -124,7 +124,7 @@ impl<S> Follow<S> {
             method: req.method().clone(),
             uri: req.uri().clone(),
             forwarded,
-            cache_key,
+            cache,
             refreshed: false,
         }
     }
@@ -157,7 +157,7 @@ impl<S> Follow<S> {
             forwarded: std::mem::take(&mut self.forwarded),
             head: HeadPlan::new(&self.method, settings.head_strategy),
             hops: Hops::start(std::mem::take(&mut self.uri), redirect_status, target),
-            cache_key: self.cache_key,
+            cache: self.cache.take(),
             refreshed: self.refreshed,
             retry: None,
         })
@@ -171,7 +171,7 @@ impl<S, B> Chain<S, B> {
         service: S,
         config: Config,
         req: &Request<B>,
-        key: CacheKey,
+        ticket: Ticket,
         entry: Entry,
     ) -> Box<Self> {
         tracing::debug!(location = %Redacted(&entry.storage), "going to storage with a cached URL");
@@ -189,7 +189,7 @@ impl<S, B> Chain<S, B> {
             forwarded,
             head,
             hops,
-            cache_key: Some(key),
+            cache: Some(ticket),
             refreshed: false,
             retry: None,
         })
@@ -229,13 +229,8 @@ impl<S, B> Chain<S, B> {
             .with_hops(self.hops.recorded())
             .with_head_fallback(self.head.fell_back())
             .with_cache(from_cache, self.refreshed);
-        if let (Some(key), Some(cache), false, true) = (
-            self.cache_key,
-            &self.config.settings().redirect_cache,
-            from_cache,
-            status.is_success(),
-        ) {
-            cache.insert(key, &record);
+        if let (Some(ticket), false, true) = (&self.cache, from_cache, status.is_success()) {
+            ticket.store(&record);
         }
         tracing::debug!(
             status = status.as_u16(),
@@ -284,14 +279,6 @@ where
             redirect_body: Drain::none(),
         }
     }
-}
-
-/// Storage's answer to a cached URL that means the URL is no longer good.
-fn refuses_cached_url(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    )
 }
 
 impl<S, B, R> Future for ResponseFuture<S, B, R>
@@ -351,22 +338,20 @@ where
                         continue;
                     }
                     let status = res.status();
-                    if refuses_cached_url(status) {
+                    if signed_url::refused(status) {
                         if let Some(original) = chain.retry.take() {
                             tracing::debug!(
                                 status = status.as_u16(),
                                 "storage refused a cached URL; asking the upstream again"
                             );
-                            if let (Some(key), Some(cache)) =
-                                (chain.cache_key, &chain.config.settings().redirect_cache)
-                            {
-                                cache.remove(key);
+                            if let Some(ticket) = &chain.cache {
+                                ticket.forget();
                             }
                             let mut follow = Follow::new(
                                 chain.service.clone(),
                                 chain.config.clone(),
                                 &original,
-                                chain.cache_key,
+                                chain.cache.take(),
                             );
                             follow.refreshed = true;
                             let retry = Oneshot::new(chain.service.clone(), original);

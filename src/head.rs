@@ -118,10 +118,9 @@ impl HeadPlan {
                 // Storage ignored the range: its Content-Length is the blob's.
                 StatusCode::OK => HeadAnswer::Respond(parts, None),
                 // A URL signed for HEAD rejects the GET.
-                StatusCode::BAD_REQUEST
-                | StatusCode::UNAUTHORIZED
-                | StatusCode::FORBIDDEN
-                | StatusCode::METHOD_NOT_ALLOWED => self.retry_as_head(parts.status, body),
+                status if crate::signed_url::refused(status) => {
+                    self.retry_as_head(parts.status, body)
+                }
                 // Any other error: storage's answer, without its body.
                 _ => HeadAnswer::Respond(parts, None),
             },

@@ -203,7 +203,7 @@ pub mod signed_url;
 pub mod test_util;
 
 pub use body::ResponseBody;
-pub use cache::{RedirectCache, DEFAULT_EXPIRY_MARGIN};
+pub use cache::{CacheIdentity, RedirectCache, DEFAULT_EXPIRY_MARGIN};
 pub use error::{BoxError, Error, ErrorKind};
 pub use extension::FollowedRedirect;
 pub use forward::MAX_FORWARDED_HEADERS;

@@ -1,4 +1,5 @@
 use crate::body::ResponseBody;
+use crate::cache::{Lookup, Ticket};
 use crate::config::{builder_methods, Config};
 use crate::error::{BoxError, Error};
 use crate::future::{Chain, Follow, ResponseFuture};
@@ -91,6 +92,22 @@ impl<S> SignedRedirect<S> {
 /// requests never carry the caller's body). `Empty`, `Full`, `String` and http-body-util's
 /// `BoxBody`/`UnsyncBoxBody` have it; a proxy that forwards `hyper::body::Incoming` boxes it
 /// first (see [the crate documentation](crate#the-request-body)).
+impl<S> SignedRedirect<S> {
+    /// Sends `req` upstream, ready to follow its redirect (and store its end with `ticket`).
+    #[inline]
+    fn follow<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        ticket: Option<Ticket>,
+    ) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    {
+        let follow = Follow::new(self.inner.clone(), self.config.clone(), &req, ticket);
+        ResponseFuture::follow(self.inner.call(req), follow)
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SignedRedirect<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -115,23 +132,20 @@ where
             let uri = req.uri().clone();
             return ResponseFuture::pass_through(self.inner.call(req), uri);
         }
-        let cached = self.config.settings().redirect_cache.as_ref().map(|cache| {
-            let key = cache.key(req.method(), req.uri(), req.headers());
-            (key, cache.get(key))
-        });
-        match cached {
-            Some((key, Some(entry))) => {
+        let lookup = match &self.config.settings().redirect_cache {
+            Some(cache) => cache.lookup(&req),
+            None => Lookup::Bypass,
+        };
+        match lookup {
+            Lookup::Hit(entry, ticket) => {
                 let mut chain =
-                    Chain::from_cache(self.inner.clone(), self.config.clone(), &req, key, entry);
+                    Chain::from_cache(self.inner.clone(), self.config.clone(), &req, ticket, entry);
                 let future = self.inner.call(chain.request());
                 chain.keep_for_retry(req);
                 ResponseFuture::from_cache(future, chain)
             }
-            cached => {
-                let key = cached.map(|(key, _)| key);
-                let follow = Follow::new(self.inner.clone(), self.config.clone(), &req, key);
-                ResponseFuture::follow(self.inner.call(req), follow)
-            }
+            Lookup::Miss(ticket) => self.follow(req, Some(ticket)),
+            Lookup::Bypass => self.follow(req, None),
         }
     }
 }

@@ -399,6 +399,13 @@ fn parse_basic_timestamp(s: &str) -> Option<SystemTime> {
     )
 }
 
+/// Storage's answers that mean it refused a signed URL, or the method it was signed for
+/// (`400`, `401`, `403`, `405`): the range probe falls back to `HEAD` on them, and the
+/// redirect cache drops a cached URL that gets one.
+pub(crate) fn refused(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 401 | 403 | 405)
+}
+
 /// `t` as `20130524T000000Z` (ISO 8601 basic, as in `X-Amz-Date`): for the crate's tests
 /// and `test_util`, which sign URLs.
 #[cfg(any(test, feature = "test-util"))]
