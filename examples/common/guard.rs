@@ -1,8 +1,8 @@
 //! Where the mirror may connect. Its own requests (to an upstream registry or token
 //! service) are marked [`Upstream`]; everything else the client sends is a storage hop the
 //! layer built (storage hops carry no request extensions), and goes through a connector that
-//! refuses loopback, private, link-local, CGNAT, multicast and unspecified addresses, after
-//! DNS resolution, unless the host is a listed `--storage-host`. `--resolve` overrides DNS
+//! refuses every address that is not globally reachable ([`is_public`]), after DNS
+//! resolution, unless the host is a listed `--storage-host`. `--resolve` overrides DNS
 //! for both.
 
 use super::body::BoxError;
@@ -45,44 +45,75 @@ pub fn overrides(entries: &[String]) -> Result<Overrides, String> {
     Ok(Arc::new(map))
 }
 
-/// Whether an address is on the public internet: not loopback, private (RFC 1918, IPv6
-/// ULA), link-local (including 169.254.169.254), CGNAT, multicast, broadcast, reserved or
-/// unspecified. IPv4-mapped and NAT64 IPv6 addresses are judged by their IPv4 address.
+/// Whether an address is globally reachable: not in any IANA special-purpose range whose
+/// "globally reachable" is false (RFC 6890 and the registries' later entries).
+///
+/// IPv4: `0/8`, `10/8`, `100.64/10` (CGNAT), `127/8`, `169.254/16` (link-local, incl. cloud
+/// metadata), `172.16/12`, `192.0.0/24`, `192.0.2/24`, `192.88.99/24` (6to4 relay),
+/// `192.168/16`, `198.18/15` (benchmarking), `198.51.100/24`, `203.0.113/24`, `224/4`
+/// (multicast), `240/4` (reserved, broadcast).
+///
+/// IPv6: `::/96` (unspecified, loopback and the deprecated IPv4-compatible form),
+/// `64:ff9b:1::/48` (local-use NAT64), `100::/64` (discard), `2001::/23` (IETF protocol
+/// assignments: Teredo, benchmarking, ORCHID...), `2001:db8::/32` and `3fff::/20`
+/// (documentation), `5f00::/16` (SRv6), `fc00::/7` (ULA), `fe80::/10` (link-local),
+/// `fec0::/10` (site-local), `ff00::/8` (multicast). Forms that embed an IPv4 address are
+/// judged by it: IPv4-mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return is_public_v4(Ipv4Addr::new(a, b, c, d));
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-                || v6 == Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1))
-        }
+        IpAddr::V6(v6) => is_public_v6(v6),
     }
 }
 
 fn is_public_v4(v4: Ipv4Addr) -> bool {
-    let [a, b, ..] = v4.octets();
-    !(v4.is_loopback()
-        || v4.is_private()
-        || v4.is_link_local()
-        || v4.is_multicast()
-        || v4.is_broadcast()
-        || v4.is_unspecified()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // CGNAT, RFC 6598
-        || a >= 240) // reserved
+    let [a, b, c, _] = v4.octets();
+    !(a == 0
+        || a == 10
+        || (a == 100 && (64..128).contains(&b))
+        || a == 127
+        || (a == 169 && b == 254)
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 0 && (c == 0 || c == 2))
+        || (a == 192 && b == 88 && c == 99)
+        || (a == 192 && b == 168)
+        || (a == 198 && (b == 18 || b == 19))
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+        || a >= 224)
+}
+
+fn is_public_v6(v6: Ipv6Addr) -> bool {
+    let s = v6.segments();
+    let embedded = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    match s {
+        // IPv4-mapped: the IPv4 address is the destination.
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] => is_public_v4(embedded(hi, lo)),
+        // Unspecified, loopback, IPv4-compatible (deprecated).
+        [0, 0, 0, 0, 0, 0, _, _] => false,
+        // NAT64, well-known prefix: judged by the IPv4 address it reaches.
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => is_public_v4(embedded(hi, lo)),
+        // NAT64, local-use prefix.
+        [0x64, 0xff9b, 1, ..] => false,
+        // Discard-only.
+        [0x100, 0, 0, 0, ..] => false,
+        // 6to4: judged by the IPv4 address in bits 16-48.
+        [0x2002, hi, lo, ..] => is_public_v4(embedded(hi, lo)),
+        [first, second, ..] => {
+            // 2001::/23, IETF protocol assignments; 2001:db8::/32, documentation.
+            !((first == 0x2001 && (second < 0x200 || second == 0x0db8))
+                || (first == 0x3fff && second < 0x1000) // documentation, 3fff::/20
+                || first == 0x5f00 // SRv6 SIDs
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (first & 0xff00) == 0xff00) // multicast
+        }
+    }
 }
 
 /// DNS for the mirror's connectors: `--resolve` first, the system's resolver otherwise;
@@ -251,6 +282,7 @@ mod tests {
             "::ffff:10.0.0.1",
             "::ffff:127.0.0.1",
             "64:ff9b::a00:1",
+            "3fff:fff::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} is not public");
         }
@@ -261,6 +293,7 @@ mod tests {
             "172.32.0.1",
             "2606:4700::1111",
             "::ffff:1.1.1.1",
+            "3fff:1000::1",
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
         }

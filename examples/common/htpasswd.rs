@@ -1,23 +1,73 @@
 //! Client authentication on the mirror (`--htpasswd`): an htpasswd file of bcrypt entries,
 //! as CNCF distribution's `auth.htpasswd` reads, checked against `Authorization: Basic`.
 //!
-//! bcrypt is slow by design, so it runs on tokio's blocking pool (never on a worker's
-//! thread), and an accepted `Authorization` value is remembered, as a SHA-256 digest, for
-//! five minutes.
+//! bcrypt is slow by design, which makes logins a way to spend the mirror's CPU and a
+//! clock that tells users apart. So:
+//! - an unknown user is checked against a dummy hash of the file's highest cost: the same
+//!   work, the same time as a known user with a wrong password;
+//! - bcrypt runs on tokio's blocking pool (never on a worker's thread), at most
+//!   [`Users::bcrypt_permits`] at a time; a login that waits longer than [`QUEUE_WAIT`] for
+//!   its turn is told to come back;
+//! - an address with [`FREE_FAILURES`] failed logins in a row is throttled: its next attempts
+//!   are refused without any bcrypt for 1 s, doubling with each further failure up to
+//!   [`MAX_LOCKOUT`]; a success clears it;
+//! - an accepted login (user and password, however the header spells them) is remembered,
+//!   as a SHA-256 digest, for five minutes, in a bounded LRU: floods evict the least recently
+//!   used logins, never all of them.
 
 use base64::Engine;
 use http::header::{HeaderMap, AUTHORIZATION};
+use lru::LruCache;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
+/// How long an accepted login is remembered.
 const REMEMBER: Duration = Duration::from_secs(300);
-const MAX_REMEMBERED: usize = 1024;
+/// How many accepted logins are remembered at most.
+const MAX_REMEMBERED: usize = 4096;
+/// How many addresses' failures are tracked at most (the least recently failing go first).
+const MAX_TRACKED: usize = 16_384;
+/// Failed logins in a row an address may make before it is throttled.
+pub const FREE_FAILURES: u32 = 5;
+/// The longest an address is made to wait.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(60);
+/// How long a login waits for its turn at bcrypt before it is told to come back.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
+/// The users of an htpasswd file, and what the mirror remembers of their logins.
 pub struct Users {
     hashes: Arc<HashMap<String, String>>,
-    accepted: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Checked for unknown users: bcrypt of a random password at the file's highest cost.
+    dummy: Arc<String>,
+    accepted: Mutex<LruCache<[u8; 32], Instant>>,
+    failures: Mutex<LruCache<IpAddr, Failures>>,
+    permits: Semaphore,
+    bcrypt_runs: AtomicU64,
+    in_flight: Arc<AtomicUsize>,
+    peak_in_flight: Arc<AtomicUsize>,
+}
+
+/// One address's failed logins in a row, and until when it must wait.
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    until: Option<Instant>,
+}
+
+/// What a login check says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    Accepted,
+    /// No credentials, unknown user or wrong password (they are not told apart).
+    Refused,
+    /// Too many failures from this address, or too many logins waiting: try again after.
+    Throttled(Duration),
 }
 
 impl std::fmt::Debug for Users {
@@ -33,6 +83,7 @@ impl Users {
         let bad = |e: &dyn std::fmt::Display| format!("--htpasswd {}: {e}", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
         let mut hashes = HashMap::new();
+        let mut cost = 4;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -41,57 +92,162 @@ impl Users {
             let (user, hash) = line
                 .split_once(':')
                 .ok_or_else(|| bad(&format!("line {}: not user:hash", n + 1)))?;
-            if !["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
-                return Err(bad(&format!(
-                    "line {}: only bcrypt entries (htpasswd -B)",
-                    n + 1
-                )));
-            }
+            let entry_cost = ["$2a$", "$2b$", "$2y$"]
+                .iter()
+                .find_map(|p| hash.strip_prefix(p))
+                .and_then(|rest| rest.get(..2)?.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "line {}: only bcrypt entries (htpasswd -B)",
+                        n + 1
+                    ))
+                })?;
+            cost = cost.max(entry_cost);
             hashes.insert(user.to_owned(), hash.to_owned());
         }
         if hashes.is_empty() {
             return Err(bad(&"no users"));
         }
+        let random: [u8; 16] = rand_bytes();
+        let dummy = bcrypt::hash(hex::encode(random), cost).map_err(|e| bad(&e))?;
+        let permit_count = bcrypt_at_once();
+        let cap = |n| NonZeroUsize::new(n).expect("a non-zero bound");
+        tracing::info!(
+            users = hashes.len(),
+            bcrypt_at_once = permit_count,
+            "htpasswd loaded"
+        );
         Ok(Users {
             hashes: Arc::new(hashes),
-            accepted: Mutex::default(),
+            dummy: Arc::new(dummy),
+            accepted: Mutex::new(LruCache::new(cap(MAX_REMEMBERED))),
+            failures: Mutex::new(LruCache::new(cap(MAX_TRACKED))),
+            permits: Semaphore::new(permit_count),
+            bcrypt_runs: AtomicU64::new(0),
+            in_flight: Arc::default(),
+            peak_in_flight: Arc::default(),
         })
     }
 
-    /// Whether the request carries the Basic credentials of a user in the file.
-    pub async fn allow(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get(AUTHORIZATION) else {
-            return false;
+    /// Checks the `Basic` credentials of a request from `client`.
+    pub async fn check(&self, headers: &HeaderMap, client: IpAddr) -> Check {
+        let Some((user, password)) = headers.get(AUTHORIZATION).and_then(|v| basic(v.as_bytes()))
+        else {
+            return Check::Refused;
         };
-        let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+        // One login, one digest, however the header spelled it.
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(user.as_bytes())
+            .chain_update([0])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        if self
+            .lock_accepted()
+            .get(&digest)
+            .is_some_and(|until| *until > Instant::now())
         {
-            let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
-            if accepted
-                .get(&digest)
-                .is_some_and(|until| *until > Instant::now())
-            {
-                return true;
-            }
+            return Check::Accepted;
         }
-        let Some((user, password)) = basic(value.as_bytes()) else {
-            return false;
+        if let Some(wait) = self.lockout(client) {
+            return Check::Throttled(wait);
+        }
+        let Ok(permit) = tokio::time::timeout(QUEUE_WAIT, self.permits.acquire()).await else {
+            return Check::Throttled(Duration::from_secs(1));
         };
-        let Some(hash) = self.hashes.get(&user).cloned() else {
-            return false;
+        let Ok(_permit) = permit else {
+            return Check::Refused;
         };
-        let verified =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
+        // An unknown user costs what a known one does.
+        let (hash, known) = match self.hashes.get(&user) {
+            Some(hash) => (hash.clone(), true),
+            None => ((*self.dummy).clone(), false),
+        };
+        self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
+        let (in_flight, peak) = (self.in_flight.clone(), self.peak_in_flight.clone());
+        let verified = tokio::task::spawn_blocking(move || {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let ok = bcrypt::verify(password, &hash).unwrap_or(false);
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            ok
+        })
+        .await
+        .unwrap_or(false)
+            && known;
         if verified {
-            let mut accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
-            if accepted.len() >= MAX_REMEMBERED {
-                accepted.clear();
-            }
-            accepted.insert(digest, Instant::now() + REMEMBER);
+            self.lock_accepted().put(digest, Instant::now() + REMEMBER);
+            self.lock_failures().pop(&client);
+            Check::Accepted
+        } else {
+            self.failed(client);
+            Check::Refused
         }
-        verified
     }
+
+    /// How long `client` must still wait, if it is throttled.
+    fn lockout(&self, client: IpAddr) -> Option<Duration> {
+        let failures = self.lock_failures();
+        let until = failures.peek(&client)?.until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a failure for `client`, and throttles it past [`FREE_FAILURES`].
+    fn failed(&self, client: IpAddr) {
+        let mut failures = self.lock_failures();
+        let entry = failures.get_or_insert_mut(client, || Failures {
+            count: 0,
+            until: None,
+        });
+        entry.count += 1;
+        if entry.count >= FREE_FAILURES {
+            let doublings = (entry.count - FREE_FAILURES).min(6);
+            let wait = (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_LOCKOUT);
+            entry.until = Some(Instant::now() + wait);
+        }
+    }
+
+    /// How many bcrypt checks ran.
+    #[cfg(test)]
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.bcrypt_runs.load(Ordering::Relaxed)
+    }
+
+    /// How many bcrypt checks may run at once.
+    #[cfg(test)]
+    pub fn bcrypt_permits(&self) -> usize {
+        bcrypt_at_once()
+    }
+
+    /// The most bcrypt checks that ran at once.
+    #[cfg(test)]
+    pub fn peak_concurrent_bcrypt(&self) -> usize {
+        self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    fn lock_accepted(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], Instant>> {
+        self.accepted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_failures(&self) -> std::sync::MutexGuard<'_, LruCache<IpAddr, Failures>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How many bcrypt checks may run at once: half the cores, at least one.
+fn bcrypt_at_once() -> usize {
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+}
+
+/// 16 bytes that no one can guess, for the dummy hash (std's hasher keys come from the OS).
+fn rand_bytes() -> [u8; 16] {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(0u8);
+    let b = RandomState::new().hash_one(1u8);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.to_le_bytes());
+    out[8..].copy_from_slice(&b.to_le_bytes());
+    out
 }
 
 /// `Basic base64(user:password)` → (user, password).
@@ -130,11 +286,23 @@ mod tests {
             );
             h
         };
-        assert!(users.allow(&header("alice:s3cret")).await);
-        assert!(users.allow(&header("alice:s3cret")).await, "remembered");
-        assert!(!users.allow(&header("alice:wrong")).await);
-        assert!(!users.allow(&header("bob:s3cret")).await);
-        assert!(!users.allow(&HeaderMap::new()).await);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(
+            users.check(&header("alice:s3cret"), ip).await,
+            Check::Accepted
+        );
+        let runs = users.bcrypt_runs();
+        assert_eq!(
+            users.check(&header("alice:s3cret"), ip).await,
+            Check::Accepted
+        );
+        assert_eq!(users.bcrypt_runs(), runs, "remembered");
+        assert_eq!(
+            users.check(&header("alice:wrong"), ip).await,
+            Check::Refused
+        );
+        assert_eq!(users.check(&header("bob:s3cret"), ip).await, Check::Refused);
+        assert_eq!(users.check(&HeaderMap::new(), ip).await, Check::Refused);
         std::fs::write(&path, "alice:{SHA}abc\n").unwrap();
         assert!(Users::load(&path).unwrap_err().contains("only bcrypt"));
     }

@@ -6,7 +6,8 @@
 //! - `client.rs`: the upstream client, hyper-util + rustls + timeouts +
 //!   `SignedRedirectLayer` (what this crate is for); `guard.rs`: where storage hops may
 //!   connect;
-//! - `routes.rs`: what each path does, and which upstream a request is for;
+//! - `routes.rs`: what each path does, and which upstream a request is for; `api.rs`: the
+//!   distribution API's paths, the only ones forwarded;
 //! - `proxy.rs`: one request upstream and its answer back;
 //! - `token.rs`: the Bearer token flow through the mirror (clients' own logins);
 //!   `credentials.rs`: the mirror's own logins; `htpasswd.rs`: clients' logins to the mirror;
@@ -17,6 +18,7 @@
 //! - `body.rs` (idle timeout, per-request log line), `options.rs` (flags and environment),
 //!   `upstream.rs` (upstream registries).
 
+pub mod api;
 pub mod body;
 pub mod client;
 pub mod credentials;
@@ -42,7 +44,7 @@ use options::Options;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tower_signed_redirect::RedirectCache;
+use tower_signed_redirect::{CacheIdentity, RedirectCache};
 use upstream::Upstream;
 
 /// What every worker's mirror shares: the redirect cache, the mirror's upstream tokens,
@@ -52,6 +54,8 @@ pub struct Shared {
     pub cache: Option<RedirectCache>,
     pub metrics: Arc<Metrics>,
     pub tokens: Arc<Tokens>,
+    /// The tokens `/token/` handed out to clients: whom to, until when.
+    pub issued: Arc<token::IssuedTokens>,
     pub users: Option<Arc<Users>>,
 }
 
@@ -63,11 +67,16 @@ impl Shared {
         };
         Ok(Shared {
             cache: (options.redirect_cache > 0).then(|| {
+                // The identity the mirror puts on each upstream request (proxy.rs): its own
+                // login for all, the anonymous identity, or a client's login bounded by its
+                // token's lifetime (token.rs). Requests without one are not cached.
                 RedirectCache::new(options.redirect_cache)
                     .expiry_margin(options.redirect_cache_margin)
+                    .identity(|_, extensions| extensions.get::<CacheIdentity>().cloned())
             }),
             metrics: Arc::new(Metrics::new()),
             tokens: Arc::default(),
+            issued: Arc::default(),
             users,
         })
     }

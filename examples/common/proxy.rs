@@ -62,9 +62,12 @@ impl Mirror {
         let login = self.login(upstream);
         let answer = match login {
             Login::PassThrough => {
-                self.client
-                    .send(upstream_request(parts, uri.clone(), true))
-                    .await
+                // Who chose the destination: the operator (`--upstream`); the credentials
+                // are the client's own, for the upstream that asked for them.
+                let mut req = upstream_request(parts, uri.clone(), true);
+                req.extensions_mut()
+                    .insert(self.shared.issued.identity(&parts.headers));
+                self.client.send(req).await
             }
             login => self.send_logged_in(upstream, login, parts, &uri).await,
         };
@@ -95,7 +98,10 @@ impl Mirror {
                 return res;
             }
         };
-        if !matches!(login, Login::PassThrough) && res.status() == StatusCode::UNAUTHORIZED {
+        if !matches!(login, Login::PassThrough)
+            && res.status() == StatusCode::UNAUTHORIZED
+            && res.extensions().get::<FollowedRedirect>().is_none()
+        {
             self.shared.metrics.request(route, 502, &upstream.name);
             tracing::warn!(upstream = %upstream.name, "the upstream refused the mirror's credentials");
             return registry_error(
@@ -107,8 +113,10 @@ impl Mirror {
         self.answer(upstream, parts, &uri, res, started, route)
     }
 
-    /// The request sent with the mirror's own login: a cached token first; on a `401`, a
-    /// login as the challenge asks and one more try.
+    /// The request sent with the mirror's own login: a cached token first; on the
+    /// upstream's own `401`, a login as its challenge asks (for pull access to this
+    /// repository only) and one more try. A `401` from storage is no challenge: it is
+    /// answered with nothing.
     async fn send_logged_in(
         &self,
         upstream: &Upstream,
@@ -118,17 +126,24 @@ impl Mirror {
     ) -> Result<Response<UpstreamBody>, BoxError> {
         let scope = credentials::scope_of(uri.path());
         let tokens = &self.shared.tokens;
+        // Who chose the destination: the operator (`--upstream`); the token is the
+        // mirror's, for this upstream and this repository.
         let request = |auth: Option<&HeaderValue>| {
             let mut req = upstream_request(parts, uri.clone(), false);
             if let Some(auth) = auth {
                 req.headers_mut()
                     .insert(header::AUTHORIZATION, auth.clone());
             }
+            // Every client of a mirror that logs in itself shares its cached URLs.
+            req.extensions_mut()
+                .insert(tower_signed_redirect::CacheIdentity::new("mirror"));
             req
         };
         let cached = tokens.get(&upstream.name, &scope);
         let res = self.client.send(request(cached.as_ref())).await?;
-        if res.status() != StatusCode::UNAUTHORIZED {
+        if res.status() != StatusCode::UNAUTHORIZED
+            || res.extensions().get::<FollowedRedirect>().is_some()
+        {
             return Ok(res);
         }
         tokens.forget(&upstream.name, &scope);
@@ -142,42 +157,49 @@ impl Mirror {
             return Ok(res);
         };
         drop(res);
-        let (auth, ttl) = self.log_in(login, challenge).await?;
+        let (auth, ttl) = self.log_in(upstream, login, challenge, &scope).await?;
         tokens.put(&upstream.name, &scope, auth.clone(), ttl);
         self.client.send(request(Some(&auth))).await
     }
 
-    /// Answers a challenge with the mirror's login: the `Authorization` to send, and how
-    /// long it may be reused.
+    /// Answers the upstream's challenge with the mirror's login: the `Authorization` to
+    /// send, and how long it may be reused. A token is asked for `scope` (pull access to
+    /// the repository being pulled), whatever scope the challenge named.
     async fn log_in(
         &self,
+        upstream: &Upstream,
         login: &Login,
         challenge: Challenge,
+        scope: &str,
     ) -> Result<(HeaderValue, Duration), BoxError> {
         let secret = match login {
             Login::Secret(secret) => Some(secret),
             _ => None,
         };
-        let (realm, service, scope) = match challenge {
+        let (realm, service) = match challenge {
             Challenge::Basic => {
+                // Who chose the destination: the operator (`--upstream`); the upstream asked
+                // for the credentials itself.
                 let basic = secret.and_then(Secret::basic).ok_or(
                     "the upstream asks for a user and password: give the mirror its own with \
                      --upstream-credentials or --upstream-user",
                 )?;
                 return Ok((basic, BASIC_LOGIN_TTL));
             }
-            Challenge::Bearer {
-                realm,
-                service,
-                scope,
-            } => (realm, service, scope),
+            Challenge::Bearer { realm, service, .. } => (realm, service),
         };
+        // Who chose the destination: the upstream, in its own challenge (never storage's);
+        // refused when an https upstream names a plain-http token service.
+        let realm_uri = upstream.check_realm(&realm)?;
         let mut query = Vec::new();
         if let Some(service) = &service {
             query.push(format!("service={}", encode(service)));
         }
-        if let Some(scope) = &scope {
+        if !scope.is_empty() {
             query.push(format!("scope={}", encode(scope)));
+        }
+        if secret.is_some() {
+            upstream.announce_realm(&realm_uri);
         }
         let req = match secret {
             Some(Secret::IdentityToken(token)) => {
@@ -208,7 +230,10 @@ impl Mirror {
         };
         let res = self.token_client.clone().oneshot(req).await?;
         let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
+        let body = http_body_util::Limited::new(res.into_body(), 64 * 1024)
+            .collect()
+            .await?
+            .to_bytes();
         if !status.is_success() {
             return Err(format!("the token service answered {status}").into());
         }
@@ -227,7 +252,12 @@ impl Mirror {
     ) -> Response<MirrorBody> {
         let (mut head, body) = res.into_parts();
         remove_hop_by_hop(&mut head.headers);
-        if matches!(self.login(upstream), Login::PassThrough) {
+        if head.extensions.get::<FollowedRedirect>().is_some() {
+            // Storage answered: its challenges are nobody's business (a client that
+            // followed one would send its login wherever storage said).
+            head.headers.remove(header::WWW_AUTHENTICATE);
+            head.headers.remove(header::PROXY_AUTHENTICATE);
+        } else if matches!(self.login(upstream), Login::PassThrough) {
             self.rewrite_challenges(&mut head.headers, parts, upstream);
         }
         let metrics = &self.shared.metrics;
@@ -286,7 +316,7 @@ impl Mirror {
 /// The upstream request for a client's request: same method (`GET` or `HEAD`), the
 /// allowlisted headers (one pass over the client's; its `Authorization` only with
 /// `credentials`), no body, marked as the mirror's own (not a storage hop).
-fn upstream_request(parts: &Parts, uri: Uri, credentials: bool) -> UpstreamRequest {
+pub(super) fn upstream_request(parts: &Parts, uri: Uri, credentials: bool) -> UpstreamRequest {
     let mut req = Request::new(Empty::new());
     *req.method_mut() = if parts.method == Method::HEAD {
         Method::HEAD
@@ -304,7 +334,7 @@ fn upstream_request(parts: &Parts, uri: Uri, credentials: bool) -> UpstreamReque
 }
 
 /// Removes the headers that describe the upstream connection, hashing only those present.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut found = [false; 7];
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {

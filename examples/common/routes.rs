@@ -1,9 +1,13 @@
 //! What each path does, and which upstream a request is for.
 
+use super::api::{self, Endpoint};
 use super::body::MirrorBody;
 use super::errors::registry_error;
 use super::guard;
+use super::htpasswd::Check;
+use super::server::ClientAddr;
 use super::upstream::Upstream;
+use super::verify;
 use super::Mirror;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -11,6 +15,7 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,17 +53,35 @@ impl Mirror {
             _ => {}
         }
         if let Some(users) = &self.shared.users {
-            if !users.allow(&parts.headers).await {
-                let mut res = registry_error(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    "log in to the mirror",
-                );
-                res.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"registry mirror\""),
-                );
-                return res;
+            let client = parts
+                .extensions
+                .get::<ClientAddr>()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.0.ip());
+            match users.check(&parts.headers, client).await {
+                Check::Accepted => {}
+                Check::Refused => {
+                    let mut res = registry_error(
+                        StatusCode::UNAUTHORIZED,
+                        "UNAUTHORIZED",
+                        "log in to the mirror",
+                    );
+                    res.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"registry mirror\""),
+                    );
+                    return res;
+                }
+                Check::Throttled(wait) => {
+                    let mut res = registry_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TOOMANYREQUESTS",
+                        "too many failed logins: try again later",
+                    );
+                    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    return res;
+                }
             }
         }
         if path == "/v2" || path == "/v2/" {
@@ -94,13 +117,22 @@ impl Mirror {
             );
         }
         let (upstream, prefixed, rest) = self.select(parts, rest);
-        let Some((name, tail)) = split_repository(rest) else {
-            return registry_error(
-                StatusCode::NOT_FOUND,
-                "NAME_INVALID",
-                "not a repository path",
-            );
+        let api = match api::parse(rest) {
+            Ok(api) => api,
+            Err(refused) => {
+                return registry_error(refused.status(), refused.code(), refused.message())
+            }
         };
+        if let (true, Endpoint::Blob(digest)) = (self.verify_digests, api.endpoint) {
+            if !verify::can_verify(digest.algorithm) {
+                return registry_error(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    "--verify-digests checks sha256 and sha512 digests only",
+                );
+            }
+        }
+        let (name, tail) = rest.split_at(api.name.len());
         let library = upstream.needs_library(name);
         let ns = parts
             .uri
@@ -185,22 +217,6 @@ impl Mirror {
         }
         (self.upstreams[0].clone(), false, rest)
     }
-}
-
-/// `library/alpine/manifests/latest` → (`library/alpine`, `/manifests/latest`): the name
-/// ends at the last `/manifests/`, `/blobs/`, `/tags/` or `/referrers/`.
-fn split_repository(rest: &str) -> Option<(&str, &str)> {
-    const KINDS: [&str; 4] = ["manifests/", "blobs/", "tags/", "referrers/"];
-    rest.match_indices('/')
-        .rev()
-        .find(|(i, _)| KINDS.iter().any(|k| rest[i + 1..].starts_with(k)))
-        .map(|(i, _)| rest.split_at(i))
-        .filter(|(name, _)| {
-            !name.is_empty()
-                && name
-                    .split('/')
-                    .all(|s| !s.is_empty() && s != "." && s != "..")
-        })
 }
 
 /// The query without containerd's `ns` parameter, which the upstream does not know.

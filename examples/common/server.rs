@@ -125,8 +125,8 @@ pub async fn serve<S, B>(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors, say: wait rather than spin.
                         tracing::warn!(error = %e, "accept failed");
@@ -135,7 +135,7 @@ pub async fn serve<S, B>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = service.clone();
+                let service = WithClient { inner: service.clone(), client: ClientAddr(peer) };
                 let Some(tls) = &tls else {
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -168,6 +168,32 @@ pub async fn serve<S, B>(
         .is_err()
     {
         tracing::warn!("connections still open after {GRACE:?}; closing them");
+    }
+}
+
+/// The address a request came from (the TCP peer: behind a proxy, the proxy's), as a
+/// request extension. Failed logins are counted per address.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// A connection's service: `inner`, with the connection's [`ClientAddr`] on each request.
+#[derive(Clone)]
+struct WithClient<S> {
+    inner: S,
+    client: ClientAddr,
+}
+
+impl<S, B> hyper::service::Service<Request<B>> for WithClient<S>
+where
+    S: hyper::service::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.client);
+        self.inner.call(req)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use http::uri::PathAndQuery;
 use http::Uri;
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 /// One upstream registry.
@@ -16,6 +17,8 @@ pub struct Upstream {
     pub library: bool,
     /// The token service URL from its last `WWW-Authenticate: Bearer realm=...`.
     realm: Mutex<Option<String>>,
+    /// The token services credentials have gone to (`scheme://host`), each logged once.
+    announced: Mutex<HashSet<String>>,
 }
 
 const PRESETS: &[(&str, &str)] = &[
@@ -56,6 +59,7 @@ impl Upstream {
             base,
             library: name == "docker.io",
             realm: Mutex::new(None),
+            announced: Mutex::default(),
         })
     }
 
@@ -93,12 +97,52 @@ impl Upstream {
 
     /// The token service URL this upstream's challenges name, once one was seen.
     pub fn realm(&self) -> Option<String> {
-        self.realm.lock().unwrap().clone()
+        self.realm.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Remembers the token service URL from a challenge.
+    /// Remembers the token service URL from a challenge **of this upstream's own** (never
+    /// from storage's answers), if credentials may go there.
     pub fn set_realm(&self, realm: &str) {
-        *self.realm.lock().unwrap() = Some(realm.to_owned());
+        match self.check_realm(realm) {
+            Ok(_) => *self.realm.lock().unwrap_or_else(|e| e.into_inner()) = Some(realm.to_owned()),
+            Err(e) => tracing::warn!(upstream = %self.name, error = %e, "token service ignored"),
+        }
+    }
+
+    /// Whether credentials for this upstream may go to the token service `realm` that its
+    /// challenge named: an absolute http(s) URL, https when the upstream is https.
+    pub fn check_realm(&self, realm: &str) -> Result<Uri, String> {
+        let uri: Uri = realm.parse().map_err(|_| {
+            format!(
+                "upstream {} names a token service that is not a URL",
+                self.name
+            )
+        })?;
+        let host = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        match (self.base.scheme_str(), uri.scheme_str(), host.is_empty()) {
+            (_, Some("https"), false) | (Some("http"), Some("http"), false) => Ok(uri),
+            (Some("https"), Some("http"), false) => Err(format!(
+                "upstream {} is https but names a plain-http token service (http://{host}):                  no credentials are sent there",
+                self.name
+            )),
+            _ => Err(format!(
+                "upstream {} names a token service that is not an http(s) URL",
+                self.name
+            )),
+        }
+    }
+
+    /// Logs the token service's host the first time credentials go there.
+    pub fn announce_realm(&self, realm: &Uri) {
+        let place = format!(
+            "{}://{}",
+            realm.scheme_str().unwrap_or_default(),
+            realm.authority().map(|a| a.as_str()).unwrap_or_default()
+        );
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        if announced.len() < 64 && announced.insert(place.clone()) {
+            tracing::info!(upstream = %self.name, token_service = %place, "sending credentials to the token service the upstream named");
+        }
     }
 }
 
@@ -114,5 +158,19 @@ mod tests {
         assert!(!hub.needs_library("user/app"));
         assert!(Upstream::parse("nope").is_err());
         assert!(Upstream::parse("x=ftp://h").is_err());
+    }
+
+    #[test]
+    fn credentials_go_to_an_https_realm_of_an_https_upstream() {
+        let hub = Upstream::parse("docker.io").unwrap();
+        assert!(hub.check_realm("https://auth.docker.io/token").is_ok());
+        assert!(hub.check_realm("http://auth.docker.io/token").is_err());
+        assert!(hub.check_realm("/token").is_err());
+        assert!(hub.check_realm("ftp://auth/token").is_err());
+        let local = Upstream::parse("local=http://127.0.0.1:5000").unwrap();
+        assert!(local.check_realm("http://127.0.0.1:5001/token").is_ok());
+        assert!(local.check_realm("https://auth.example/token").is_ok());
+        local.set_realm("ftp://x/");
+        assert_eq!(local.realm(), None);
     }
 }

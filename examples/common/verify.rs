@@ -1,20 +1,68 @@
-//! `--verify-digests`: a blob is hashed as it streams, and a body whose sha256 is not its
-//! digest ends with an error rather than a clean end, so a client never stores a CDN's
-//! error page, or a truncated or corrupted blob, as a layer.
+//! `--verify-digests`: a blob is hashed as it streams, and a body whose sha256 or sha512 is
+//! not its digest ends with an error rather than a clean end, so a client never stores a
+//! CDN's error page, or a truncated or corrupted blob, as a layer. Digests of other
+//! algorithms are refused before anything is sent upstream (`DIGEST_INVALID`).
 
 use super::body::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-/// The expected sha256 of a `blobs/sha256:<64 hex>` path.
-pub fn expected_digest(path: &str) -> Option<[u8; 32]> {
-    let hex = path.rsplit_once("/blobs/sha256:")?.1;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex, &mut out).ok()?;
-    Some(out)
+/// Whether `--verify-digests` can check digests of `algorithm`.
+pub fn can_verify(algorithm: &str) -> bool {
+    matches!(algorithm, "sha256" | "sha512")
+}
+
+/// What a blob must hash to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expected {
+    Sha256([u8; 32]),
+    Sha512([u8; 64]),
+}
+
+/// The expected digest of a `blobs/sha256:<64 hex>` or `blobs/sha512:<128 hex>` path.
+pub fn expected_digest(path: &str) -> Option<Expected> {
+    let (_, digest) = path.rsplit_once("/blobs/")?;
+    let (algorithm, hex) = digest.split_once(':')?;
+    match algorithm {
+        "sha256" => {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(hex, &mut out).ok()?;
+            Some(Expected::Sha256(out))
+        }
+        "sha512" => {
+            let mut out = [0u8; 64];
+            hex::decode_to_slice(hex, &mut out).ok()?;
+            Some(Expected::Sha512(out))
+        }
+        _ => None,
+    }
+}
+
+/// A running hash of the algorithm a digest names.
+enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    /// Whether what was hashed is `expected`.
+    fn matches(self, expected: &Expected) -> bool {
+        match (self, expected) {
+            (Hasher::Sha256(h), Expected::Sha256(e)) => h.finalize().as_slice() == e,
+            (Hasher::Sha512(h), Expected::Sha512(e)) => h.finalize().as_slice() == e,
+            _ => false,
+        }
+    }
 }
 
 /// The error a mismatching body ends with.
@@ -40,19 +88,22 @@ pub struct Verified<B> {
 }
 
 struct Check {
-    hasher: Sha256,
-    expected: [u8; 32],
+    hasher: Option<Hasher>,
+    expected: Expected,
     held: Option<Frame<Bytes>>,
     /// The inner body has ended (and the digest matched): only `held` is left to send.
     ended: bool,
 }
 
 impl<B> Verified<B> {
-    pub fn new(inner: B, expected: Option<[u8; 32]>) -> Self {
+    pub fn new(inner: B, expected: Option<Expected>) -> Self {
         Verified {
             inner,
             check: expected.map(|expected| Check {
-                hasher: Sha256::new(),
+                hasher: Some(match expected {
+                    Expected::Sha256(_) => Hasher::Sha256(Sha256::new()),
+                    Expected::Sha512(_) => Hasher::Sha512(Sha512::new()),
+                }),
                 expected,
                 held: None,
                 ended: false,
@@ -82,8 +133,8 @@ where
         loop {
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        check.hasher.update(data);
+                    if let (Some(data), Some(hasher)) = (frame.data_ref(), &mut check.hasher) {
+                        hasher.update(data);
                     }
                     if let Some(previous) = check.held.replace(frame) {
                         return Poll::Ready(Some(Ok(previous)));
@@ -92,8 +143,11 @@ where
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => {
                     check.ended = true;
-                    let got: [u8; 32] = std::mem::take(&mut check.hasher).finalize().into();
-                    if got != check.expected {
+                    let matched = check
+                        .hasher
+                        .take()
+                        .is_some_and(|hasher| hasher.matches(&check.expected));
+                    if !matched {
                         check.held = None;
                         return Poll::Ready(Some(Err(DigestMismatch.into())));
                     }
@@ -130,8 +184,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_matching_blob_streams_whole_and_a_mismatch_never_ends_cleanly() {
-        let digest: [u8; 32] = Sha256::digest(b"hello world").into();
-        let ok = Verified::new(frames(&[b"hello", b" ", b"world"]), Some(digest));
+        let digest = Expected::Sha256(Sha256::digest(b"hello world").into());
+        let ok = Verified::new(frames(&[b"hello", b" ", b"world"]), Some(digest.clone()));
         assert_eq!(ok.collect().await.unwrap().to_bytes(), "hello world");
 
         let mut bad = Verified::new(frames(&[b"hello", b" ", b"w0rld"]), Some(digest));
@@ -147,5 +201,15 @@ mod tests {
         assert_eq!(sent, b"hello ", "the last frame is withheld");
         assert_eq!(expected_digest("/v2/x/blobs/sha256:00"), None);
         assert!(expected_digest(&format!("/v2/x/blobs/sha256:{}", "ab".repeat(32))).is_some());
+        let sha512 = Sha512::digest(b"hello world");
+        let path = format!("/v2/x/blobs/sha512:{}", hex::encode(sha512));
+        assert_eq!(
+            expected_digest(&path),
+            Some(Expected::Sha512(sha512.into()))
+        );
+        let ok = Verified::new(frames(&[b"hello world"]), expected_digest(&path));
+        assert_eq!(ok.collect().await.unwrap().to_bytes(), "hello world");
+        let bad = Verified::new(frames(&[b"hello w0rld"]), expected_digest(&path));
+        assert!(bad.collect().await.is_err());
     }
 }

@@ -14,6 +14,7 @@ mod app;
 #[path = "../../examples/common/mod.rs"]
 mod common;
 
+mod attacks;
 mod logins;
 mod production;
 
@@ -511,7 +512,7 @@ async fn a_slow_loris_storage_body_ends_in_the_idle_timeout() {
     let res = send(get(
         mirror,
         Method::GET,
-        "/v2/library/x/blobs/sha256:00",
+        "/v2/library/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
         true,
     ))
     .await;

@@ -135,7 +135,7 @@ async fn rate_limits_and_passed_redirects_are_counted_and_readiness_needs_the_up
     let res = send(get(
         mirror,
         Method::GET,
-        "/v2/library/x/blobs/sha256:00",
+        "/v2/library/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
         true,
     ))
     .await;
@@ -306,7 +306,7 @@ async fn private_storage_over_http_behind_an_https_registry_needs_the_flag() {
     store.assert_no_credentials_arrived();
 }
 
-fn pem(cert: &rustls::pki_types::CertificateDer<'_>) -> String {
+pub(super) fn pem(cert: &rustls::pki_types::CertificateDer<'_>) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
     let lines: Vec<&str> = b64
@@ -347,7 +347,7 @@ async fn any_signed_url_is_followed_but_never_to_a_private_address_unless_listed
         f.extend(args(extra));
         async move { axum_mirror(&f).await }
     };
-    let blob = "/v2/library/x/blobs/sha256:00";
+    let blob = "/v2/library/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
     for registry in [registry, literal, private] {
         let mirror = mirror_for(registry, &[]).await;
