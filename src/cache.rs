@@ -284,6 +284,14 @@ impl RedirectCache {
         *self.entries() = Entries::default();
     }
 
+    /// Drops what is held for `req` (the same method, URI and identity), if anything: for a
+    /// caller that found storage's answer wrong, a body whose digest did not match, say.
+    pub fn remove<B>(&self, req: &Request<B>) {
+        if let Lookup::Hit(_, ticket) | Lookup::Miss(ticket) = self.lookup(req) {
+            ticket.forget();
+        }
+    }
+
     fn entries(&self) -> MutexGuard<'_, Entries> {
         self.store.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -364,16 +372,15 @@ impl RedirectCache {
 
 impl Ticket {
     /// Remembers where the request ended, as `record` says, if its lifetime allows: the
-    /// signature's expiry less the margin, the maximum age, the identity's limit.
-    pub(crate) fn store(&self, record: &FollowedRedirect) {
+    /// earliest signature expiry along the chain (`expires_at`: no hop may outlive the
+    /// registry's own URL) less the margin, the maximum age, the identity's limit.
+    pub(crate) fn store(&self, record: &FollowedRedirect, expires_at: Option<SystemTime>) {
         let RedirectCache { settings, store } = &self.cache;
         if store.capacity == 0 {
             return;
         }
         let now = SystemTime::now();
-        let by_signature = record
-            .expires_at()
-            .and_then(|expiry| expiry.checked_sub(settings.margin));
+        let by_signature = expires_at.and_then(|expiry| expiry.checked_sub(settings.margin));
         let by_age = settings.max_age.and_then(|age| now.checked_add(age));
         let Some(mut valid_until) = by_signature.or(by_age) else {
             return;
@@ -457,6 +464,14 @@ mod tests {
         FollowedRedirect::new(status, storage)
     }
 
+    impl Ticket {
+        /// Stores a one-hop chain to `storage`, as the future does.
+        fn store_record(&self, status: StatusCode, storage: &Uri) {
+            let record = record(status, storage);
+            self.store(&record, record.expires_at());
+        }
+    }
+
     fn request(method: Method, uri: &str, auth: Option<&'static str>) -> Request<()> {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(a) = auth {
@@ -482,26 +497,42 @@ mod tests {
     fn entries_live_until_the_margin_before_expiry() {
         let cache = RedirectCache::new(8);
         let req = request(Method::GET, BLOB, None);
-        ticket(&cache, &req).store(&record(StatusCode::TEMPORARY_REDIRECT, &signed(600, 0)));
+        ticket(&cache, &req).store_record(StatusCode::TEMPORARY_REDIRECT, &signed(600, 0));
         assert!(hit(&cache, &req));
         // Expiring within the margin: not kept.
         let other = request(Method::GET, BLOB, Some("Bearer other"));
-        ticket(&cache, &other).store(&record(StatusCode::TEMPORARY_REDIRECT, &signed(30, 1)));
+        ticket(&cache, &other).store_record(StatusCode::TEMPORARY_REDIRECT, &signed(30, 1));
         assert!(!hit(&cache, &other));
         // No readable expiry: not kept, unless a maximum age is set.
         let unsigned: Uri = "https://b.s3.amazonaws.com/x".parse().unwrap();
-        ticket(&cache, &other).store(&record(StatusCode::FOUND, &unsigned));
+        ticket(&cache, &other).store_record(StatusCode::FOUND, &unsigned);
         assert!(!hit(&cache, &other));
         let aged = RedirectCache::new(8).max_age(Duration::from_secs(60));
-        ticket(&aged, &req).store(&record(StatusCode::FOUND, &unsigned));
+        ticket(&aged, &req).store_record(StatusCode::FOUND, &unsigned);
         assert!(hit(&aged, &req));
+    }
+
+    #[test]
+    fn no_hop_outlives_the_first_urls_expiry() {
+        let cache = RedirectCache::new(8);
+        let req = request(Method::GET, BLOB, None);
+        let t = ticket(&cache, &req);
+        // The last hop says 7 days; the registry's URL said 10 minutes.
+        let record = record(StatusCode::FOUND, &signed(7 * 86_400, 1));
+        let first = crate::SignedUrl::new(&signed(600, 0)).expires_at();
+        t.store(&record, first);
+        let kept = cache.entries().by_key[&t.key].valid_until;
+        assert!(kept <= first.unwrap() - DEFAULT_EXPIRY_MARGIN);
+        // And `remove` drops it, as for a body that did not match its digest.
+        cache.remove(&req);
+        assert!(!hit(&cache, &req));
     }
 
     #[test]
     fn settings_change_in_place_and_keep_the_entries() {
         let cache = RedirectCache::new(8);
         let req = request(Method::GET, BLOB, None);
-        ticket(&cache, &req).store(&record(StatusCode::FOUND, &signed(600, 0)));
+        ticket(&cache, &req).store_record(StatusCode::FOUND, &signed(600, 0));
         let cache = cache
             .expiry_margin(Duration::from_secs(5))
             .max_age(Duration::from_secs(60));
@@ -518,7 +549,7 @@ mod tests {
         });
         let req = request(Method::GET, BLOB, Some("Bearer short-lived"));
         let t = ticket(&cache, &req);
-        t.store(&record(StatusCode::FOUND, &signed(600, 0)));
+        t.store_record(StatusCode::FOUND, &signed(600, 0));
         assert!(hit(&cache, &req));
         assert_eq!(cache.entries().by_key[&t.key].valid_until, soon);
         // No identity: neither looked up nor stored.
@@ -541,7 +572,7 @@ mod tests {
             req
         };
         ticket(&cache, &as_("anonymous", "Bearer t1"))
-            .store(&record(StatusCode::FOUND, &signed(600, 0)));
+            .store_record(StatusCode::FOUND, &signed(600, 0));
         assert!(hit(&cache, &as_("anonymous", "Bearer t2")));
         assert!(!hit(&cache, &as_("alice", "Bearer t1")));
     }
@@ -600,9 +631,9 @@ mod tests {
             valid_until: None,
         };
         for i in 0..1000u64 {
-            at(i).store(&record(StatusCode::FOUND, &uri));
+            at(i).store_record(StatusCode::FOUND, &uri);
             // Some keys come back, so the order has stale places to shed.
-            at(i % 3).store(&record(StatusCode::FOUND, &uri));
+            at(i % 3).store_record(StatusCode::FOUND, &uri);
         }
         assert!(cache.len() <= 4);
         assert!(cache.entries().order.len() <= 2 * 16 + 2);

@@ -230,7 +230,7 @@ impl<S, B> Chain<S, B> {
             .with_head_fallback(self.head.fell_back())
             .with_cache(from_cache, self.refreshed);
         if let (Some(ticket), false, true) = (&self.cache, from_cache, status.is_success()) {
-            ticket.store(&record);
+            ticket.store(&record, self.hops.earliest_expiry());
         }
         tracing::debug!(
             status = status.as_u16(),

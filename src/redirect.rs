@@ -112,6 +112,15 @@ impl Hops {
         self.visited.push(target);
     }
 
+    /// The earliest signature expiry of the storage hops followed: a chain is only as good
+    /// as its first URL (the registry's), and a later hop must not extend it.
+    pub(crate) fn earliest_expiry(&self) -> Option<std::time::SystemTime> {
+        self.visited[1..]
+            .iter()
+            .filter_map(|uri| crate::SignedUrl::new(uri).expires_at())
+            .min()
+    }
+
     /// How many redirects were followed.
     pub(crate) fn count(&self) -> usize {
         self.visited.len() - 1

@@ -3,8 +3,7 @@
 mod support;
 
 use http::Method;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use support::logs::LogSink;
 use support::mock::*;
 use tower::ServiceExt;
 use tower_signed_redirect::{RedirectCache, SignedRedirectLayer};
@@ -27,19 +26,6 @@ const SECRETS: &[&str] = &[
     "cHJveHk6c2VjcmV0",
     "session=1",
 ];
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Each scenario: what the registry redirects to, and what that storage hop does.
 fn scenarios() -> Vec<(&'static str, MockClient)> {
@@ -135,7 +121,7 @@ fn scenarios() -> Vec<(&'static str, MockClient)> {
 
 #[test]
 fn tracing_events_and_errors_never_contain_secrets() {
-    let out = Captured::default();
+    let out = LogSink::default();
     let writer = out.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -182,7 +168,7 @@ fn tracing_events_and_errors_never_contain_secrets() {
             }
         }
     });
-    let logs = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let logs = out.text();
     // The scenarios did produce the events and errors this test is about.
     for expected in [
         "following redirect to storage",

@@ -1,11 +1,12 @@
-//! Helpers shared by the test files: a recording mock client, loopback servers, a real
-//! signature-verifying S3 store and a registry-like upstream, a time bound, body readers.
+//! Helpers shared by the test files of both crates (the mirror's include this folder by
+//! path): a recording mock client, loopback servers, a real signature-verifying S3 store
+//! and a registry-like upstream, a log sink, a time bound, body readers.
 //! `alloc.rs` (a counting allocator) and `rss.rs` (resident memory) are shared with the
 //! benches too, which include them by path.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc;
-pub mod hub;
+pub mod logs;
 pub mod mock;
 pub mod net;
 pub mod registry;

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Macro benchmark on 127.0.0.1, bounded in count and time. Variants, interleaved in every
+# round so that they share the machine's state:
+#
+#   direct   curl from the storage stand-in itself: the ceiling.
+#   nginx    the well-known nginx recipe (proxy_intercept_errors + error_page 307 =
+#            @handle_redirect, then proxy_pass $upstream_http_location with Authorization
+#            cleared), keep-alive to the registry, no temp files.
+#   bare     mirror/benches/macro/bare_follower.rs: hyper server + hyper-util client following the
+#            307 with a clean GET and nothing else, on the mirror's runtime and hyper settings.
+#   mirror   registry-mirror, release build, `--log warn`.
+#   cached   the same with the redirect cache warm (repeated pulls of the same blobs).
+#   verify   the mirror with --verify-digests (every blob hashed while it streams).
+#
+# Origin: a registry stand-in (mirror/benches/macro/registry_stand_in.rs) answering blob GETs that
+# carry the Bearer token with an empty 307 to a pre-signed-looking URL; nginx as storage
+# (sendfile, Range, 400 on any Authorization, 403 on anything but GET). `tcp_nopush` is off:
+# with it, nginx's TCP_CORK stalls keep-alive clients ~40 ms on loopback.
+#
+# Measures: (a) one 1 GiB blob, MB/s and the proxy's CPU seconds per GiB; (b) a 64 KiB blob
+# with wrk -t2 -c64 for 5 s: requests/s, p50, p99, proxy CPU per request; (c) 16 parallel
+# 64 MiB downloads: wall time and each proxy's peak RSS during them; and each proxy's peak RSS
+# over the whole run. Prints the table (medians of the rounds; the largest peak), the ratios,
+# and which goals hold.
+#
+# usage: bash mirror/benches/macro/run.sh [ROUNDS]   (default 3; installs nginx, wrk and curl if missing)
+#        VARIANTS="direct nginx bare mirror" bash mirror/benches/macro/run.sh 1   (a subset)
+#        COLD_FLAGS="..." sets the plain mirror's extra flags (default: --redirect-cache 0)
+#        RAW=file keeps every round's numbers (the table shows medians)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)  # the workspace
+ROUNDS=${1:-3}
+WORK=$(mktemp -d /tmp/tsr-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for f in storage peer; do [[ -f $WORK/$f.pid ]] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true; done
+  sleep 0.5
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v curl >/dev/null; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl >/dev/null
+fi
+(cd "$ROOT" && cargo build --release --quiet -p registry-mirror --bin registry-mirror \
+  --example bench_registry_stand_in --example bench_bare_follower)
+BIN="$ROOT/target/release/examples"
+
+TOKEN="Authorization: Bearer benchtoken"
+GIB=$(printf 'a%.0s' {1..64}); MID=$(printf 'b%.0s' {1..64}); SMALL=$(printf 'c%.0s' {1..64})
+mkdir -p "$WORK/blobs" "$WORK/tmp"
+chmod 755 "$WORK" "$WORK/blobs"  # nginx workers run unprivileged
+head -c 1073741824 /dev/urandom > "$WORK/blobs/$GIB"
+head -c 67108864 /dev/urandom > "$WORK/blobs/$MID"
+head -c 65536 /dev/urandom > "$WORK/blobs/$SMALL"
+
+cat > "$WORK/storage.conf" <<NGINX
+worker_processes 2;
+pid $WORK/storage.pid;
+error_log $WORK/storage-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush off;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/tmp;
+  server {
+    listen 127.0.0.1:7001 backlog=4096;
+    location /blobs/ {
+      if (\$http_authorization) { return 400; }
+      if (\$request_method != GET) { return 403; }
+      alias $WORK/blobs/;
+    }
+  }
+}
+NGINX
+cat > "$WORK/peer.conf" <<NGINX
+worker_processes 2;
+pid $WORK/peer.pid;
+error_log $WORK/peer-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/tmp;
+  proxy_temp_path $WORK/tmp;
+  upstream registry { server 127.0.0.1:7000; keepalive 64; }
+  server {
+    listen 127.0.0.1:7002 backlog=4096;
+    location /v2/ {
+      proxy_pass http://registry;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_intercept_errors on;
+      error_page 301 302 303 307 308 = @handle_redirect;
+    }
+    location @handle_redirect {
+      set \$saved_redirect_location \$upstream_http_location;
+      proxy_pass \$saved_redirect_location;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "";
+      proxy_buffers 32 64k;
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+NGINX
+nginx -c "$WORK/storage.conf" -p "$WORK"
+nginx -c "$WORK/peer.conf" -p "$WORK"
+read -r -a VARIANTS <<<"${VARIANTS:-direct nginx bare mirror cached verify}"
+PROXIES=(); for v in "${VARIANTS[@]}"; do [[ $v != direct ]] && PROXIES+=("$v"); done
+has() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
+"$BIN/bench_registry_stand_in" 127.0.0.1:7000 http://127.0.0.1:7001 & PIDS+=($!)
+BARE= MIRROR= CACHED= VERIFY=
+if has bare; then "$BIN/bench_bare_follower" 127.0.0.1:7004 http://127.0.0.1:7000 & PIDS+=($!); BARE=$!; fi
+MIRROR_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host 127.0.0.1:7001 --log warn)
+# The plain mirror runs with the redirect cache off: every request asks the registry.
+read -r -a COLD <<<"${COLD_FLAGS---redirect-cache 0}"
+if has mirror; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7003 "${MIRROR_FLAGS[@]}" "${COLD[@]}" & PIDS+=($!); MIRROR=$!; fi
+if has cached; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7005 "${MIRROR_FLAGS[@]}" & PIDS+=($!); CACHED=$!; fi
+if has verify; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7006 "${MIRROR_FLAGS[@]}" --redirect-cache 0 --verify-digests & PIDS+=($!); VERIFY=$!; fi
+sleep 1
+
+# blob paths: the stand-in's digests are the file names; the mirror and the bare follower
+# take the registry path under /v2/.
+url() { # variant name
+  case $1 in
+    direct) echo "http://127.0.0.1:7001/blobs/$2?X-Amz-Signature=x" ;;
+    nginx) echo "http://127.0.0.1:7002/v2/bench/blobs/sha256:$2" ;;
+    mirror) echo "http://127.0.0.1:7003/v2/bench/blobs/sha256:$2" ;;
+    bare) echo "http://127.0.0.1:7004/v2/bench/blobs/sha256:$2" ;;
+    cached) echo "http://127.0.0.1:7005/v2/bench/blobs/sha256:$2" ;;
+    verify) echo "http://127.0.0.1:7006/v2/bench/blobs/sha256:$2" ;;
+  esac
+}
+pids_of() { # the processes whose CPU and memory count for a variant
+  case $1 in
+    nginx) pgrep -P "$(cat "$WORK/peer.pid")" | tr '\n' ' ' ;;
+    mirror) echo "$MIRROR" ;; bare) echo "$BARE" ;; cached) echo "$CACHED" ;; verify) echo "$VERIFY" ;;
+    *) echo "" ;;
+  esac
+}
+cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+auth() { [[ $1 == direct ]] || echo "$TOKEN"; }
+
+# The verify variant checks digests, so it is given real ones: its own copy of the blobs.
+# (The others never look at the digest.)
+if [[ -n $VERIFY ]]; then
+  for f in "$GIB" "$MID" "$SMALL"; do
+    d=$(sha256sum "$WORK/blobs/$f" | cut -d' ' -f1)
+    ln -s "$WORK/blobs/$f" "$WORK/blobs/$d"
+    eval "VERIFY_$f=$d"
+  done
+fi
+blob() { # variant name: the blob's name as the variant is asked for it
+  if [[ $1 == verify ]]; then local v="VERIFY_$2"; echo "${!v}"; else echo "$2"; fi
+}
+
+# Every variant answers correctly before anything is timed.
+for v in "${VARIANTS[@]}"; do
+  a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+  got=$(curl -s --max-time 60 "${a[@]}" -o /dev/null -w '%{http_code} %{size_download}' "$(url $v "$(blob $v $MID)")")
+  [[ $got == "200 67108864" ]] || { echo "$v answered: $got" >&2; exit 1; }
+done
+
+hwm_of() { # variant: its processes' high-water marks, KiB, summed
+  local h=0; for p in $(pids_of $1); do h=$((h + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done; echo $h
+}
+declare -A HWM
+keep_peak() { # variant: the largest high-water mark seen, across the resets of phase (c)
+  local h; h=$(hwm_of $1); (( h > ${HWM[$1]:-0} )) && HWM[$1]=$h; return 0
+}
+
+TICK=$(getconf CLK_TCK)
+declare -A A_MBS A_CPU B_RPS B_P50 B_P99 B_CPU C_WALL C_HWM
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS" >&2
+  for v in "${VARIANTS[@]}"; do
+    pids=$(pids_of $v); before=$(cpu_ticks $pids)
+    a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+    speed=$(curl -s --max-time 120 "${a[@]}" -o /dev/null -w '%{speed_download}' "$(url $v "$(blob $v $GIB)")")
+    after=$(cpu_ticks $pids)
+    A_MBS[$v]+="$(awk -v s="$speed" 'BEGIN{printf "%.1f", s/1e6}') "
+    A_CPU[$v]+="$(awk -v d=$((after - before)) -v t="$TICK" 'BEGIN{printf "%.3f", d/t}') "
+  done
+  for v in "${VARIANTS[@]}"; do
+    pids=$(pids_of $v); before=$(cpu_ticks $pids)
+    a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+    out=$(wrk -t2 -c64 -d5s --latency "${a[@]}" "$(url $v "$(blob $v $SMALL)")")
+    after=$(cpu_ticks $pids)
+    if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "wrk saw errors for $v:" >&2; grep -E "Non-2xx|Socket errors" <<<"$out" >&2; exit 1; fi
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    B_CPU[$v]+="$(awk -v d=$((after - before)) -v t="$TICK" -v n="$requests" 'BEGIN{printf "%.1f", d/t/n*1e6}') "
+    B_RPS[$v]+="$(awk '/Requests\/sec/ {print $2}' <<<"$out") "
+    B_P50[$v]+="$(awk '$1=="50%" {print $2}' <<<"$out") "
+    B_P99[$v]+="$(awk '$1=="99%" {print $2}' <<<"$out") "
+  done
+  for v in "${PROXIES[@]}"; do
+    # The peak of this phase alone: reset each process's high-water mark (Linux, root),
+    # after keeping the peak so far for the whole run's figure.
+    keep_peak $v
+    for p in $(pids_of $v); do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done
+    start=$(date +%s.%N)
+    jobs=()
+    for i in $(seq 1 16); do
+      curl -s --max-time 120 -H "$TOKEN" -o /dev/null -w '%{size_download}\n' "$(url $v "$(blob $v $MID)")" > "$WORK/parallel-$v-$i" &
+      jobs+=($!)
+    done
+    wait "${jobs[@]}"
+    end=$(date +%s.%N)
+    [[ $(cat "$WORK"/parallel-$v-* | grep -c '^67108864$') == 16 ]] || { echo "parallel downloads through $v incomplete" >&2; exit 1; }
+    C_WALL[$v]+="$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.2f", b-a}') "
+    C_HWM[$v]+="$(hwm_of $v) "
+  done
+done
+# The whole run's peak (every phase): what `ps` would show an operator.
+for v in "${PROXIES[@]}"; do keep_peak $v; done
+
+{
+  echo "rounds $ROUNDS"
+  for v in "${VARIANTS[@]}"; do
+    echo "$v a_mbs ${A_MBS[$v]}"; echo "$v a_cpu ${A_CPU[$v]}"
+    echo "$v b_rps ${B_RPS[$v]}"; echo "$v b_p50 ${B_P50[$v]}"; echo "$v b_p99 ${B_P99[$v]}"; echo "$v b_cpu ${B_CPU[$v]}"
+    [[ -n ${C_WALL[$v]:-} ]] && echo "$v c_wall ${C_WALL[$v]}" && echo "$v c_hwm ${C_HWM[$v]}"
+    [[ -n ${HWM[$v]:-} ]] && echo "$v hwm ${HWM[$v]}"
+  done
+} > "$WORK/results"
+[[ -n ${RAW:-} ]] && cp "$WORK/results" "$RAW"
+python3 "$ROOT/mirror/benches/macro/report.py" "$WORK/results"

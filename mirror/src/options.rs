@@ -1,0 +1,201 @@
+//! Command-line flags and environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A Docker Hub (and friends) pull-through mirror that follows blob redirects to pre-signed
+/// storage URLs server-side, with `tower-signed-redirect`.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(version, about)]
+pub struct Options {
+    /// Address to listen on.
+    #[arg(long, env = "MIRROR_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+
+    /// Upstream registries: a preset (docker.io, ghcr.io, quay.io, gcr.io, registry.k8s.io)
+    /// or NAME=URL (e.g. local=http://127.0.0.1:5001). The first is the default; the others
+    /// are selected by a path prefix (/v2/ghcr.io/owner/image/...) or containerd's `ns` query.
+    #[arg(
+        long = "upstream",
+        env = "MIRROR_UPSTREAMS",
+        value_delimiter = ',',
+        default_value = "docker.io"
+    )]
+    pub upstreams: Vec<String>,
+
+    /// Extra storage hosts to follow redirects to, besides the well-known ones: exact hosts or
+    /// `*.suffix` wildcards, optionally with `:port` (e.g. `minio.internal:9000`). Hosts
+    /// listed here may resolve to private addresses.
+    #[arg(
+        long = "storage-host",
+        env = "MIRROR_STORAGE_HOSTS",
+        value_delimiter = ','
+    )]
+    pub storage_hosts: Vec<String>,
+
+    /// Also follow redirects to any host when the URL carries a recognised signature (S3,
+    /// GCS, Azure, CloudFront, Cloudflare), for storage hosts that change. Such a hop never
+    /// connects to a loopback, private, link-local, CGNAT, multicast or unspecified address
+    /// (checked after DNS) unless its host is a `--storage-host`.
+    #[arg(long, env = "MIRROR_FOLLOW_SIGNED_URLS")]
+    pub follow_signed_urls: bool,
+
+    /// Follow a redirect from an https upstream to storage on plain http (private storage,
+    /// MinIO-style). Refused by default.
+    #[arg(long, env = "MIRROR_ALLOW_HTTP_STORAGE")]
+    pub allow_http_storage: bool,
+
+    /// Resolve HOST to IP instead of asking DNS (repeat or comma-separate), as curl's
+    /// `--resolve`: `storage.internal=10.0.0.5`.
+    #[arg(long = "resolve", env = "MIRROR_RESOLVE", value_delimiter = ',')]
+    pub resolve: Vec<String>,
+
+    /// Verify `blobs/sha256:<hex>` downloads while they stream: a body whose digest does not
+    /// match ends with an error instead of a clean end, so a client never stores it.
+    #[arg(long, env = "MIRROR_VERIFY_DIGESTS")]
+    pub verify_digests: bool,
+
+    /// How many storage URLs to remember, so that repeated pulls skip the registry round
+    /// trip while the URL is valid (0: off).
+    #[arg(long, env = "MIRROR_REDIRECT_CACHE", default_value_t = 10_000)]
+    pub redirect_cache: usize,
+
+    /// Stop using a cached storage URL this long before its signature expires.
+    #[arg(long, env = "MIRROR_REDIRECT_CACHE_MARGIN", default_value = "60s", value_parser = parse_duration)]
+    pub redirect_cache_margin: Duration,
+
+    /// The longest a storage URL is cached, whatever its signature says; URLs whose expiry
+    /// cannot be read (Docker Hub's `production.cloudflare.docker.com` links) are cached this
+    /// long, and refreshed from the registry if storage refuses them first.
+    #[arg(long, env = "MIRROR_REDIRECT_CACHE_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub redirect_cache_max_age: Duration,
+
+    /// The mirror's own credentials for upstreams: a Docker `config.json` (`auths`, keyed by
+    /// registry host, with `auth` = base64 `user:password`, or `identitytoken`). With them
+    /// the mirror logs in itself and clients need no login.
+    #[arg(long, env = "MIRROR_UPSTREAM_CREDENTIALS")]
+    pub upstream_credentials: Option<PathBuf>,
+
+    /// User name for the default upstream (with `--upstream-password`).
+    #[arg(long, env = "MIRROR_UPSTREAM_USER", requires = "upstream_password")]
+    pub upstream_user: Option<String>,
+
+    /// Password or access token for the default upstream.
+    #[arg(
+        long,
+        env = "MIRROR_UPSTREAM_PASSWORD",
+        requires = "upstream_user",
+        hide_env_values = true
+    )]
+    pub upstream_password: Option<String>,
+
+    /// Require clients to log in to the mirror: an htpasswd file of bcrypt entries
+    /// (`htpasswd -B`). Needed when the mirror has credentials of its own, or it serves what
+    /// its account can read to anyone who reaches it.
+    #[arg(long, env = "MIRROR_HTPASSWD")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// The URL clients reach the mirror at (e.g. `https://mirror.example.com` behind a TLS
+    /// front), used in the auth challenges it sends. Default: `http(s)://<Host header>`.
+    #[arg(long, env = "MIRROR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, env = "MIRROR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "MIRROR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How blob redirects are handled: `signed` (this crate's layer), `naive` (follow by
+    /// replaying the request, as a plain redirect follower does: breaks on S3 and R2), or
+    /// `pass` (return the redirect to the client).
+    #[arg(long, env = "MIRROR_REDIRECTS", default_value = "signed")]
+    pub redirects: RedirectMode,
+
+    /// Time allowed to connect to an upstream or storage host.
+    #[arg(long, env = "MIRROR_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for an upstream or storage host to answer with response headers.
+    #[arg(long, env = "MIRROR_RESPONSE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub response_timeout: Duration,
+
+    /// Longest pause allowed between two chunks of a response body. There is no total
+    /// timeout: a multi-GB layer takes as long as it takes.
+    #[arg(long, env = "MIRROR_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long an idle upstream or storage connection is kept for reuse.
+    #[arg(long, env = "MIRROR_POOL_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub pool_idle_timeout: Duration,
+
+    /// Extra PEM root certificates to trust for upstreams (private registries).
+    #[arg(long, env = "MIRROR_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Worker threads, each with its own runtime and connection pool (default: one per core).
+    #[arg(long, env = "MIRROR_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(
+        long,
+        env = "MIRROR_LOG",
+        default_value = "info,tower_signed_redirect=debug"
+    )]
+    pub log: String,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "MIRROR_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// See [`Options::redirects`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectMode {
+    Signed,
+    Naive,
+    Pass,
+}
+
+/// See [`Options::log_format`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `250ms`, `10s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "invalid duration unit in {s:?} (use ms, s, m or h)"
+        )),
+    }
+}
+
+/// Installs the tracing subscriber the options ask for.
+pub fn init_logging(options: &Options) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&options.log).unwrap_or_else(|e| {
+        eprintln!(
+            "invalid --log filter {:?}: {e}; using \"info\"",
+            options.log
+        );
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match options.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

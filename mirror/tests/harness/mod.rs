@@ -1,0 +1,32 @@
+//! What the mirror's test binaries share besides the library's loopback servers
+//! (`../../tests/support`): one way to start the mirror, and a Docker-Hub-like hub.
+#![allow(dead_code)]
+
+pub mod hub;
+
+use clap::Parser;
+use hyper_util::service::TowerToHyperService;
+use registry_mirror::options::Options;
+use registry_mirror::{app, server, tls, Mirror, Shared};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The mirror with these flags (`--tls-cert`/`--tls-key` included), served as the binary
+/// serves it (the axum router through the server loop) on 127.0.0.1, on a port of the OS's
+/// choosing, on the test's runtime. Panics on a configuration the mirror refuses.
+pub async fn start_mirror(flags: &[String]) -> SocketAddr {
+    let options = Options::parse_from(
+        std::iter::once("registry-mirror".to_owned()).chain(flags.iter().cloned()),
+    );
+    let mirror = Arc::new(Mirror::new(&options, Shared::new(&options).unwrap()).unwrap());
+    let acceptor = tls::acceptor(&options).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = TowerToHyperService::new(app::router(mirror));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _running = stop;
+        server::serve(listener, service, acceptor, stopped).await
+    });
+    addr
+}
