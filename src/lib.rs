@@ -214,9 +214,9 @@ pub use redirect::DEFAULT_MAX_REDIRECTS;
 pub use service::SignedRedirect;
 pub use signed_url::{SignatureScheme, SignedUrl};
 
-/// Internals exposed for the fuzz targets in `fuzz/`. Not a public API: enabled only by the
-/// `fuzzing` feature, and may change at any time.
-#[cfg(feature = "fuzzing")]
+/// Internals exposed for the fuzz targets in `fuzz/`. Not a public API: compiled only with
+/// `--cfg fuzzing` (which `cargo fuzz` passes), and may change at any time.
+#[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
     use http::{HeaderValue, Uri};
