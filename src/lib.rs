@@ -183,6 +183,7 @@
 
 #![deny(missing_docs, unsafe_code, unreachable_pub)]
 #![warn(rust_2018_idioms, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod cache;
@@ -200,6 +201,7 @@ mod redirect;
 mod service;
 pub mod signed_url;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 
 pub use body::ResponseBody;
