@@ -40,7 +40,7 @@ trap cleanup EXIT
 # The library alone: no dev-dependencies, benches, examples or profiles.
 cp -r Cargo.toml src "$work"/
 for f in README.md SECURITY.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE; do
-  [[ -e $f ]] && cp "$f" "$work"/
+  if [[ -e $f ]]; then cp "$f" "$work"/; fi
 done
 awk '
   /^\[/ { skip = ($0 ~ /^\[dev-dependencies\]/ || $0 ~ /^\[\[(bench|example)\]\]/ || $0 ~ /^\[profile[.\]]/) }
@@ -77,7 +77,7 @@ locked_spec() {
 # Non-yanked, non-pre-release versions of `name` that are semver-compatible with `floor` and
 # not below it, lowest first, from cargo's index cache.
 candidates() {
-  local name=$1 floor=$2 n=${1,,} prefix major minor _
+  local floor=$2 n=${1,,} prefix major minor
   case ${#n} in
     1) prefix=1/$n ;; 2) prefix=2/$n ;; 3) prefix=3/${n:0:1}/$n ;;
     *) prefix=${n:0:2}/${n:2:2}/$n ;;
@@ -87,10 +87,9 @@ candidates() {
   if ((major > 0)); then compat="$major."; elif ((minor > 0)); then compat="0.$minor."; else compat="$floor"; fi
   cat "${CARGO_HOME:-$HOME/.cargo}"/registry/index/*/.cache/"$prefix" 2>/dev/null |
     tr '\0' '\n' | grep '^{' | jq -r 'select(.yanked | not) | .vers' |
-    grep -F -- "$compat" | grep -v -- - | sort -uV |
-    awk -v f="$floor" -v c="$compat" 'index($0, c) == 1' |
+    grep -v -- - | sort -uV | awk -v c="$compat" 'index($0, c) == 1' |
     while read -r v; do
-      [[ $(printf '%s\n%s\n' "$floor" "$v" | sort -V | head -1) == "$floor" ]] && echo "$v"
+      if [[ $(printf '%s\n%s\n' "$floor" "$v" | sort -V | head -1) == "$floor" ]]; then echo "$v"; fi
     done
 }
 
