@@ -2,6 +2,8 @@
 # Runs every cargo-fuzz target for SECONDS each (default 60), one after the other, and fails
 # on the first crash or failed property. Installs cargo-fuzz if missing. Uses the machine's
 # toolchain with RUSTC_BOOTSTRAP=1 (for -Zsanitizer), so no nightly toolchain is needed.
+# The targets reach the library's internals through `tower_signed_redirect::fuzzing`, which
+# is compiled only with `--cfg fuzzing`: cargo fuzz passes it (do not use `--no-cfg-fuzzing`).
 #
 # usage: bash scripts/fuzz.sh [SECONDS]
 set -euo pipefail

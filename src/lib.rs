@@ -183,6 +183,7 @@
 
 #![deny(missing_docs, unsafe_code, unreachable_pub)]
 #![warn(rust_2018_idioms, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod cache;
@@ -200,6 +201,7 @@ mod redirect;
 mod service;
 pub mod signed_url;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 
 pub use body::ResponseBody;
@@ -214,9 +216,9 @@ pub use redirect::DEFAULT_MAX_REDIRECTS;
 pub use service::SignedRedirect;
 pub use signed_url::{SignatureScheme, SignedUrl};
 
-/// Internals exposed for the fuzz targets in `fuzz/`. Not a public API: enabled only by the
-/// `fuzzing` feature, and may change at any time.
-#[cfg(feature = "fuzzing")]
+/// Internals exposed for the fuzz targets in `fuzz/`. Not a public API: compiled only with
+/// `--cfg fuzzing` (which `cargo fuzz` passes), and may change at any time.
+#[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
     use http::{HeaderValue, Uri};

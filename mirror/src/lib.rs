@@ -23,6 +23,8 @@
 //! - `body.rs` (idle timeout, per-request log line), `options.rs` (flags and environment),
 //!   `upstream.rs` (upstream registries).
 
+#![deny(missing_docs)]
+
 pub mod api;
 pub mod app;
 pub mod body;
