@@ -20,7 +20,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tower::util::Oneshot;
 use tower_service::Service;
 
 /// How much of a redirect's own body is read (and discarded) so the upstream connection can
@@ -61,10 +60,10 @@ pin_project! {
     {
         // Not a GET or HEAD: the answer passes through. The URI scrubs an error's message.
         PassThrough { #[pin] future: F, uri: Uri },
-        // A GET or HEAD, waiting for the upstream's answer.
-        Upstream { #[pin] future: F, follow: Follow<S> },
-        // The same, sent again after storage refused a cached URL.
-        Retry { future: Pin<Box<Oneshot<S, Request<B>>>>, follow: Follow<S> },
+        // A GET or HEAD, waiting for the upstream's answer. `future` is `None` while the
+        // service is made ready for `again`: the caller's request, sent upstream once more
+        // after storage refused a cached URL.
+        Upstream { #[pin] future: Option<F>, asked: Asked<S>, again: Option<Box<Request<B>>> },
         // Following a redirect: `None` while waiting for the service to be ready, then
         // storage's answer.
         Storage { #[pin] future: Option<F>, chain: Box<Chain<S, B>> },
@@ -74,42 +73,22 @@ pin_project! {
     }
 }
 
-/// What a `GET` or `HEAD` keeps in case its answer is a redirect to follow.
-pub(crate) struct Follow<S> {
+/// What every step of one caller's request needs: the service to send through, the
+/// settings, the allowlisted headers captured from the request, and its place in the
+/// redirect cache.
+pub(crate) struct Origin<S> {
     service: S,
     config: Config,
-    method: Method,
-    uri: Uri,
     forwarded: Forwarded,
     /// Where the chain's end is remembered, with a redirect cache.
     cache: Option<Ticket>,
-    /// This is the second try, after storage refused a cached URL.
+    /// The upstream is asked again because storage refused a cached URL.
     refreshed: bool,
 }
 
-/// What the upstream's answer leads to.
-enum Answered<S, B, R> {
-    /// The caller's answer: not a redirect the layer follows.
-    Done(Response<ResponseBody<R>>),
-    /// A redirect to follow: its body, to drain, and the chain.
-    Follow(R, Box<Chain<S, B>>),
-}
-
-/// A redirect chain being followed.
-pub(crate) struct Chain<S, B> {
-    service: S,
-    config: Config,
-    forwarded: Forwarded,
-    head: HeadPlan,
-    hops: Hops,
-    cache: Option<Ticket>,
-    refreshed: bool,
-    /// Started from a cached URL: the caller's request, sent upstream if storage refuses it.
-    retry: Option<Request<B>>,
-}
-
-impl<S> Follow<S> {
-    /// What `req` keeps; with a cache `ticket`, the chain's end is remembered through it.
+impl<S> Origin<S> {
+    /// What `req` carries through the layer; with a cache `ticket`, the chain's end is
+    /// remembered through it.
     #[inline]
     pub(crate) fn new<B>(
         service: S,
@@ -118,91 +97,122 @@ impl<S> Follow<S> {
         cache: Option<Ticket>,
     ) -> Self {
         let forwarded = config.settings().forward_headers.capture(req.headers());
-        Follow {
+        Origin {
             service,
             config,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
             forwarded,
             cache,
             refreshed: false,
         }
     }
+}
 
-    /// The upstream answered: passed on, or a redirect followed.
-    fn answer<R, B>(&mut self, res: Response<R>) -> Result<Answered<S, B, R>, Error>
-    where
-        S: Clone,
-    {
-        let rules = &self.config.settings().rules;
-        match rules.next_hop(&res, &self.uri, None)? {
-            None => Ok(Answered::Done(res.map(ResponseBody::new))),
-            Some(target) => {
-                let chain = self.start_chain(res.status(), target);
-                Ok(Answered::Follow(res.into_body(), chain))
-            }
+/// A `GET` or `HEAD` sent upstream, kept until its answer says whether there is a redirect
+/// to follow.
+pub(crate) struct Asked<S> {
+    origin: Origin<S>,
+    method: Method,
+    uri: Uri,
+}
+
+/// A redirect chain being followed.
+pub(crate) struct Chain<S, B> {
+    origin: Origin<S>,
+    head: HeadPlan,
+    hops: Hops,
+    /// Started from a cached URL: the caller's request, sent upstream if storage refuses it.
+    retry: Option<Request<B>>,
+}
+
+/// What a step of the future leads to.
+enum Next<S, B, R> {
+    /// The caller's answer.
+    Respond(Response<ResponseBody<R>>),
+    /// The same state goes on (its next request is being made); this body is drained
+    /// meanwhile.
+    Drain(R),
+    /// The upstream redirected to storage: the chain takes over; the redirect's body is
+    /// drained.
+    Follow(R, Box<Chain<S, B>>),
+    /// Storage refused a cached URL: the caller's request goes upstream again.
+    AskAgain(R, Asked<S>, Box<Request<B>>),
+    /// A range probe's body to read before the answer.
+    ProbeBody(R, Response<()>),
+}
+
+/// An upstream failure, with `uri`'s secrets scrubbed from its message.
+fn upstream_error<E: Into<BoxError>>(uri: &Uri) -> impl FnOnce(E) -> Error + '_ {
+    move |e| Error::upstream(uri, e.into())
+}
+
+/// A storage hop's failure, with `uri`'s secrets scrubbed from its message.
+fn storage_error<E: Into<BoxError>>(uri: &Uri) -> impl FnOnce(E) -> Error + '_ {
+    move |e| Error::storage(uri, e.into())
+}
+
+impl<S> Asked<S> {
+    /// `req`, as sent upstream by `origin`'s service.
+    #[inline]
+    pub(crate) fn new<B>(origin: Origin<S>, req: &Request<B>) -> Self {
+        Asked {
+            origin,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
         }
     }
 
-    /// The upstream's redirect to `target` is followed: the chain takes over what it needs.
-    fn start_chain<B>(&mut self, redirect_status: StatusCode, target: Uri) -> Box<Chain<S, B>>
+    /// The upstream answered: passed on, or a redirect followed (the chain takes over what
+    /// it needs of the request).
+    fn answer<R, B>(&mut self, res: Response<R>) -> Result<Next<S, B, R>, Error>
     where
         S: Clone,
     {
-        log_follow(redirect_status, 1, &target);
-        let settings = self.config.settings();
-        Box::new(Chain {
-            service: self.service.clone(),
-            config: self.config.clone(),
-            forwarded: std::mem::take(&mut self.forwarded),
-            head: HeadPlan::new(&self.method, settings.head_strategy),
-            hops: Hops::start(std::mem::take(&mut self.uri), redirect_status, target),
-            cache: self.cache.take(),
-            refreshed: self.refreshed,
+        let rules = &self.origin.config.settings().rules;
+        let Some(target) = rules.next_hop(&res, &self.uri, None)? else {
+            return Ok(Next::Respond(res.map(ResponseBody::new)));
+        };
+        let status = res.status();
+        log_follow(status, 1, &target);
+        let origin = Origin {
+            service: self.origin.service.clone(),
+            config: self.origin.config.clone(),
+            forwarded: std::mem::take(&mut self.origin.forwarded),
+            cache: self.origin.cache.take(),
+            refreshed: self.origin.refreshed,
+        };
+        let head = HeadPlan::new(&self.method, origin.config.settings().head_strategy);
+        let chain = Box::new(Chain {
+            origin,
+            head,
+            hops: Hops::start(std::mem::take(&mut self.uri), status, target),
             retry: None,
-        })
+        });
+        Ok(Next::Follow(res.into_body(), chain))
     }
 }
 
 impl<S, B> Chain<S, B> {
     /// A chain that starts at the cached storage URL of `entry`, for `req` (kept, to be
     /// sent upstream if storage refuses the URL).
-    pub(crate) fn from_cache(
-        service: S,
-        config: Config,
-        req: &Request<B>,
-        ticket: Ticket,
-        entry: Entry,
-    ) -> Box<Self> {
+    pub(crate) fn from_cache(origin: Origin<S>, req: Request<B>, entry: Entry) -> Box<Self> {
         tracing::debug!(location = %Redacted(&entry.storage), "going to storage with a cached URL");
-        let settings = config.settings();
-        let head = match HeadPlan::new(req.method(), settings.head_strategy) {
+        let head = match HeadPlan::new(req.method(), origin.config.settings().head_strategy) {
             HeadPlan::RangeProbe if entry.head_fallback => HeadPlan::Head { after_probe: true },
             plan => plan,
         };
-        let forwarded = settings.forward_headers.capture(req.headers());
         let mut hops = Hops::start(req.uri().clone(), entry.redirect_status, entry.storage);
         hops.set_recorded(entry.hops);
         Box::new(Chain {
-            service,
-            config,
-            forwarded,
+            origin,
             head,
             hops,
-            cache: Some(ticket),
-            refreshed: false,
-            retry: None,
+            retry: Some(req),
         })
-    }
-
-    /// Keeps the caller's request, to send upstream if storage refuses the cached URL.
-    pub(crate) fn keep_for_retry(&mut self, req: Request<B>) {
-        self.retry = Some(req);
     }
 
     /// A fresh request for the current hop: no body, no extensions, allowlisted headers only.
     pub(crate) fn request<Q: Default>(&self) -> Request<Q> {
-        let settings = self.config.settings();
+        let settings = self.origin.config.settings();
         let mut req = Request::new(Q::default());
         *req.method_mut() = self.head.method();
         *req.uri_mut() = self.hops.current().clone();
@@ -210,15 +220,10 @@ impl<S, B> Chain<S, B> {
             user_agent: settings.user_agent.as_ref(),
             range_probe: self.head.range_probe(),
         };
-        self.forwarded
+        self.origin
+            .forwarded
             .write_to(&settings.forward_headers, extra, req.headers_mut());
         req
-    }
-
-    /// Storage redirected again, to `target`.
-    fn follow(&mut self, status: StatusCode, target: Uri) {
-        log_follow(status, self.hops.count() + 1, &target);
-        self.hops.push(target);
     }
 
     /// What happened, for the answer's extensions; a successful chain's end is remembered
@@ -228,8 +233,8 @@ impl<S, B> Chain<S, B> {
         let record = FollowedRedirect::new(self.hops.redirect_status(), self.hops.current())
             .with_hops(self.hops.recorded())
             .with_head_fallback(self.head.fell_back())
-            .with_cache(from_cache, self.refreshed);
-        if let (Some(ticket), false, true) = (&self.cache, from_cache, status.is_success()) {
+            .with_cache(from_cache, self.origin.refreshed);
+        if let (Some(ticket), false, true) = (&self.origin.cache, from_cache, status.is_success()) {
             ticket.store(&record, self.hops.earliest_expiry());
         }
         tracing::debug!(
@@ -260,11 +265,15 @@ where
         }
     }
 
-    /// The future of a `GET` or `HEAD`, following its redirects to storage.
+    /// The future of a `GET` or `HEAD` sent upstream, following its redirects to storage.
     #[inline]
-    pub(crate) fn follow(future: S::Future, follow: Follow<S>) -> Self {
+    pub(crate) fn upstream(future: S::Future, asked: Asked<S>) -> Self {
         ResponseFuture {
-            state: State::Upstream { future, follow },
+            state: State::Upstream {
+                future: Some(future),
+                asked,
+                again: None,
+            },
             redirect_body: Drain::none(),
         }
     }
@@ -281,6 +290,117 @@ where
     }
 }
 
+/// The upstream's answer to a `GET` or `HEAD` (sent again first, after storage refused a
+/// cached URL).
+fn poll_upstream<S, B, R>(
+    mut future: Pin<&mut Option<S::Future>>,
+    asked: &mut Asked<S>,
+    again: &mut Option<Box<Request<B>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Next<S, B, R>, Error>>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    if future.is_none() {
+        let service = &mut asked.origin.service;
+        ready!(service.poll_ready(cx)).map_err(upstream_error(&asked.uri))?;
+        if let Some(req) = again.take() {
+            future.set(Some(service.call(*req)));
+        }
+    }
+    let Some(pending) = future.as_pin_mut() else {
+        // `again` always comes with an empty `future`: nothing is left to send.
+        return Poll::Ready(Err(upstream_error(&asked.uri)("no request to send")));
+    };
+    let res = ready!(pending.poll(cx)).map_err(upstream_error(&asked.uri))?;
+    Poll::Ready(asked.answer(res))
+}
+
+/// Storage's answer to the current hop: the caller's, another hop, the upstream asked
+/// again (a refused cached URL), or a `HEAD`'s probe body to read.
+fn poll_storage<S, B, R>(
+    mut future: Pin<&mut Option<S::Future>>,
+    chain: &mut Chain<S, B>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Next<S, B, R>, Error>>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Default,
+{
+    if future.is_none() {
+        ready!(chain.origin.service.poll_ready(cx)).map_err(storage_error(chain.hops.current()))?;
+        let request = chain.request();
+        future.set(Some(chain.origin.service.call(request)));
+    }
+    let Some(pending) = future.as_mut().as_pin_mut() else {
+        return Poll::Ready(Err(storage_error(chain.hops.current())(
+            "no request to send",
+        )));
+    };
+    let res = ready!(pending.poll(cx)).map_err(storage_error(chain.hops.current()))?;
+    let rules = &chain.origin.config.settings().rules;
+    if let Some(target) = rules.next_hop(&res, chain.hops.current(), Some(&chain.hops))? {
+        log_follow(res.status(), chain.hops.count() + 1, &target);
+        chain.hops.push(target);
+        future.set(None);
+        return Poll::Ready(Ok(Next::Drain(res.into_body())));
+    }
+    let status = res.status();
+    if signed_url::refused(status) {
+        if let Some(original) = chain.retry.take() {
+            return Poll::Ready(Ok(ask_again(chain, original, res.into_body(), status)));
+        }
+    }
+    let (parts, body) = res.into_parts();
+    Poll::Ready(Ok(match chain.head.answer(parts, body) {
+        HeadAnswer::Respond(mut parts, body) => {
+            parts.extensions.insert(chain.record(status));
+            let body = body.map_or_else(ResponseBody::empty, ResponseBody::new);
+            Next::Respond(Response::from_parts(parts, body))
+        }
+        HeadAnswer::AfterProbeBody(mut parts, body) => {
+            parts.extensions.insert(chain.record(status));
+            Next::ProbeBody(body, Response::from_parts(parts, ()))
+        }
+        HeadAnswer::RetryAsHead(body) => {
+            future.set(None);
+            Next::Drain(body)
+        }
+    }))
+}
+
+/// Storage refused the cached URL the chain started from: the entry is forgotten and the
+/// caller's request goes upstream again, its answer remembered in the entry's place.
+fn ask_again<S, B, R>(
+    chain: &mut Chain<S, B>,
+    original: Request<B>,
+    refused: R,
+    status: StatusCode,
+) -> Next<S, B, R>
+where
+    S: Clone,
+{
+    tracing::debug!(
+        status = status.as_u16(),
+        "storage refused a cached URL; asking the upstream again"
+    );
+    let cache = chain.origin.cache.take();
+    if let Some(ticket) = &cache {
+        ticket.forget();
+    }
+    let mut origin = Origin::new(
+        chain.origin.service.clone(),
+        chain.origin.config.clone(),
+        &original,
+        cache,
+    );
+    origin.refreshed = true;
+    let asked = Asked::new(origin, &original);
+    Next::AskAgain(refused, asked, Box::new(original))
+}
+
 impl<S, B, R> Future for ResponseFuture<S, B, R>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
@@ -295,114 +415,39 @@ where
         loop {
             // Whatever has arrived of the last redirect's body, while the next hop is out.
             let _ = this.redirect_body.as_mut().poll_drain(cx);
-            let answered = match this.state.as_mut().project() {
+            let next = match this.state.as_mut().project() {
                 StateProj::PassThrough { future, uri } => {
-                    let res =
-                        ready!(future.poll(cx)).map_err(|e| Error::upstream(uri, e.into()))?;
+                    let res = ready!(future.poll(cx)).map_err(upstream_error(uri))?;
                     if res.status().is_redirection() {
                         tracing::debug!(
                             status = res.status().as_u16(),
                             "passing redirect through: method is not GET or HEAD"
                         );
                     }
-                    this.state.set(State::Done);
-                    return Poll::Ready(Ok(res.map(ResponseBody::new)));
+                    Next::Respond(res.map(ResponseBody::new))
                 }
-                StateProj::Upstream { future, follow } => {
-                    let res = ready!(future.poll(cx))
-                        .map_err(|e| Error::upstream(&follow.uri, e.into()))?;
-                    follow.answer(res)?
-                }
-                StateProj::Retry { future, follow } => {
-                    let res = ready!(future.as_mut().poll(cx))
-                        .map_err(|e| Error::upstream(&follow.uri, e.into()))?;
-                    follow.answer(res)?
-                }
-                StateProj::Storage { mut future, chain } => {
-                    let Some(pending) = future.as_mut().as_pin_mut() else {
-                        ready!(chain.service.poll_ready(cx))
-                            .map_err(|e| Error::storage(chain.hops.current(), e.into()))?;
-                        let request = chain.request();
-                        future.set(Some(chain.service.call(request)));
-                        continue;
-                    };
-                    let res = ready!(pending.poll(cx))
-                        .map_err(|e| Error::storage(chain.hops.current(), e.into()))?;
-                    let rules = &chain.config.settings().rules;
-                    let from = chain.hops.current();
-                    if let Some(target) = rules.next_hop(&res, from, Some(&chain.hops))? {
-                        chain.follow(res.status(), target);
-                        this.redirect_body
-                            .set(Drain::new(res.into_body(), REDIRECT_BODY_LIMIT));
-                        future.set(None);
-                        continue;
-                    }
-                    let status = res.status();
-                    if signed_url::refused(status) {
-                        if let Some(original) = chain.retry.take() {
-                            tracing::debug!(
-                                status = status.as_u16(),
-                                "storage refused a cached URL; asking the upstream again"
-                            );
-                            if let Some(ticket) = &chain.cache {
-                                ticket.forget();
-                            }
-                            let mut follow = Follow::new(
-                                chain.service.clone(),
-                                chain.config.clone(),
-                                &original,
-                                chain.cache.take(),
-                            );
-                            follow.refreshed = true;
-                            let retry = Oneshot::new(chain.service.clone(), original);
-                            this.redirect_body
-                                .set(Drain::new(res.into_body(), REDIRECT_BODY_LIMIT));
-                            this.state.set(State::Retry {
-                                future: Box::pin(retry),
-                                follow,
-                            });
-                            continue;
-                        }
-                    }
-                    let (parts, body) = res.into_parts();
-                    match chain.head.answer(parts, body) {
-                        HeadAnswer::Respond(mut parts, body) => {
-                            parts.extensions.insert(chain.record(status));
-                            let body = body.map_or_else(ResponseBody::empty, ResponseBody::new);
-                            this.state.set(State::Done);
-                            this.redirect_body.set(Drain::none());
-                            return Poll::Ready(Ok(Response::from_parts(parts, body)));
-                        }
-                        HeadAnswer::AfterProbeBody(mut parts, body) => {
-                            parts.extensions.insert(chain.record(status));
-                            this.state.set(State::ProbeBody {
-                                body: Drain::new(body, PROBE_BODY_LIMIT),
-                                answer: Response::from_parts(parts, ()),
-                            });
-                        }
-                        HeadAnswer::RetryAsHead(body) => {
-                            this.redirect_body
-                                .set(Drain::new(body, REDIRECT_BODY_LIMIT));
-                            future.set(None);
-                        }
-                    }
-                    continue;
-                }
+                StateProj::Upstream {
+                    future,
+                    asked,
+                    again,
+                } => ready!(poll_upstream(future, asked, again, cx))?,
+                StateProj::Storage { future, chain } => ready!(poll_storage(future, chain, cx))?,
                 StateProj::ProbeBody { body, answer } => {
                     ready!(body.poll_drain(cx));
-                    let answer = std::mem::take(answer).map(|()| ResponseBody::empty());
-                    this.state.set(State::Done);
-                    this.redirect_body.set(Drain::none());
-                    return Poll::Ready(Ok(answer));
+                    Next::Respond(std::mem::take(answer).map(|()| ResponseBody::empty()))
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
-            match answered {
-                Answered::Done(res) => {
+            match next {
+                Next::Respond(res) => {
                     this.state.set(State::Done);
+                    this.redirect_body.set(Drain::none());
                     return Poll::Ready(Ok(res));
                 }
-                Answered::Follow(body, chain) => {
+                Next::Drain(body) => this
+                    .redirect_body
+                    .set(Drain::new(body, REDIRECT_BODY_LIMIT)),
+                Next::Follow(body, chain) => {
                     this.redirect_body
                         .set(Drain::new(body, REDIRECT_BODY_LIMIT));
                     this.state.set(State::Storage {
@@ -410,6 +455,19 @@ where
                         chain,
                     });
                 }
+                Next::AskAgain(body, asked, req) => {
+                    this.redirect_body
+                        .set(Drain::new(body, REDIRECT_BODY_LIMIT));
+                    this.state.set(State::Upstream {
+                        future: None,
+                        asked,
+                        again: Some(req),
+                    });
+                }
+                Next::ProbeBody(body, answer) => this.state.set(State::ProbeBody {
+                    body: Drain::new(body, PROBE_BODY_LIMIT),
+                    answer,
+                }),
             }
         }
     }
@@ -422,7 +480,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (state, hops) = match &self.state {
             State::PassThrough { .. } => ("pass-through", 0),
-            State::Upstream { .. } | State::Retry { .. } => ("upstream", 0),
+            State::Upstream { .. } => ("upstream", 0),
             State::Storage { chain, .. } => ("storage", chain.hops.count()),
             State::ProbeBody { .. } => ("range probe body", 0),
             State::Done => ("done", 0),

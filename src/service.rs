@@ -2,7 +2,7 @@ use crate::body::ResponseBody;
 use crate::cache::{Lookup, Ticket};
 use crate::config::{builder_methods, Config};
 use crate::error::{BoxError, Error};
-use crate::future::{Chain, Follow, ResponseFuture};
+use crate::future::{Asked, Chain, Origin, ResponseFuture};
 use crate::matcher::StorageMatcher;
 use crate::SignedRedirectLayer;
 use http::{Method, Request, Response, Uri};
@@ -103,8 +103,9 @@ impl<S> SignedRedirect<S> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     {
-        let follow = Follow::new(self.inner.clone(), self.config.clone(), &req, ticket);
-        ResponseFuture::follow(self.inner.call(req), follow)
+        let origin = Origin::new(self.inner.clone(), self.config.clone(), &req, ticket);
+        let asked = Asked::new(origin, &req);
+        ResponseFuture::upstream(self.inner.call(req), asked)
     }
 }
 
@@ -138,10 +139,10 @@ where
         };
         match lookup {
             Lookup::Hit(entry, ticket) => {
-                let mut chain =
-                    Chain::from_cache(self.inner.clone(), self.config.clone(), &req, ticket, entry);
+                let origin =
+                    Origin::new(self.inner.clone(), self.config.clone(), &req, Some(ticket));
+                let chain = Chain::from_cache(origin, req, entry);
                 let future = self.inner.call(chain.request());
-                chain.keep_for_retry(req);
                 ResponseFuture::from_cache(future, chain)
             }
             Lookup::Miss(ticket) => self.follow(req, Some(ticket)),

@@ -23,7 +23,7 @@ use tower_signed_redirect::{ErrorKind, FollowedRedirect, SignedRedirectLayer};
 async fn replaying_the_request_fails_on_r2_and_s3_and_the_layer_fixes_it() {
     bounded(async {
         for rule in [AuthRule::R2, AuthRule::S3] {
-            let s = Loopback::start(rule, Signing::AlwaysGet, 100_000).await;
+            let s = Loopback::start(rule, Signing::GetOnly, 100_000).await;
             let client = http_client(&[]);
 
             // Without the layer: follow by replaying the request, as a naive proxy does.
@@ -99,7 +99,7 @@ async fn replaying_the_request_fails_on_r2_and_s3_and_the_layer_fixes_it() {
 #[tokio::test]
 async fn head_against_head_signed_and_get_signed_urls() {
     bounded(async {
-        for signing in [Signing::OwnMethod, Signing::AlwaysGet] {
+        for signing in [Signing::RequestMethod, Signing::GetOnly] {
             let s = Loopback::start(AuthRule::S3, signing, 1_000_000).await;
             let svc = ServiceBuilder::new()
                 .layer(layer_for(&[s.store.addr]))
@@ -112,7 +112,7 @@ async fn head_against_head_signed_and_get_signed_urls() {
                 .get::<FollowedRedirect>()
                 .unwrap()
                 .head_fallback();
-            assert_eq!(fallback, matches!(signing, Signing::OwnMethod));
+            assert_eq!(fallback, matches!(signing, Signing::RequestMethod));
             assert!(body_bytes(res.into_body()).await.unwrap().is_empty());
             assert!(
                 s.store.served_bytes() <= 1,
@@ -128,7 +128,7 @@ async fn head_against_head_signed_and_get_signed_urls() {
 #[tokio::test]
 async fn tower_http_follow_redirect_replays_head_and_fails_a_get_signed_url() {
     bounded(async {
-        let s = Loopback::start(AuthRule::S3, Signing::AlwaysGet, 1000).await;
+        let s = Loopback::start(AuthRule::S3, Signing::GetOnly, 1000).await;
         let svc = ServiceBuilder::new()
             .layer(tower_http::follow_redirect::FollowRedirectLayer::new())
             .service(http_client(&[]));
@@ -145,7 +145,7 @@ async fn tower_http_follow_redirect_replays_head_and_fails_a_get_signed_url() {
 #[tokio::test]
 async fn range_and_resume() {
     bounded(async {
-        let s = Loopback::start(AuthRule::R2, Signing::AlwaysGet, 300_000).await;
+        let s = Loopback::start(AuthRule::R2, Signing::GetOnly, 300_000).await;
         let svc = ServiceBuilder::new()
             .layer(layer_for(&[s.store.addr]))
             .service(http_client(&[]));
@@ -276,7 +276,7 @@ async fn a_cdn_hop_is_followed_and_a_loop_ends_in_a_typed_error() {
 #[tokio::test]
 async fn unmatched_hosts_pass_through_and_downgrades_are_refused() {
     bounded(async {
-        let s = Loopback::start(AuthRule::S3, Signing::AlwaysGet, 1000).await;
+        let s = Loopback::start(AuthRule::S3, Signing::GetOnly, 1000).await;
         // The layer trusts some other host only: the 307 reaches the caller as it was sent.
         let svc = ServiceBuilder::new()
             .layer(SignedRedirectLayer::with_matcher(
@@ -342,7 +342,7 @@ async fn unmatched_hosts_pass_through_and_downgrades_are_refused() {
 #[tokio::test]
 async fn an_expired_url_returns_the_stores_403_unchanged() {
     bounded(async {
-        let s = Loopback::start(AuthRule::S3, Signing::ExpiredGet, 1000).await;
+        let s = Loopback::expired(AuthRule::S3, 1000).await;
         let svc = ServiceBuilder::new()
             .layer(layer_for(&[s.store.addr]))
             .service(http_client(&[]));
@@ -416,7 +416,7 @@ async fn hyper_util_client_is_the_inner_service_as_is() {
     assert_service(&svc);
     // And the response body streams: a blob arrives in several frames.
     bounded(async {
-        let s = Loopback::start(AuthRule::S3, Signing::AlwaysGet, 2_000_000).await;
+        let s = Loopback::start(AuthRule::S3, Signing::GetOnly, 2_000_000).await;
         let svc = ServiceBuilder::new()
             .layer(layer_for(&[s.store.addr]))
             .service(http_client(&[]));

@@ -7,18 +7,8 @@ use http::Method;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tower_signed_redirect::test_util::{FakeRegistry, Signing as RegistrySigning};
-
-/// How the registry signs the storage URL it redirects to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signing {
-    /// For the request's own method, as CNCF distribution does.
-    OwnMethod,
-    /// Always for `GET`, as Docker Hub's store does.
-    AlwaysGet,
-    /// For `GET`, an hour ago, valid for a minute: expired.
-    ExpiredGet,
-}
+use tower_signed_redirect::test_util::FakeRegistry;
+pub use tower_signed_redirect::test_util::Signing;
 
 /// `len` bytes of a repeating pattern.
 pub fn test_blob(len: usize) -> Vec<u8> {
@@ -40,6 +30,22 @@ impl Loopback {
         Loopback::with_realm(rule, signing, len, "http://auth.invalid/token".into()).await
     }
 
+    /// [`Loopback::start`] with URLs signed for `GET` an hour ago, valid for a minute: expired.
+    pub async fn expired(rule: AuthRule, len: usize) -> Loopback {
+        let expired = Some((
+            SystemTime::now() - Duration::from_secs(3600),
+            Duration::from_secs(60),
+        ));
+        Loopback::build(
+            rule,
+            Signing::GetOnly,
+            len,
+            "http://auth.invalid/token".into(),
+            expired,
+        )
+        .await
+    }
+
     /// [`Loopback::start`], with the registry's challenges naming the token service `realm`.
     pub async fn with_realm(
         rule: AuthRule,
@@ -47,24 +53,25 @@ impl Loopback {
         len: usize,
         realm: String,
     ) -> Loopback {
+        Loopback::build(rule, signing, len, realm, None).await
+    }
+
+    async fn build(
+        rule: AuthRule,
+        signing: Signing,
+        len: usize,
+        realm: String,
+        signed_at: Option<(SystemTime, Duration)>,
+    ) -> Loopback {
         let store = Arc::new(Store::start(rule).await);
         let data = test_blob(len);
         let digest = store.put_blob(&data);
         let s = store.clone();
-        let sign_for = match signing {
-            Signing::OwnMethod => RegistrySigning::RequestMethod,
-            Signing::AlwaysGet | Signing::ExpiredGet => RegistrySigning::GetOnly,
-        };
-        let (registry, registry_fake) = registry::start_with(&realm, sign_for, move |method, d| {
+        let (registry, registry_fake) = registry::start_with(&realm, signing, move |method, d| {
             let key = registry::blob_key(d);
-            Some(match signing {
-                Signing::ExpiredGet => s.presign_at(
-                    method,
-                    &key,
-                    SystemTime::now() - Duration::from_secs(3600),
-                    Duration::from_secs(60),
-                ),
-                Signing::OwnMethod | Signing::AlwaysGet => s.presign(method, &key),
+            Some(match signed_at {
+                Some((at, valid_for)) => s.presign_at(method, &key, at, valid_for),
+                None => s.presign(method, &key),
             })
         })
         .await;

@@ -63,7 +63,7 @@ async fn upstream(rule: AuthRule) -> Upstream {
     })
     .await;
     let realm = format!("http://{tokens}/token");
-    let up = Loopback::with_realm(rule, Signing::OwnMethod, 3_000_000, realm).await;
+    let up = Loopback::with_realm(rule, Signing::RequestMethod, 3_000_000, realm).await;
     Upstream {
         registry: up.registry,
         registry_fake: up.registry_fake,
