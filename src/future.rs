@@ -135,7 +135,7 @@ enum Next<S, B, R> {
     /// drained.
     Follow(R, Box<Chain<S, B>>),
     /// Storage refused a cached URL: the caller's request goes upstream again.
-    AskAgain(R, Asked<S>, Box<Request<B>>),
+    AskAgain(R, Box<Asked<S>>, Box<Request<B>>),
     /// A range probe's body to read before the answer.
     ProbeBody(R, Response<()>),
 }
@@ -397,7 +397,7 @@ where
         cache,
     );
     origin.refreshed = true;
-    let asked = Asked::new(origin, &original);
+    let asked = Box::new(Asked::new(origin, &original));
     Next::AskAgain(refused, asked, Box::new(original))
 }
 
@@ -460,7 +460,7 @@ where
                         .set(Drain::new(body, REDIRECT_BODY_LIMIT));
                     this.state.set(State::Upstream {
                         future: None,
-                        asked,
+                        asked: *asked,
                         again: Some(req),
                     });
                 }
