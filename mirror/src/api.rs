@@ -7,16 +7,22 @@
 /// A pull path: the repository name and what is asked of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiPath<'a> {
+    /// The repository name, e.g. `library/alpine`.
     pub name: &'a str,
+    /// What is asked of the repository.
     pub endpoint: Endpoint<'a>,
 }
 
+/// One of the four pull endpoints, with its argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint<'a> {
-    /// A tag or a digest.
+    /// `manifests/<reference>`: a tag or a digest.
     Manifest(&'a str),
+    /// `blobs/<digest>`.
     Blob(Digest<'a>),
+    /// `tags/list`.
     TagsList,
+    /// `referrers/<digest>`.
     Referrers(Digest<'a>),
 }
 
@@ -24,7 +30,9 @@ pub enum Endpoint<'a> {
 /// their length and lower-case hex).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Digest<'a> {
+    /// The part before the `:`, e.g. `sha256`.
     pub algorithm: &'a str,
+    /// The part after the `:`, e.g. the hex of a `sha256` digest.
     pub encoded: &'a str,
 }
 
@@ -40,6 +48,7 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// The registry error code: `NAME_INVALID`, `DIGEST_INVALID` or `NOT_FOUND`.
     pub fn code(self) -> &'static str {
         match self {
             Refused::NameInvalid => "NAME_INVALID",
@@ -48,6 +57,7 @@ impl Refused {
         }
     }
 
+    /// The HTTP status: 400, or 404 for [`Refused::NotFound`].
     pub fn status(self) -> http::StatusCode {
         match self {
             Refused::NameInvalid | Refused::DigestInvalid => http::StatusCode::BAD_REQUEST,
@@ -55,6 +65,7 @@ impl Refused {
         }
     }
 
+    /// The error's human-readable message.
     pub fn message(self) -> &'static str {
         match self {
             Refused::NameInvalid => "invalid repository name",

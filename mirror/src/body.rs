@@ -12,6 +12,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
+/// Any error, boxed: what the mirror's bodies and clients fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the mirror answers with: an upstream's body, streamed (with its idle timeout and log
@@ -20,7 +21,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 // per response.
 #[allow(clippy::large_enum_variant)]
 pub enum MirrorBody {
+    /// An upstream's (or storage's) body: idle-timed, verified with `--verify-digests`,
+    /// counted and logged.
     Upstream(Metered<Verified<IdleTimeout<UpstreamBody>>>),
+    /// A body the mirror wrote itself, whole.
     Local(http_body_util::Full<Bytes>),
 }
 
@@ -69,6 +73,7 @@ pub struct IdleTimeout<B> {
 }
 
 impl<B> IdleTimeout<B> {
+    /// `inner`, failed with [`BodyIdle`] after a pause of `idle` between chunks.
     pub fn new(inner: B, idle: Duration) -> Self {
         IdleTimeout {
             inner,
@@ -144,10 +149,15 @@ pub struct RequestLog {
     /// With `--verify-digests`, where the storage URL this body came from is cached: dropped
     /// there if the body does not match.
     pub forget: Option<(tower_signed_redirect::RedirectCache, http::Request<()>)>,
+    /// The client's request method.
     pub method: http::Method,
+    /// The client's request URI (only its path is logged).
     pub uri: http::Uri,
+    /// The upstream the request went to.
     pub upstream: std::sync::Arc<super::upstream::Upstream>,
+    /// What the request was for.
     pub route: Route,
+    /// The response's status code.
     pub status: u16,
     /// What happened to a redirect the upstream sent, if it sent one.
     pub redirect: Option<Decision>,
@@ -155,6 +165,7 @@ pub struct RequestLog {
     pub cache: Option<CacheEvent>,
     /// Set when the layer followed a redirect to storage.
     pub followed: Option<tower_signed_redirect::FollowedRedirect>,
+    /// Where the request and its bytes are counted.
     pub metrics: std::sync::Arc<Metrics>,
 }
 
@@ -168,6 +179,7 @@ pub struct Metered<B> {
 }
 
 impl<B: Body> Metered<B> {
+    /// `inner`, logged with `log` when it ends; `started` is when the request came in.
     pub fn new(inner: B, log: RequestLog, started: Instant) -> Self {
         // A body with nothing to send (HEAD, 304) is complete as it is.
         let outcome = if inner.is_end_stream() {

@@ -127,7 +127,7 @@ impl UpstreamClient {
 #[derive(Clone)]
 pub struct Hops(Arc<HopClients>);
 
-pub struct HopClients {
+pub(crate) struct HopClients {
     upstream: UpstreamClientT,
     storage: StorageClientT,
     metrics: Arc<Metrics>,

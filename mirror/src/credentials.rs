@@ -35,7 +35,15 @@ pub enum Login {
 /// One upstream's credentials. `Debug` never prints them.
 #[derive(Clone)]
 pub enum Secret {
-    Basic { user: String, password: String },
+    /// A user name and password (or access token).
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password or access token.
+        password: String,
+    },
+    /// An identity token, exchanged for access tokens through OAuth2's `refresh_token`
+    /// grant.
     IdentityToken(String),
 }
 
@@ -165,15 +173,22 @@ fn registry_host(key: &str) -> String {
 /// A `WWW-Authenticate` challenge the mirror can answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Challenge {
+    /// `Basic`: answered with the credentials themselves.
     Basic,
+    /// `Bearer`: a token is asked for at `realm`.
     Bearer {
+        /// The token service's URL.
         realm: String,
+        /// The `service` to ask the token for, if named.
         service: Option<String>,
+        /// The `scope` the challenge names, if any.
         scope: Option<String>,
     },
 }
 
 impl Challenge {
+    /// A `WWW-Authenticate` value's challenge: `None` for other schemes, or a `Bearer`
+    /// without a realm.
     pub fn parse(value: &str) -> Option<Challenge> {
         let value = value.trim();
         let (scheme, params) = value.split_once(' ').unwrap_or((value, ""));
@@ -234,12 +249,14 @@ impl Default for Tokens {
 }
 
 impl Tokens {
+    /// The token for `upstream` and `scope`, unless there is none or it expired.
     pub fn get(&self, upstream: &str, scope: &str) -> Option<HeaderValue> {
         let mut map = self.by_scope.lock().unwrap_or_else(|e| e.into_inner());
         let (value, until) = map.get(&(upstream.to_owned(), scope.to_owned()))?;
         (*until > Instant::now()).then(|| value.clone())
     }
 
+    /// Keeps `value` for `upstream` and `scope` for `ttl` (at most a day).
     pub fn put(&self, upstream: &str, scope: &str, value: HeaderValue, ttl: Duration) {
         let mut map = self.by_scope.lock().unwrap_or_else(|e| e.into_inner());
         map.put(
@@ -248,6 +265,7 @@ impl Tokens {
         );
     }
 
+    /// Drops the token for `upstream` and `scope`.
     pub fn forget(&self, upstream: &str, scope: &str) {
         let mut map = self.by_scope.lock().unwrap_or_else(|e| e.into_inner());
         map.pop(&(upstream.to_owned(), scope.to_owned()));

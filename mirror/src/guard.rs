@@ -118,6 +118,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// A resolver with `overrides`, keeping only public addresses if `guarded`.
     pub fn new(overrides: Overrides, guarded: bool) -> Self {
         Resolver {
             overrides,
@@ -188,6 +189,8 @@ pub struct StorageConnector<C> {
 }
 
 impl<C> StorageConnector<C> {
+    /// Connects hosts matching `trusted` (`--storage-host`) with `listed`, and all others
+    /// with `guarded`.
     pub fn new(trusted: HostPatterns, listed: C, guarded: C) -> Self {
         StorageConnector {
             trusted: Arc::new(trusted),

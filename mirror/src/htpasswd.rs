@@ -66,6 +66,7 @@ struct Failures {
 /// What a login check says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Check {
+    /// A known user with the right password.
     Accepted,
     /// No credentials, unknown user or wrong password (they are not told apart).
     Refused,

@@ -59,15 +59,22 @@ use upstream::Upstream;
 /// metrics, and the client logins it accepted.
 #[derive(Clone)]
 pub struct Shared {
+    /// Where storage redirects led, for reuse while their URLs are valid; `None` with
+    /// `--redirect-cache 0`.
     pub cache: Option<RedirectCache>,
+    /// The Prometheus metrics served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The tokens the mirror logged in for with its own credentials.
     pub tokens: Arc<Tokens>,
     /// The tokens `/token/` handed out to clients: whom to, until when.
     pub issued: Arc<token::IssuedTokens>,
+    /// The clients' logins to the mirror, with `--htpasswd`.
     pub users: Option<Arc<Users>>,
 }
 
 impl Shared {
+    /// The shared state `options` ask for, empty to start; the `--htpasswd` file is read
+    /// here.
     pub fn new(options: &Options) -> Result<Shared, String> {
         let users = match &options.htpasswd {
             Some(path) => Some(Arc::new(Users::load(path)?)),
@@ -91,6 +98,8 @@ impl Shared {
     }
 }
 
+/// One worker's mirror: its upstreams, its logins to them and the clients it sends with,
+/// and what it shares with the other workers. [`Mirror::handle`] answers a request.
 pub struct Mirror {
     /// The first is the default.
     upstreams: Vec<Arc<Upstream>>,

@@ -13,12 +13,19 @@ use std::time::Duration;
 /// What a request was for.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Route {
+    /// `/v2/`, the API version check.
     Ping,
+    /// `/token/...`, the mirror's token endpoint.
     Token,
+    /// A `/manifests/` path.
     Manifest,
+    /// A `/blobs/` path.
     Blob,
+    /// A `/tags/` path.
     Tags,
+    /// A `/referrers/` path.
     Referrers,
+    /// Anything else.
     Other,
 }
 
@@ -57,8 +64,11 @@ pub enum Decision {
 /// What the redirect cache did for a request.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum CacheEvent {
+    /// The storage URL came from the cache.
     Hit,
+    /// The storage URL was not cached: the registry was asked.
     Miss,
+    /// Storage refused a cached URL: the registry was asked again.
     Refresh,
 }
 
@@ -143,6 +153,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric, registered, at 0.
     pub fn new() -> Self {
         fn latency() -> Histogram {
             // 1 ms to ~33 s.
@@ -213,6 +224,7 @@ impl Metrics {
         }
     }
 
+    /// Counts a request answered for `route` with `status` by `upstream`.
     pub fn request(&self, route: Route, status: u16, upstream: &str) {
         let labels = RequestLabels {
             route,
@@ -222,6 +234,7 @@ impl Metrics {
         self.requests.get_or_create(&labels).inc();
     }
 
+    /// Counts `n` body bytes sent to a client from `upstream`.
     pub fn bytes(&self, upstream: &str, n: u64) {
         let labels = UpstreamLabel {
             upstream: upstream.to_owned(),
@@ -229,23 +242,29 @@ impl Metrics {
         self.bytes.get_or_create(&labels).inc_by(n);
     }
 
+    /// Counts an upstream redirect, by what happened to it.
     pub fn redirect(&self, decision: Decision) {
         self.redirects[decision as usize].inc();
     }
 
+    /// Counts a HEAD answered by a real HEAD after the range probe was refused.
     pub fn head_fallback(&self) {
         self.head_fallbacks.inc();
     }
 
+    /// Counts what the redirect cache did.
     pub fn cache(&self, event: CacheEvent) {
         self.cache[event as usize].inc();
     }
 
+    /// Records how long a hop took to its response head: to storage if `storage`, else
+    /// upstream.
     pub fn observe_hop(&self, storage: bool, took: Duration) {
         let hop = if storage { Hop::Storage } else { Hop::Upstream };
         self.hop_seconds[hop as usize].observe(took.as_secs_f64());
     }
 
+    /// Sets `upstream`'s last `ratelimit-remaining`.
     pub fn ratelimit_remaining(&self, upstream: &str, remaining: i64) {
         let labels = UpstreamLabel {
             upstream: upstream.to_owned(),
@@ -255,6 +274,7 @@ impl Metrics {
             .set(remaining);
     }
 
+    /// Counts a blob body whose digest did not match.
     pub fn digest_mismatch(&self) {
         self.digest_mismatches.inc();
     }

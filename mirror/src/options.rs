@@ -156,15 +156,20 @@ pub struct Options {
 /// See [`Options::redirects`].
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedirectMode {
+    /// Followed with this crate's layer.
     Signed,
+    /// Followed by replaying the request.
     Naive,
+    /// Returned to the client.
     Pass,
 }
 
 /// See [`Options::log_format`].
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 

@@ -18,7 +18,9 @@ pub fn can_verify(algorithm: &str) -> bool {
 /// What a blob must hash to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expected {
+    /// A sha256 digest.
     Sha256([u8; 32]),
+    /// A sha512 digest.
     Sha512([u8; 64]),
 }
 
@@ -96,6 +98,7 @@ struct Check {
 }
 
 impl<B> Verified<B> {
+    /// `inner`, checked against `expected` if there is one.
     pub fn new(inner: B, expected: Option<Expected>) -> Self {
         Verified {
             inner,
