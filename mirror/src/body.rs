@@ -4,6 +4,7 @@
 use super::client::UpstreamBody;
 use super::metrics::{CacheEvent, Decision, Metrics, Route};
 use super::verify::{DigestMismatch, Verified};
+use super::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -11,9 +12,6 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
-
-/// Any error, boxed: what the mirror's bodies and clients fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the mirror answers with: an upstream's body, streamed (with its idle timeout and log
 /// line), or one the mirror wrote itself (an error).

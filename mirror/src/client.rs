@@ -6,11 +6,11 @@
 //! hops the layer builds go through two hyper-util clients: storage hops connect only to
 //! public addresses unless their host is a listed `--storage-host` (`guard.rs`).
 
-use super::body::BoxError;
 use super::guard::{self, Resolver, StorageConnector};
 use super::metrics::Metrics;
 use super::options::{Options, RedirectMode};
 use super::tuning;
+use super::BoxError;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;

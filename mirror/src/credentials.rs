@@ -200,7 +200,7 @@ impl Challenge {
         }
         let mut realm = None;
         let (mut service, mut scope) = (None, None);
-        for param in super::token::split_params(params) {
+        for param in split_params(params) {
             let Some((key, value)) = param.split_once('=') else {
                 continue;
             };
@@ -218,6 +218,23 @@ impl Challenge {
             scope,
         })
     }
+}
+
+/// Splits `a="x,y",b=z` on commas outside quotes.
+pub fn split_params(s: &str) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted) = (Vec::new(), 0, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
 }
 
 /// Tokens (whole `Authorization` values) the mirror logged in for, per upstream and

@@ -1,7 +1,8 @@
 //! Registry-style errors (`{"errors":[{"code":..,"message":..}]}`), and the mapping of an
 //! upstream failure to one: 504 for a timeout, 502 for everything else.
 
-use super::body::{BoxError, MirrorBody};
+use super::body::MirrorBody;
+use super::BoxError;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;

@@ -5,7 +5,7 @@
 //! resolution, unless the host is a listed `--storage-host`. `--resolve` overrides DNS
 //! for both.
 
-use super::body::BoxError;
+use super::BoxError;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::HashMap;

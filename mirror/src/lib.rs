@@ -44,6 +44,9 @@ pub mod tuning;
 pub mod upstream;
 pub mod verify;
 
+/// The error type of bodies and upstream calls, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 use client::{TokenClient, UpstreamClient};
 use credentials::{Login, Tokens};
 use htpasswd::Users;

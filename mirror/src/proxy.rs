@@ -4,7 +4,7 @@
 //! and streams back with an idle timeout, an optional digest check, metrics and a log line
 //! when it ends.
 
-use super::body::{BoxError, IdleTimeout, Metered, MirrorBody, RequestLog};
+use super::body::{IdleTimeout, Metered, MirrorBody, RequestLog};
 use super::client::{UpstreamBody, UpstreamRequest};
 use super::credentials::{self, Challenge, Login, Secret};
 use super::errors::{registry_error, upstream_failure};
@@ -12,6 +12,7 @@ use super::guard;
 use super::metrics::{CacheEvent, Decision, Route};
 use super::upstream::Upstream;
 use super::verify::{self, Verified};
+use super::BoxError;
 use super::Mirror;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

@@ -2,10 +2,10 @@
 //! (client and connection pool) and listener on the shared port; the accept loop both
 //! examples serve through; graceful shutdown on Ctrl-C or SIGTERM.
 
-use super::body::BoxError;
 use super::options::Options;
 use super::tls;
 use super::tuning;
+use super::BoxError;
 use super::{Mirror, Shared};
 use http::{Request, Response};
 use hyper::body::Incoming;

@@ -14,7 +14,7 @@
 //! longer than the token lives.
 
 use super::body::MirrorBody;
-use super::credentials::Login;
+use super::credentials::{split_params, Login};
 use super::errors::{registry_error, upstream_failure};
 use super::metrics::Route;
 use super::proxy::{remove_hop_by_hop, upstream_request};
@@ -389,23 +389,6 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
-}
-
-/// Splits `a="x,y",b=z` on commas outside quotes.
-pub fn split_params(s: &str) -> Vec<&str> {
-    let (mut parts, mut start, mut quoted) = (Vec::new(), 0, false);
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
 }
 
 #[cfg(test)]

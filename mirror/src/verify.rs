@@ -3,7 +3,7 @@
 //! CDN's error page, or a truncated or corrupted blob, as a layer. Digests of other
 //! algorithms are refused before anything is sent upstream (`DIGEST_INVALID`).
 
-use super::body::BoxError;
+use super::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use sha2::{Digest, Sha256, Sha512};
