@@ -10,7 +10,7 @@ use super::upstream::Upstream;
 use super::verify;
 use super::Mirror;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
@@ -99,11 +99,11 @@ impl Mirror {
             }
         }
         if path == "/v2" || path == "/v2/" {
-            self.ping(parts).await
+            with_namespace(self.ping(parts).await, self.select_by_ns(parts))
         } else if let Some(name) = path.strip_prefix("/token/") {
             self.token(name, parts).await
         } else if let Some(rest) = path.strip_prefix("/v2/") {
-            self.pull(rest, parts).await
+            with_namespace(self.pull(rest, parts).await, self.select_by_ns(parts))
         } else {
             registry_error(
                 StatusCode::NOT_FOUND,
@@ -237,6 +237,19 @@ impl Mirror {
         }
         (self.upstreams[0].clone(), false, rest)
     }
+}
+
+/// The answer to a request whose `ns` named an upstream says so (`OCI-Namespace`, as the
+/// OCI distribution spec's "Registry Proxying" asks of a proxy that honours `ns`).
+fn with_namespace(
+    mut res: Response<MirrorBody>,
+    ns: Option<Arc<Upstream>>,
+) -> Response<MirrorBody> {
+    if let Some(value) = ns.and_then(|u| HeaderValue::from_str(&u.name).ok()) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("oci-namespace"), value);
+    }
+    res
 }
 
 /// The parameters of `query` named in `allowed`, in their order.

@@ -306,18 +306,31 @@ async fn upstreams_are_selected_by_path_prefix_and_ns() {
         format!("/v2/owner/app/blobs/{}", other.digest)
     );
 
-    send(get(
+    let res = send(get(
         mirror,
         Method::GET,
         "/v2/owner/app/manifests/v1?ns=ghcr.io",
         true,
     ))
     .await;
+    // The OCI spec's "Registry Proxying": a proxy that honours `ns` says so.
+    assert_eq!(res.headers()["oci-namespace"], "ghcr.io");
     assert_eq!(
         other.registry_fake.requests().pop().unwrap().uri,
         "/v2/owner/app/manifests/v1"
     );
     assert!(hub.registry_fake.requests().is_empty());
+    let res = send(get(
+        mirror,
+        Method::GET,
+        "/v2/ghcr.io/owner/app/manifests/v1",
+        true,
+    ))
+    .await;
+    assert!(
+        res.headers().get("oci-namespace").is_none(),
+        "no ns, no header"
+    );
 
     // containerd form-encodes the value: a `host:port` name arrives as `host%3Aport`.
     let third = upstream(AuthRule::S3).await;
