@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, SystemTime};
 
 /// How long before its signature expires a cached URL stops being used, by default.
@@ -71,6 +72,7 @@ struct Settings {
     margin: Duration,
     max_age: Option<Duration>,
     identity: Identify,
+    single_flight: bool,
 }
 
 /// How a request's identity is found.
@@ -88,6 +90,37 @@ struct Store {
     capacity: usize,
     keys: (RandomState, RandomState),
     map: Mutex<Entries>,
+    /// The registry round trips under way, with single-flight: one per key.
+    flights: Mutex<HashMap<CacheKey, Arc<Flight>, BuildHasherDefault<KeyHasher>>>,
+}
+
+/// One registry round trip that requests of the same key wait for.
+#[derive(Default)]
+struct Flight {
+    state: Mutex<FlightState>,
+}
+
+#[derive(Default)]
+struct FlightState {
+    /// `Some` once the leader is done: `true` when it stored a URL.
+    stored: Option<bool>,
+    wakers: Vec<Waker>,
+}
+
+impl Flight {
+    fn finish(&self, stored: bool) {
+        let wakers = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.stored.is_some() {
+                return;
+            }
+            state.stored = Some(stored);
+            std::mem::take(&mut state.wakers)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
 }
 
 /// Who a request is, for the [`RedirectCache`]: entries stored for one identity are found
@@ -195,20 +228,83 @@ pub(crate) struct Entry {
 pub(crate) enum Lookup {
     /// Not cached: the request's identity rule said so, or there is no cache.
     Bypass,
-    /// Nothing valid is held: where to store the chain's end.
+    /// Nothing valid is held: where to store the chain's end. With single-flight, this
+    /// request leads: the others with its key wait for it.
     Miss(Ticket),
     /// Storage's URL for the request, and where to drop it if storage refuses it.
     Hit(Entry, Ticket),
+    /// With single-flight: another request with this key is asking the registry.
+    Wait(Waiting),
 }
 
 /// A request's place in the cache, kept by its future: the chain's end is stored through
-/// it, or a refused URL forgotten.
-#[derive(Clone)]
+/// it, or a refused URL forgotten. A leader's ticket ends its flight when it stores, or when
+/// it is dropped without storing (the answer was no redirect, storage refused, an error,
+/// the caller gave up).
 pub(crate) struct Ticket {
     cache: RedirectCache,
     key: CacheKey,
     /// The identity's own limit.
     valid_until: Option<SystemTime>,
+    /// The flight this request leads.
+    flight: Option<Arc<Flight>>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.end_flight(false);
+    }
+}
+
+/// A request waiting for the flight of its key to end.
+pub(crate) struct Waiting {
+    cache: RedirectCache,
+    flight: Arc<Flight>,
+}
+
+impl fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiting").finish_non_exhaustive()
+    }
+}
+
+/// What a waiting request does once the flight ended.
+pub(crate) enum Resumed {
+    /// The leader stored a URL (or another did since): look it up.
+    Lookup(Lookup),
+    /// The leader stored nothing: this request asks the registry itself (and may store).
+    OwnTry(Ticket),
+}
+
+impl Waiting {
+    /// Ready when the flight ended; then what the request does, for `req`.
+    pub(crate) fn poll_resume<B>(
+        &self,
+        req: &Request<B>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Resumed> {
+        let stored = {
+            let mut state = self.flight.state.lock().unwrap_or_else(|e| e.into_inner());
+            match state.stored {
+                Some(stored) => stored,
+                None => {
+                    if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        state.wakers.push(cx.waker().clone());
+                    }
+                    return std::task::Poll::Pending;
+                }
+            }
+        };
+        std::task::Poll::Ready(match self.cache.lookup(req) {
+            Lookup::Miss(mut ticket) if !stored => {
+                // No flight of our own after a failed one: every waiter tries at once, so a
+                // failure is not waited out once per waiter.
+                ticket.end_flight(false);
+                Resumed::OwnTry(ticket)
+            }
+            lookup => Resumed::Lookup(lookup),
+        })
+    }
 }
 
 impl fmt::Debug for Ticket {
@@ -225,11 +321,13 @@ impl RedirectCache {
                 margin: DEFAULT_EXPIRY_MARGIN,
                 max_age: None,
                 identity: Identify::Credentials,
+                single_flight: false,
             }),
             store: Arc::new(Store {
                 capacity,
                 keys: (RandomState::new(), RandomState::new()),
                 map: Mutex::default(),
+                flights: Mutex::default(),
             }),
         }
     }
@@ -249,6 +347,22 @@ impl RedirectCache {
     /// that long (by default they are not cached).
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.settings_mut().max_age = Some(max_age);
+        self
+    }
+
+    /// Sends one request to the registry for concurrent misses of one key (method, URI and
+    /// identity) instead of one each (default: off).
+    ///
+    /// The first miss leads: it asks the registry as usual. Requests with the same key that
+    /// arrive while it is under way wait, without sending anything, until the leader's
+    /// redirect chain has reached storage's response head (its storage URL is then cached and
+    /// they go straight to storage with it) or has ended without a URL to cache: the
+    /// registry answered something else, storage refused, an error, or the leader's caller
+    /// dropped its future. Then each waiter sends its own request, all at once. No timer is
+    /// involved: a waiter waits as long as the leader's request takes, which the inner
+    /// service's timeouts bound (compose a `tower::timeout` inside the layer).
+    pub fn single_flight(mut self, on: bool) -> Self {
+        self.settings_mut().single_flight = on;
         self
     }
 
@@ -287,8 +401,8 @@ impl RedirectCache {
     /// Drops what is held for `req` (the same method, URI and identity), if anything: for a
     /// caller that found storage's answer wrong, a body whose digest did not match, say.
     pub fn remove<B>(&self, req: &Request<B>) {
-        if let Lookup::Hit(_, ticket) | Lookup::Miss(ticket) = self.lookup(req) {
-            ticket.forget();
+        if let Some((key, _)) = self.key(req.method(), req.uri(), req.headers(), req.extensions()) {
+            self.entries().by_key.remove(&key);
         }
     }
 
@@ -303,15 +417,28 @@ impl RedirectCache {
         else {
             return Lookup::Bypass;
         };
-        let ticket = Ticket {
+        let mut ticket = Ticket {
             cache: self.clone(),
             key,
             valid_until,
+            flight: None,
         };
-        match self.get(key) {
-            Some(entry) => Lookup::Hit(entry, ticket),
-            None => Lookup::Miss(ticket),
+        if let Some(entry) = self.get(key) {
+            return Lookup::Hit(entry, ticket);
         }
+        if self.settings.single_flight && self.store.capacity > 0 {
+            let mut flights = self.store.flights.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(flight) = flights.get(&key) {
+                return Lookup::Wait(Waiting {
+                    cache: self.clone(),
+                    flight: flight.clone(),
+                });
+            }
+            let flight = Arc::new(Flight::default());
+            flights.insert(key, flight.clone());
+            ticket.flight = Some(flight);
+        }
+        Lookup::Miss(ticket)
     }
 
     /// The key of a request: method, URI and identity; and the identity's own limit.
@@ -374,22 +501,22 @@ impl Ticket {
     /// Remembers where the request ended, as `record` says, if its lifetime allows: the
     /// earliest signature expiry along the chain (`expires_at`: no hop may outlive the
     /// registry's own URL) less the margin, the maximum age, the identity's limit.
-    pub(crate) fn store(&self, record: &FollowedRedirect, expires_at: Option<SystemTime>) {
+    pub(crate) fn store(&mut self, record: &FollowedRedirect, expires_at: Option<SystemTime>) {
         let RedirectCache { settings, store } = &self.cache;
         if store.capacity == 0 {
-            return;
+            return self.end_flight(false);
         }
         let now = SystemTime::now();
         let by_signature = expires_at.and_then(|expiry| expiry.checked_sub(settings.margin));
         let by_age = settings.max_age.and_then(|age| now.checked_add(age));
         let Some(mut valid_until) = by_signature.or(by_age) else {
-            return;
+            return self.end_flight(false);
         };
         for limit in [by_age, self.valid_until].into_iter().flatten() {
             valid_until = valid_until.min(limit);
         }
         if valid_until <= now {
-            return;
+            return self.end_flight(false);
         }
         let mut entries = self.cache.entries();
         entries.stores += 1;
@@ -423,6 +550,30 @@ impl Ticket {
             let Entries { by_key, order, .. } = &mut *entries;
             order.retain(|(k, s)| by_key.get(k).is_some_and(|e| e.store == *s));
         }
+        drop(entries);
+        self.end_flight(true);
+    }
+
+    /// Ends the flight this request leads, if any: the waiters go on.
+    fn end_flight(&mut self, stored: bool) {
+        let Some(flight) = self.flight.take() else {
+            return;
+        };
+        {
+            let mut flights = self
+                .cache
+                .store
+                .flights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if flights
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &flight))
+            {
+                flights.remove(&self.key);
+            }
+        }
+        flight.finish(stored);
     }
 
     /// Forgets the request's entry: storage refused its URL.
@@ -442,6 +593,7 @@ impl fmt::Debug for RedirectCache {
             .field("expiry_margin", &self.settings.margin)
             .field("max_age", &self.settings.max_age)
             .field("identity", &identity)
+            .field("single_flight", &self.settings.single_flight)
             .field("len", &self.len())
             .finish()
     }
@@ -466,7 +618,7 @@ mod tests {
 
     impl Ticket {
         /// Stores a one-hop chain to `storage`, as the future does.
-        fn store_record(&self, status: StatusCode, storage: &Uri) {
+        fn store_record(mut self, status: StatusCode, storage: &Uri) {
             let record = record(status, storage);
             self.store(&record, record.expires_at());
         }
@@ -483,7 +635,7 @@ mod tests {
     fn ticket(cache: &RedirectCache, req: &Request<()>) -> Ticket {
         match cache.lookup(req) {
             Lookup::Miss(t) | Lookup::Hit(_, t) => t,
-            Lookup::Bypass => panic!("bypassed"),
+            Lookup::Bypass | Lookup::Wait(_) => panic!("bypassed or waiting"),
         }
     }
 
@@ -516,7 +668,7 @@ mod tests {
     fn no_hop_outlives_the_first_urls_expiry() {
         let cache = RedirectCache::new(8);
         let req = request(Method::GET, BLOB, None);
-        let t = ticket(&cache, &req);
+        let mut t = ticket(&cache, &req);
         // The last hop says 7 days; the registry's URL said 10 minutes.
         let record = record(StatusCode::FOUND, &signed(7 * 86_400, 1));
         let first = crate::SignedUrl::new(&signed(600, 0)).expires_at();
@@ -549,9 +701,10 @@ mod tests {
         });
         let req = request(Method::GET, BLOB, Some("Bearer short-lived"));
         let t = ticket(&cache, &req);
+        let key = t.key;
         t.store_record(StatusCode::FOUND, &signed(600, 0));
         assert!(hit(&cache, &req));
-        assert_eq!(cache.entries().by_key[&t.key].valid_until, soon);
+        assert_eq!(cache.entries().by_key[&key].valid_until, soon);
         // No identity: neither looked up nor stored.
         assert!(matches!(
             cache.lookup(&request(Method::GET, BLOB, None)),
@@ -582,7 +735,7 @@ mod tests {
         let cache = RedirectCache::new(8);
         let key = |req: Request<()>| match cache.lookup(&req) {
             Lookup::Miss(t) | Lookup::Hit(_, t) => t.key,
-            Lookup::Bypass => unreachable!(),
+            Lookup::Bypass | Lookup::Wait(_) => unreachable!(),
         };
         let with = |name: http::HeaderName, values: &[&'static str]| {
             let mut req = request(Method::GET, BLOB, None);
@@ -629,6 +782,7 @@ mod tests {
             cache: cache.clone(),
             key: CacheKey(i, i),
             valid_until: None,
+            flight: None,
         };
         for i in 0..1000u64 {
             at(i).store_record(StatusCode::FOUND, &uri);

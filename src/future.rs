@@ -4,7 +4,7 @@
 //! the upstream if storage refuses that URL.
 
 use crate::body::ResponseBody;
-use crate::cache::{Entry, Ticket};
+use crate::cache::{Entry, Lookup, Resumed, Ticket, Waiting};
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::error::{BoxError, Error};
@@ -67,6 +67,9 @@ pin_project! {
         // Following a redirect: `None` while waiting for the service to be ready, then
         // storage's answer.
         Storage { #[pin] future: Option<F>, chain: Box<Chain<S, B>> },
+        // With single-flight: another request with this one's key is asking the registry;
+        // this one sends nothing until it is done.
+        Waiting { waiting: Waiting, service: S, config: Config, request: Option<Box<Request<B>>> },
         // A HEAD's range probe was answered: its body is read (bounded) before the answer.
         ProbeBody { #[pin] body: Drain<R>, answer: Response<()> },
         Done,
@@ -131,11 +134,12 @@ enum Next<S, B, R> {
     /// The same state goes on (its next request is being made); this body is drained
     /// meanwhile.
     Drain(R),
-    /// The upstream redirected to storage: the chain takes over; the redirect's body is
-    /// drained.
-    Follow(R, Box<Chain<S, B>>),
-    /// Storage refused a cached URL: the caller's request goes upstream again.
-    AskAgain(R, Box<Asked<S>>, Box<Request<B>>),
+    /// A chain to storage starts: after the upstream's redirect (whose body is drained), or
+    /// from a cached URL.
+    Follow(Option<R>, Box<Chain<S, B>>),
+    /// The caller's request goes upstream (again, after storage refused a cached URL, whose
+    /// answer is drained; or after waiting for another request's flight).
+    Ask(Option<R>, Box<Asked<S>>, Box<Request<B>>),
     /// A range probe's body to read before the answer.
     ProbeBody(R, Response<()>),
 }
@@ -187,7 +191,7 @@ impl<S> Asked<S> {
             hops: Hops::start(std::mem::take(&mut self.uri), status, target),
             retry: None,
         });
-        Ok(Next::Follow(res.into_body(), chain))
+        Ok(Next::Follow(Some(res.into_body()), chain))
     }
 }
 
@@ -228,14 +232,16 @@ impl<S, B> Chain<S, B> {
 
     /// What happened, for the answer's extensions; a successful chain's end is remembered
     /// (from the record, so that the URL is read once for the cache and the caller).
-    fn record(&self, status: StatusCode) -> FollowedRedirect {
+    fn record(&mut self, status: StatusCode) -> FollowedRedirect {
         let from_cache = self.retry.is_some();
         let record = FollowedRedirect::new(self.hops.redirect_status(), self.hops.current())
             .with_hops(self.hops.recorded())
             .with_head_fallback(self.head.fell_back())
             .with_cache(from_cache, self.origin.refreshed);
-        if let (Some(ticket), false, true) = (&self.origin.cache, from_cache, status.is_success()) {
-            ticket.store(&record, self.hops.earliest_expiry());
+        if !from_cache && status.is_success() {
+            if let Some(mut ticket) = self.origin.cache.take() {
+                ticket.store(&record, self.hops.earliest_expiry());
+            }
         }
         tracing::debug!(
             status = status.as_u16(),
@@ -273,6 +279,19 @@ where
                 future: Some(future),
                 asked,
                 again: None,
+            },
+            redirect_body: Drain::none(),
+        }
+    }
+
+    /// The future of a `GET` or `HEAD` that waits for another request's flight.
+    pub(crate) fn waiting(waiting: Waiting, service: S, config: Config, req: Request<B>) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
+                waiting,
+                service,
+                config,
+                request: Some(Box::new(req)),
             },
             redirect_body: Drain::none(),
         }
@@ -371,6 +390,50 @@ where
     }))
 }
 
+/// The end of the flight this request waited for: storage with the URL it cached, or the
+/// upstream (leading a new flight, or each waiter on its own after one that stored nothing).
+fn poll_waiting<S, B, R>(
+    waiting: &mut Waiting,
+    service: &S,
+    config: &Config,
+    request: &mut Option<Box<Request<B>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Next<S, B, R>, Error>>
+where
+    S: Clone,
+{
+    loop {
+        let Some(req) = request.as_deref() else {
+            return Poll::Ready(Err(upstream_error(&Uri::default())("no request to send")));
+        };
+        let ticket = match ready!(waiting.poll_resume(req, cx)) {
+            Resumed::Lookup(Lookup::Wait(next)) => {
+                *waiting = next;
+                continue;
+            }
+            Resumed::Lookup(Lookup::Hit(entry, ticket)) => {
+                let Some(req) = request.take() else { continue };
+                let origin = Origin::new(service.clone(), config.clone(), &req, Some(ticket));
+                return Poll::Ready(Ok(Next::Follow(
+                    None,
+                    Chain::from_cache(origin, *req, entry),
+                )));
+            }
+            Resumed::Lookup(Lookup::Miss(ticket)) | Resumed::OwnTry(ticket) => Some(ticket),
+            Resumed::Lookup(Lookup::Bypass) => None,
+        };
+        let Some(req) = request.take() else { continue };
+        let origin = Origin::new(service.clone(), config.clone(), &req, ticket);
+        let asked = Box::new(Asked::new(origin, &req));
+        return Poll::Ready(Ok(Next::Ask(None, asked, req)));
+    }
+}
+
+/// A body to drain, if there is one.
+fn drain<R>(body: Option<R>) -> Drain<R> {
+    body.map_or_else(Drain::none, |body| Drain::new(body, REDIRECT_BODY_LIMIT))
+}
+
 /// Storage refused the cached URL the chain started from: the entry is forgotten and the
 /// caller's request goes upstream again, its answer remembered in the entry's place.
 fn ask_again<S, B, R>(
@@ -398,7 +461,7 @@ where
     );
     origin.refreshed = true;
     let asked = Box::new(Asked::new(origin, &original));
-    Next::AskAgain(refused, asked, Box::new(original))
+    Next::Ask(Some(refused), asked, Box::new(original))
 }
 
 impl<S, B, R> Future for ResponseFuture<S, B, R>
@@ -432,6 +495,12 @@ where
                     again,
                 } => ready!(poll_upstream(future, asked, again, cx))?,
                 StateProj::Storage { future, chain } => ready!(poll_storage(future, chain, cx))?,
+                StateProj::Waiting {
+                    waiting,
+                    service,
+                    config,
+                    request,
+                } => ready!(poll_waiting(waiting, service, config, request, cx))?,
                 StateProj::ProbeBody { body, answer } => {
                     ready!(body.poll_drain(cx));
                     Next::Respond(std::mem::take(answer).map(|()| ResponseBody::empty()))
@@ -448,16 +517,14 @@ where
                     .redirect_body
                     .set(Drain::new(body, REDIRECT_BODY_LIMIT)),
                 Next::Follow(body, chain) => {
-                    this.redirect_body
-                        .set(Drain::new(body, REDIRECT_BODY_LIMIT));
+                    this.redirect_body.set(drain(body));
                     this.state.set(State::Storage {
                         future: None,
                         chain,
                     });
                 }
-                Next::AskAgain(body, asked, req) => {
-                    this.redirect_body
-                        .set(Drain::new(body, REDIRECT_BODY_LIMIT));
+                Next::Ask(body, asked, req) => {
+                    this.redirect_body.set(drain(body));
                     this.state.set(State::Upstream {
                         future: None,
                         asked: *asked,
@@ -482,6 +549,7 @@ where
             State::PassThrough { .. } => ("pass-through", 0),
             State::Upstream { .. } => ("upstream", 0),
             State::Storage { chain, .. } => ("storage", chain.hops.count()),
+            State::Waiting { .. } => ("waiting for another request's flight", 0),
             State::ProbeBody { .. } => ("range probe body", 0),
             State::Done => ("done", 0),
         };

@@ -146,6 +146,9 @@ where
                 ResponseFuture::from_cache(future, chain)
             }
             Lookup::Miss(ticket) => self.follow(req, Some(ticket)),
+            Lookup::Wait(waiting) => {
+                ResponseFuture::waiting(waiting, self.inner.clone(), self.config.clone(), req)
+            }
             Lookup::Bypass => self.follow(req, None),
         }
     }

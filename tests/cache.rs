@@ -8,8 +8,9 @@ use http::header::AUTHORIZATION;
 use http::{Method, Request, StatusCode};
 use std::time::Duration;
 use support::{body_string, bounded};
+use tower::util::BoxCloneService;
 use tower::{Service, ServiceExt};
-use tower_signed_redirect::test_util::{FakeRegistry, FakeStorage, Signing};
+use tower_signed_redirect::test_util::{FakeBody, FakeRegistry, FakeStorage, Signing, UnknownHost};
 use tower_signed_redirect::{FollowedRedirect, RedirectCache, SignedRedirect, SignedRedirectLayer};
 
 const BLOB: &str = "layer bytes";
@@ -265,4 +266,118 @@ async fn clones_and_layers_given_one_cache_share_it() {
         .get::<FollowedRedirect>()
         .unwrap()
         .from_cache());
+}
+
+/// A registry that takes `delay` to answer (its storage answers at once), answering the
+/// first request it gets with `503` when `first_fails`.
+fn slow_registry(registry: &FakeRegistry, delay: Duration, first_fails: bool) -> SlowRegistry {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let registry = registry.clone();
+    BoxCloneService::new(tower::service_fn(move |req: Request<String>| {
+        let (registry, calls) = (registry.clone(), calls.clone());
+        async move {
+            if req.uri().host() == Some("registry.test") {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                if first_fails && n == 0 {
+                    let mut res = http::Response::new(Default::default());
+                    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    return Ok(res);
+                }
+            }
+            registry.oneshot(req).await
+        }
+    }))
+}
+
+type SlowRegistry = BoxCloneService<Request<String>, http::Response<FakeBody>, UnknownHost>;
+
+#[tokio::test]
+async fn with_single_flight_concurrent_misses_ask_the_registry_once() {
+    let storage = FakeStorage::new();
+    let registry = registry(&storage);
+    let cache = RedirectCache::new(16).single_flight(true);
+    let svc = SignedRedirectLayer::new().redirect_cache(cache.clone());
+    let svc = tower::Layer::layer(
+        &svc,
+        slow_registry(&registry, Duration::from_millis(100), false),
+    );
+    let pulls: Vec<_> = (0..50)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let res = svc
+                    .oneshot(blob(Method::GET, "sha256:00", "t"))
+                    .await
+                    .unwrap();
+                (res.status(), body_string(res).await)
+            })
+        })
+        .collect();
+    for pull in pulls {
+        assert_eq!(
+            bounded(pull).await.unwrap(),
+            (StatusCode::OK, BLOB.to_owned())
+        );
+    }
+    assert_eq!(
+        registry_calls(&registry),
+        1,
+        "50 concurrent misses, one registry request"
+    );
+    assert_eq!(storage.requests().len(), 50, "each went to storage itself");
+}
+
+#[tokio::test]
+async fn when_the_leader_fails_every_waiter_still_gets_an_answer() {
+    let storage = FakeStorage::new();
+    let registry = registry(&storage);
+    let cache = RedirectCache::new(16).single_flight(true);
+    let svc = SignedRedirectLayer::new().redirect_cache(cache.clone());
+    let svc = tower::Layer::layer(
+        &svc,
+        slow_registry(&registry, Duration::from_millis(100), true),
+    );
+    let leader = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.oneshot(blob(Method::GET, "sha256:00", "t")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.oneshot(blob(Method::GET, "sha256:00", "t")).await })
+        })
+        .collect();
+    let leader = bounded(leader).await.unwrap().unwrap();
+    assert_eq!(
+        leader.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the leader's own answer"
+    );
+    for waiter in waiters {
+        let res = bounded(waiter).await.unwrap().unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "a waiter made its own try");
+        assert_eq!(body_string(res).await, BLOB);
+    }
+    // A dropped leader (its caller gave up) ends its flight too.
+    let cache = RedirectCache::new(16).single_flight(true);
+    let svc = SignedRedirectLayer::new().redirect_cache(cache);
+    let svc = tower::Layer::layer(
+        &svc,
+        slow_registry(&registry, Duration::from_millis(200), false),
+    );
+    let gone = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.oneshot(blob(Method::GET, "sha256:01", "t")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiter = tokio::spawn({
+        let svc = svc.clone();
+        async move { svc.oneshot(blob(Method::GET, "sha256:01", "t")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    gone.abort();
+    let res = bounded(waiter).await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }

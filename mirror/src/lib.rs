@@ -91,6 +91,8 @@ impl Shared {
                 RedirectCache::new(options.redirect_cache)
                     .expiry_margin(options.redirect_cache_margin)
                     .max_age(options.redirect_cache_max_age)
+                    // Concurrent pulls of one blob by one identity: one registry round trip.
+                    .single_flight(true)
                     .identity(|_, extensions| extensions.get::<CacheIdentity>().cloned())
             }),
             metrics: Arc::new(Metrics::new()),
