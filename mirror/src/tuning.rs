@@ -1,6 +1,6 @@
 //! The runtime, socket and hyper settings the mirror runs with, in one place, so that the
-//! macro benchmark's bare follower (`benches/macro/bare_follower.rs`) runs with the same
-//! ones. Each was measured with `benches/macro/run.sh` (see the README's "Performance").
+//! macro benchmark's bare follower (`mirror/benches/macro/bare_follower.rs`) runs with the same
+//! ones. Each was measured with `mirror/benches/macro/run.sh` (see mirror/README.md, "Performance").
 
 use hyper_util::client::legacy::Builder as ClientBuilder;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
