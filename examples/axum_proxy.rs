@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Arguments: `LISTEN UPSTREAM [STORAGE_HOST...]`; storage hosts beyond the well-known ones
-//! (`minio.internal:9000`, `*.example-cdn.net`) are exact hosts or `*.` wildcards. The
+//! (`minio.internal:9000`, `*.example-cdn.net`) are exact hosts or `*.` wildcards. A redirect
+//! to any other host goes back to the client as it is, and the client must reach that host. The
 //! deployable mirror (`mirror/`) is this plus logins, caches, TLS, metrics and guards.
 
 use axum::body::Body;
@@ -19,15 +20,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
-use http::header::{
-    ACCEPT, AUTHORIZATION, CONNECTION, IF_RANGE, RANGE, TRANSFER_ENCODING, USER_AGENT,
-};
+use http::header::{self, ACCEPT, AUTHORIZATION, CONNECTION, IF_RANGE, RANGE, USER_AGENT};
 use http::{Method, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 use std::time::Duration;
-use tower::timeout::Timeout;
+use tower::timeout::{error::Elapsed, Timeout};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher, WellKnownStorage};
 use tower_signed_redirect::{SignedRedirect, SignedRedirectLayer};
@@ -52,19 +52,50 @@ fn upstream_client(storage_hosts: Vec<String>) -> Upstream {
         .service(Client::builder(TokioExecutor::new()).build(https))
 }
 
+/// Removes the headers that describe the upstream connection, not this one: the hop-by-hop
+/// ones, and those the upstream's `Connection` names.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| name.trim().parse().ok())
+        .collect();
+    let hop_by_hop = [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+    ];
+    for name in named.iter().chain(&hop_by_hop) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
 /// The request headers a registry needs; everything else stays with the proxy.
 const FORWARDED: [http::HeaderName; 5] = [AUTHORIZATION, ACCEPT, RANGE, IF_RANGE, USER_AGENT];
 
 #[derive(Clone)]
 struct App {
-    upstream: Uri,
+    /// `scheme://host[:port]`, no trailing `/`.
+    upstream: Arc<str>,
     client: Upstream,
 }
 
 /// `GET` or `HEAD` of `/v2/...`, sent to the upstream; its answer, streamed back.
 async fn proxy(State(app): State<App>, req: Request) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return (StatusCode::METHOD_NOT_ALLOWED, "this proxy is pull-only\n").into_response();
+        let allow = [(http::header::ALLOW, "GET, HEAD")];
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            allow,
+            "this proxy is pull-only\n",
+        )
+            .into_response();
     }
     let path = req.uri().path_and_query().map_or("/v2/", |p| p.as_str());
     let Ok(uri) = format!("{}{path}", app.upstream).parse::<Uri>() else {
@@ -83,12 +114,14 @@ async fn proxy(State(app): State<App>, req: Request) -> Response {
     match app.client.oneshot(upstream_req).await {
         Ok(res) => {
             let (mut head, body) = res.into_parts();
-            // They describe the upstream connection, not this one.
-            head.headers.remove(CONNECTION);
-            head.headers.remove(TRANSFER_ENCODING);
+            strip_hop_by_hop(&mut head.headers);
             Response::from_parts(head, Body::new(body))
         }
-        // The layer's errors print URLs with their signatures redacted.
+        // The layer's errors print URLs with their signatures redacted; a hop's timeout is
+        // found in the error's chain.
+        Err(e) if e.find_cause::<Elapsed>().is_some() => {
+            (StatusCode::GATEWAY_TIMEOUT, format!("{e}\n")).into_response()
+        }
         Err(e) => (StatusCode::BAD_GATEWAY, format!("{e}\n")).into_response(),
     }
 }
@@ -103,11 +136,8 @@ async fn main() {
         .expect(usage)
         .parse()
         .expect("UPSTREAM is a URL");
-    let upstream = upstream
-        .to_string()
-        .trim_end_matches('/')
-        .parse()
-        .expect("a URL");
+    // A `Uri` prints a `/` after its host: trimmed, so that `{upstream}{path}` has one.
+    let upstream: Arc<str> = upstream.to_string().trim_end_matches('/').into();
     let app = App {
         upstream,
         client: upstream_client(args.collect()),

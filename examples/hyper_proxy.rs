@@ -12,9 +12,7 @@
 //! Arguments: `LISTEN UPSTREAM [STORAGE_HOST...]`, as `axum_proxy`'s.
 
 use bytes::Bytes;
-use http::header::{
-    ACCEPT, AUTHORIZATION, CONNECTION, IF_RANGE, RANGE, TRANSFER_ENCODING, USER_AGENT,
-};
+use http::header::{self, ACCEPT, AUTHORIZATION, CONNECTION, IF_RANGE, RANGE, USER_AGENT};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -23,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tower::timeout::Timeout;
+use tower::timeout::{error::Elapsed, Timeout};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher, WellKnownStorage};
 use tower_signed_redirect::{SignedRedirect, SignedRedirectLayer};
@@ -46,6 +44,30 @@ fn upstream_client(storage_hosts: Vec<String>) -> Upstream {
         .layer(SignedRedirectLayer::with_matcher(storage))
         .timeout(Duration::from_secs(30))
         .service(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// Removes the headers that describe the upstream connection, not this one: the hop-by-hop
+/// ones, and those the upstream's `Connection` names.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| name.trim().parse().ok())
+        .collect();
+    let hop_by_hop = [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+    ];
+    for name in named.iter().chain(&hop_by_hop) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
 }
 
 /// The request headers a registry needs; everything else stays with the proxy.
@@ -87,12 +109,14 @@ async fn proxy(upstream: &str, client: Upstream, req: Request<Incoming>) -> Resp
     match client.oneshot(upstream_req).await {
         Ok(res) => {
             let (mut head, body) = res.into_parts();
-            // They describe the upstream connection, not this one.
-            head.headers.remove(CONNECTION);
-            head.headers.remove(TRANSFER_ENCODING);
+            strip_hop_by_hop(&mut head.headers);
             Response::from_parts(head, body.map_err(Into::into).boxed())
         }
-        // The layer's errors print URLs with their signatures redacted.
+        // The layer's errors print URLs with their signatures redacted; a hop's timeout is
+        // found in the error's chain.
+        Err(e) if e.find_cause::<Elapsed>().is_some() => {
+            text(StatusCode::GATEWAY_TIMEOUT, format!("{e}\n"))
+        }
         Err(e) => text(StatusCode::BAD_GATEWAY, format!("{e}\n")),
     }
 }

@@ -19,6 +19,11 @@
 #   (refused without `--allow-http-storage`, pulled with it); and skopeo pulling with no
 #   credentials through a mirror that logs in to the htpasswd registry with its own.
 #
+#   And Docker itself (docker.sh, sourced): Debian's dockerd 20.10 with its own socket, roots
+#   and containerd under the suite's state dir, `--registry-mirror` pointing at the mirror,
+#   pulls `e2e/image:v1` as a Docker Hub name: anonymously through a mirror that logs in
+#   upstream itself, and after `docker login` to an `--htpasswd` mirror.
+#
 # Installs what it needs (apt, cargo install, npm), uses fixed loopback ports, stops
 # everything it started by PID. Prints one summary line per proxy and store, and a final
 # "N passed, M failed" line; exits non-zero on any failure.
@@ -41,17 +46,24 @@ cleanup() {
   local status=$?
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # dockerd's mounts under $WORK, /etc/docker/key.json if the suite created it.
+  if declare -F docker_cleanup >/dev/null; then docker_cleanup || true; fi
   if [[ $status -ne 0 || $FAILED -ne 0 ]]; then
     echo "--- logs (tails) from $LOGS"
-    for f in "$LOGS"/*.log; do echo "### $f"; tail -n 15 "$f"; done
+    for f in "$LOGS"/*.log; do [[ -e $f ]] || continue; echo "### $f"; tail -n 15 "$f" || true; done
   fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# Interrupted, still clean up (dockerd's mounts and key.json included): exit runs the EXIT trap.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 log() { printf '[e2e] %s\n' "$*"; }
 pass() { PASSED=$((PASSED + 1)); log "ok: $*"; }
 fail() { FAILED=$((FAILED + 1)); log "FAILED: $*"; }
+# shellcheck source=docker.sh
+source "$HERE/docker.sh"
 
 # ---------------------------------------------------------------- install
 install_tools() {
@@ -62,6 +74,14 @@ install_tools() {
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo apache2-utils curl python3 containerd openssl >/dev/null
+  fi
+  if ! command -v dockerd >/dev/null; then
+    log "installing docker.io (dockerd) with apt"
+    # policy-rc.d: neither dockerd nor containerd may start as a service.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq
+    # No recommends: apparmor, cgroupfs-mount, needrestart... are not needed.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
   fi
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
   if ! command -v s3s-fs >/dev/null; then
@@ -390,6 +410,9 @@ if grep -q "${USER_PASS#*:}" "$LOGS/proxy-$name.log"; then
 else
   pass "$name: the mirror's password is not in its log"
 fi
+
+# ---------------------------------------------------------------- docker
+docker_e2e
 
 echo "e2e: $PASSED passed, $FAILED failed in ${SECONDS}s"
 [[ $FAILED -eq 0 ]]

@@ -228,35 +228,56 @@ async fn request(
         .unwrap()
 }
 
-/// Attack 1: an anonymous client asks the mirror's `/token/` for a push token; the mirror
-/// must not answer the token service's challenge with its own account. And when the
-/// registry's own challenge asks for push, the mirror still asks for pull only.
-#[tokio::test]
-async fn a_client_cannot_mint_tokens_with_the_mirrors_account() {
-    let tokens = token_service(300).await;
+/// The usual scene: a token service issuing tokens for `expires_in` seconds, the real S3
+/// store holding `blob`, a registry behind the token service (its challenges asking for
+/// `actions`) redirecting blobs to URLs pre-signed for ten minutes, and the mirror with
+/// `flags` in front. Returns the token service, the mirror and the blob's digest.
+struct Scene {
+    tokens: Tokens,
+    mirror: SocketAddr,
+    digest: String,
+}
+
+async fn scene(expires_in: u64, actions: &'static str, blob: &[u8], flags: &[&str]) -> Scene {
+    let tokens = token_service(expires_in).await;
     let store = Arc::new(Store::start(AuthRule::S3).await);
-    let blob = b"a private layer".to_vec();
-    let d = store.put_blob(&blob);
+    let digest = store.put_blob(blob);
     let s = store.clone();
     let registry = registry(
         format!("http://{}/token", tokens.addr),
-        "pull,push",
+        actions,
         tokens.valid.clone(),
         false,
         move |d| s.presign(&Method::GET, &blob_key(d)),
     )
     .await;
-    let mirror = start_mirror(&args(&[
+    let mut all = args(&[
         "--upstream",
         &format!("docker.io=http://{}", registry.addr),
         "--storage-host",
         &store.addr.to_string(),
-        "--upstream-user",
-        USER,
-        "--upstream-password",
-        PASSWORD,
-    ]))
-    .await;
+    ]);
+    all.extend(args(flags));
+    let mirror = start_mirror(&all).await;
+    Scene {
+        tokens,
+        mirror,
+        digest,
+    }
+}
+
+/// Attack 1: an anonymous client asks the mirror's `/token/` for a push token; the mirror
+/// must not answer the token service's challenge with its own account. And when the
+/// registry's own challenge asks for push, the mirror still asks for pull only.
+#[tokio::test]
+async fn a_client_cannot_mint_tokens_with_the_mirrors_account() {
+    let flags = ["--upstream-user", USER, "--upstream-password", PASSWORD];
+    let Scene {
+        tokens,
+        mirror,
+        digest: d,
+        ..
+    } = scene(300, "pull,push", b"a private layer", &flags).await;
 
     let res = request(
         mirror,
@@ -744,27 +765,13 @@ async fn a_login_flood_from_one_address_is_told_to_wait() {
 /// once the token's lifetime (`expires_in`) has passed, long before the storage URL expires.
 #[tokio::test]
 async fn a_revoked_login_loses_cached_blobs_after_its_token_lifetime() {
-    let tokens = token_service(2).await;
-    let store = Arc::new(Store::start(AuthRule::S3).await);
-    let blob = b"alice's private layer".to_vec();
-    let d = store.put_blob(&blob);
-    let s = store.clone();
-    let registry = registry(
-        format!("http://{}/token", tokens.addr),
-        "pull",
-        tokens.valid.clone(),
-        false,
-        // URLs valid for ten minutes.
-        move |d| s.presign(&Method::GET, &blob_key(d)),
-    )
-    .await;
-    let mirror = start_mirror(&args(&[
-        "--upstream",
-        &format!("docker.io=http://{}", registry.addr),
-        "--storage-host",
-        &store.addr.to_string(),
-    ]))
-    .await;
+    // Tokens live 2 s; storage URLs ten minutes.
+    let Scene {
+        tokens,
+        mirror,
+        digest: d,
+        ..
+    } = scene(2, "pull", b"alice's private layer", &[]).await;
     let res = request(
         mirror,
         "/token/docker.io?service=registry.test&scope=repository:alice/app:pull",
@@ -791,25 +798,12 @@ async fn a_revoked_login_loses_cached_blobs_after_its_token_lifetime() {
 /// for another repository, unlocks nothing she cached.
 #[tokio::test]
 async fn an_old_or_narrow_token_unlocks_nothing_cached() {
-    let tokens = token_service(2).await;
-    let store = Arc::new(Store::start(AuthRule::S3).await);
-    let d = store.put_blob(b"alice's private layer");
-    let s = store.clone();
-    let registry = registry(
-        format!("http://{}/token", tokens.addr),
-        "pull",
-        tokens.valid.clone(),
-        false,
-        move |d| s.presign(&Method::GET, &blob_key(d)),
-    )
-    .await;
-    let mirror = start_mirror(&args(&[
-        "--upstream",
-        &format!("docker.io=http://{}", registry.addr),
-        "--storage-host",
-        &store.addr.to_string(),
-    ]))
-    .await;
+    let Scene {
+        tokens,
+        mirror,
+        digest: d,
+        ..
+    } = scene(2, "pull", b"alice's private layer", &[]).await;
     let alice = basic(ALICE, ALICE_PASSWORD);
     let token_for = |repo: &'static str| {
         let alice = alice.clone();
