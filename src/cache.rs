@@ -44,7 +44,8 @@ pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// memory stays flat under any number of distinct requests. Keys are 128-bit hashes (keyed
 /// at random for each cache): credentials are not stored, and an entry cannot be found
 /// without them. The URLs are secrets: `Debug` prints only the settings and the size.
-/// Concurrent misses for one request each ask the registry; the last answer is kept.
+/// Concurrent misses for one request each ask the registry (the last answer is kept), unless
+/// [`single_flight`](Self::single_flight) is on.
 ///
 /// The builder methods change the settings of this handle (and of the clones made from it
 /// afterwards); the entries are kept, and shared with every clone.
@@ -361,6 +362,13 @@ impl RedirectCache {
     /// dropped its future. Then each waiter sends its own request, all at once. No timer is
     /// involved: a waiter waits as long as the leader's request takes, which the inner
     /// service's timeouts bound (compose a `tower::timeout` inside the layer).
+    ///
+    /// A waiter makes progress only while its leader's future is polled: one task that calls
+    /// the service twice for the same key and awaits the second response first waits
+    /// forever, and a hedging layer outside this one gains nothing. Requests that are never
+    /// redirected (a manifest, a tag list) wait one round trip for nothing: give them no
+    /// identity ([`identity`](Self::identity) returning `None`) to keep them out of the
+    /// cache.
     pub fn single_flight(mut self, on: bool) -> Self {
         self.settings_mut().single_flight = on;
         self

@@ -61,9 +61,10 @@ pin_project! {
         // Not a GET or HEAD: the answer passes through. The URI scrubs an error's message.
         PassThrough { #[pin] future: F, uri: Uri },
         // A GET or HEAD, waiting for the upstream's answer. `future` is `None` while the
-        // service is made ready for `again`: the caller's request, sent upstream once more
-        // after storage refused a cached URL.
-        Upstream { #[pin] future: Option<F>, asked: Asked<S>, again: Option<Box<Request<B>>> },
+        // service is made ready for `to_send`: the caller's request, sent upstream from this
+        // future (after storage refused a cached URL, or after waiting for another request's
+        // flight) rather than by `SignedRedirect::call`.
+        Upstream { #[pin] future: Option<F>, asked: Asked<S>, to_send: Option<Box<Request<B>>> },
         // Following a redirect: `None` while waiting for the service to be ready, then
         // storage's answer.
         Storage { #[pin] future: Option<F>, chain: Box<Chain<S, B>> },
@@ -83,8 +84,8 @@ pub(crate) struct Origin<S> {
     service: S,
     config: Config,
     forwarded: Forwarded,
-    /// Where the chain's end is remembered, with a redirect cache.
-    cache: Option<Ticket>,
+    /// Its place in the redirect cache, where the chain's end is remembered.
+    ticket: Option<Ticket>,
     /// The upstream is asked again because storage refused a cached URL.
     refreshed: bool,
 }
@@ -97,14 +98,14 @@ impl<S> Origin<S> {
         service: S,
         config: Config,
         req: &Request<B>,
-        cache: Option<Ticket>,
+        ticket: Option<Ticket>,
     ) -> Self {
         let forwarded = config.settings().forward_headers.capture(req.headers());
         Origin {
             service,
             config,
             forwarded,
-            cache,
+            ticket,
             refreshed: false,
         }
     }
@@ -181,7 +182,7 @@ impl<S> Asked<S> {
             service: self.origin.service.clone(),
             config: self.origin.config.clone(),
             forwarded: std::mem::take(&mut self.origin.forwarded),
-            cache: self.origin.cache.take(),
+            ticket: self.origin.ticket.take(),
             refreshed: self.origin.refreshed,
         };
         let head = HeadPlan::new(&self.method, origin.config.settings().head_strategy);
@@ -239,7 +240,7 @@ impl<S, B> Chain<S, B> {
             .with_head_fallback(self.head.fell_back())
             .with_cache(from_cache, self.origin.refreshed);
         if !from_cache && status.is_success() {
-            if let Some(mut ticket) = self.origin.cache.take() {
+            if let Some(mut ticket) = self.origin.ticket.take() {
                 ticket.store(&record, self.hops.earliest_expiry());
             }
         }
@@ -278,7 +279,7 @@ where
             state: State::Upstream {
                 future: Some(future),
                 asked,
-                again: None,
+                to_send: None,
             },
             redirect_body: Drain::none(),
         }
@@ -309,12 +310,12 @@ where
     }
 }
 
-/// The upstream's answer to a `GET` or `HEAD` (sent again first, after storage refused a
-/// cached URL).
+/// The upstream's answer to a `GET` or `HEAD` (sent from here first when `to_send` holds
+/// it).
 fn poll_upstream<S, B, R>(
     mut future: Pin<&mut Option<S::Future>>,
     asked: &mut Asked<S>,
-    again: &mut Option<Box<Request<B>>>,
+    to_send: &mut Option<Box<Request<B>>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Next<S, B, R>, Error>>
 where
@@ -324,12 +325,12 @@ where
     if future.is_none() {
         let service = &mut asked.origin.service;
         ready!(service.poll_ready(cx)).map_err(upstream_error(&asked.uri))?;
-        if let Some(req) = again.take() {
+        if let Some(req) = to_send.take() {
             future.set(Some(service.call(*req)));
         }
     }
     let Some(pending) = future.as_pin_mut() else {
-        // `again` always comes with an empty `future`: nothing is left to send.
+        // Unreachable: `to_send` always comes with an empty `future`.
         return Poll::Ready(Err(upstream_error(&asked.uri)("no request to send")));
     };
     let res = ready!(pending.poll(cx)).map_err(upstream_error(&asked.uri))?;
@@ -449,15 +450,15 @@ where
         status = status.as_u16(),
         "storage refused a cached URL; asking the upstream again"
     );
-    let cache = chain.origin.cache.take();
-    if let Some(ticket) = &cache {
+    let ticket = chain.origin.ticket.take();
+    if let Some(ticket) = &ticket {
         ticket.forget();
     }
     let mut origin = Origin::new(
         chain.origin.service.clone(),
         chain.origin.config.clone(),
         &original,
-        cache,
+        ticket,
     );
     origin.refreshed = true;
     let asked = Box::new(Asked::new(origin, &original));
@@ -478,34 +479,47 @@ where
         loop {
             // Whatever has arrived of the last redirect's body, while the next hop is out.
             let _ = this.redirect_body.as_mut().poll_drain(cx);
-            let next = match this.state.as_mut().project() {
-                StateProj::PassThrough { future, uri } => {
-                    let res = ready!(future.poll(cx)).map_err(upstream_error(uri))?;
-                    if res.status().is_redirection() {
-                        tracing::debug!(
-                            status = res.status().as_u16(),
-                            "passing redirect through: method is not GET or HEAD"
-                        );
-                    }
-                    Next::Respond(res.map(ResponseBody::new))
-                }
+            let step = match this.state.as_mut().project() {
+                StateProj::PassThrough { future, uri } => ready!(future.poll(cx))
+                    .map_err(upstream_error(uri))
+                    .map(|res| {
+                        if res.status().is_redirection() {
+                            tracing::debug!(
+                                status = res.status().as_u16(),
+                                "passing redirect through: method is not GET or HEAD"
+                            );
+                        }
+                        Next::Respond(res.map(ResponseBody::new))
+                    }),
                 StateProj::Upstream {
                     future,
                     asked,
-                    again,
-                } => ready!(poll_upstream(future, asked, again, cx))?,
-                StateProj::Storage { future, chain } => ready!(poll_storage(future, chain, cx))?,
+                    to_send,
+                } => ready!(poll_upstream(future, asked, to_send, cx)),
+                StateProj::Storage { future, chain } => ready!(poll_storage(future, chain, cx)),
                 StateProj::Waiting {
                     waiting,
                     service,
                     config,
                     request,
-                } => ready!(poll_waiting(waiting, service, config, request, cx))?,
+                } => ready!(poll_waiting(waiting, service, config, request, cx)),
                 StateProj::ProbeBody { body, answer } => {
                     ready!(body.poll_drain(cx));
-                    Next::Respond(std::mem::take(answer).map(|()| ResponseBody::empty()))
+                    Ok(Next::Respond(
+                        std::mem::take(answer).map(|()| ResponseBody::empty()),
+                    ))
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
+            };
+            // Done either way: what the state held (a cache ticket leading a flight, say) is
+            // released now, not when the caller drops the future.
+            let next = match step {
+                Ok(next) => next,
+                Err(e) => {
+                    this.state.set(State::Done);
+                    this.redirect_body.set(Drain::none());
+                    return Poll::Ready(Err(e));
+                }
             };
             match next {
                 Next::Respond(res) => {
@@ -528,7 +542,7 @@ where
                     this.state.set(State::Upstream {
                         future: None,
                         asked: *asked,
-                        again: Some(req),
+                        to_send: Some(req),
                     });
                 }
                 Next::ProbeBody(body, answer) => this.state.set(State::ProbeBody {

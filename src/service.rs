@@ -95,7 +95,7 @@ impl<S> SignedRedirect<S> {
 impl<S> SignedRedirect<S> {
     /// Sends `req` upstream, ready to follow its redirect (and store its end with `ticket`).
     #[inline]
-    fn follow<ReqBody, ResBody>(
+    fn send_upstream<ReqBody, ResBody>(
         &mut self,
         req: Request<ReqBody>,
         ticket: Option<Ticket>,
@@ -145,11 +145,11 @@ where
                 let future = self.inner.call(chain.request());
                 ResponseFuture::from_cache(future, chain)
             }
-            Lookup::Miss(ticket) => self.follow(req, Some(ticket)),
+            Lookup::Miss(ticket) => self.send_upstream(req, Some(ticket)),
             Lookup::Wait(waiting) => {
                 ResponseFuture::waiting(waiting, self.inner.clone(), self.config.clone(), req)
             }
-            Lookup::Bypass => self.follow(req, None),
+            Lookup::Bypass => self.send_upstream(req, None),
         }
     }
 }

@@ -205,7 +205,7 @@ impl Metrics {
         );
         registry.register(
             "digest_mismatches",
-            "Blob bodies whose sha256 did not match their digest (--verify-digests)",
+            "Blob bodies that did not match their digest (--verify-digests)",
             digest_mismatches.clone(),
         );
         Metrics {

@@ -51,8 +51,9 @@ pub struct Options {
     #[arg(long = "resolve", env = "MIRROR_RESOLVE", value_delimiter = ',')]
     pub resolve: Vec<String>,
 
-    /// Verify `blobs/sha256:<hex>` downloads while they stream: a body whose digest does not
-    /// match ends with an error instead of a clean end, so a client never stores it.
+    /// Verify `blobs/sha256:<hex>` and `blobs/sha512:<hex>` downloads while they stream: a
+    /// body whose digest does not match ends with an error instead of a clean end, so a
+    /// client never stores it; blob digests of other algorithms are refused.
     #[arg(long, env = "MIRROR_VERIFY_DIGESTS")]
     pub verify_digests: bool,
 

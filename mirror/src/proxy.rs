@@ -63,9 +63,12 @@ impl Mirror {
         let login = self.login(upstream);
         // Who the request is for the redirect cache: every client of a mirror that logs in
         // itself shares its entries; with clients' own logins, see `IssuedTokens::identity`.
-        let identity = match login {
-            Login::PassThrough => self.shared.issued.identity(&parts.headers),
-            _ => Some(CacheIdentity::new("mirror")),
+        // Only blobs are cached: other requests are rarely redirected, and would wait for
+        // another's round trip for nothing (single-flight).
+        let identity = match (route, login) {
+            (Route::Blob, Login::PassThrough) => self.shared.issued.identity(&parts.headers),
+            (Route::Blob, _) => Some(CacheIdentity::new("mirror")),
+            _ => None,
         };
         let answer = match login {
             Login::PassThrough => {
@@ -77,7 +80,10 @@ impl Mirror {
                 }
                 self.client.send(req).await
             }
-            login => self.send_logged_in(upstream, login, parts, &uri).await,
+            login => {
+                self.send_logged_in(upstream, login, parts, &uri, identity.clone())
+                    .await
+            }
         };
         let res = match answer {
             Ok(res) => res,
@@ -137,6 +143,7 @@ impl Mirror {
         login: &Login,
         parts: &Parts,
         uri: &Uri,
+        identity: Option<CacheIdentity>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         let scope = credentials::scope_of(uri.path());
         let tokens = &self.shared.tokens;
@@ -148,8 +155,9 @@ impl Mirror {
                 req.headers_mut()
                     .insert(header::AUTHORIZATION, auth.clone());
             }
-            // Every client of a mirror that logs in itself shares its cached URLs.
-            req.extensions_mut().insert(CacheIdentity::new("mirror"));
+            if let Some(identity) = identity.clone() {
+                req.extensions_mut().insert(identity);
+            }
             req
         };
         let refused_by_upstream = |res: &Response<UpstreamBody>| {
