@@ -91,6 +91,18 @@ async fn a_refused_cached_url_is_refreshed_and_nothing_secret_is_logged() {
         text.contains("cache=\"refresh\""),
         "no refresh line:\n{text}"
     );
+    // The token service's host is logged the first time the mirror's credentials go there,
+    // and only then.
+    let announced = text
+        .lines()
+        .filter(|l| l.contains("sending credentials to the token service"))
+        .collect::<Vec<_>>();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert!(
+        announced[0].contains("token_service=http://127.0.0.1:"),
+        "{}",
+        announced[0]
+    );
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     let signatures: Vec<String> = hub
         .store
