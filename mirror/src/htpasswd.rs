@@ -161,18 +161,16 @@ impl Users {
         }
         // Counted before it waits: a burst from one address gets no more bcrypt checks than
         // a sequence would.
-        if !self.start_check(client) {
+        let Some(checking) = self.start_check(client) else {
             return Check::Throttled(Duration::from_secs(1));
-        }
+        };
         let verified = match tokio::time::timeout(QUEUE_WAIT, self.permits.acquire()).await {
             Ok(Ok(_permit)) => self.bcrypt(&user, password).await,
             Ok(Err(_)) => false,
-            Err(_) => {
-                self.end_check(client, None);
-                return Check::Throttled(Duration::from_secs(1));
-            }
+            // Not counted as a failure (`checking` ends uncounted when dropped).
+            Err(_) => return Check::Throttled(Duration::from_secs(1)),
         };
-        self.end_check(client, Some(verified));
+        checking.end(verified);
         if verified {
             self.lock_accepted().put(digest, Instant::now() + REMEMBER);
             Check::Accepted
@@ -209,9 +207,10 @@ impl Users {
         until.checked_duration_since(Instant::now())
     }
 
-    /// Counts a check that is starting for `client`; `false` when the failures so far and
-    /// the checks under way already reach [`FREE_FAILURES`].
-    fn start_check(&self, client: IpAddr) -> bool {
+    /// Counts a check that is starting for `client`; `None` when the failures so far and
+    /// the checks under way already reach [`FREE_FAILURES`]. The check is counted until the
+    /// returned guard ends it, or is dropped (the client went away mid-check: uncounted).
+    fn start_check(&self, client: IpAddr) -> Option<Checking<'_>> {
         let mut failures = self.lock_failures();
         let entry = failures.get_or_insert_mut(client, || Failures {
             count: 0,
@@ -219,10 +218,14 @@ impl Users {
             until: None,
         });
         if entry.count + entry.checking >= FREE_FAILURES {
-            return false;
+            return None;
         }
         entry.checking += 1;
-        true
+        Some(Checking {
+            users: self,
+            client,
+            ended: false,
+        })
     }
 
     /// A check for `client` ended: accepted (`Some(true)`: its failures are cleared), refused
@@ -270,6 +273,29 @@ impl Users {
 
     fn lock_failures(&self) -> std::sync::MutexGuard<'_, LruCache<IpAddr, Failures>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A login check under way for one address; ends it when told the outcome, or uncounted
+/// when dropped first.
+struct Checking<'a> {
+    users: &'a Users,
+    client: IpAddr,
+    ended: bool,
+}
+
+impl Checking<'_> {
+    fn end(mut self, verified: bool) {
+        self.ended = true;
+        self.users.end_check(self.client, Some(verified));
+    }
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.users.end_check(self.client, None);
+        }
     }
 }
 
@@ -353,6 +379,16 @@ mod tests {
         );
         assert_eq!(users.check(&header("bob:s3cret"), ip).await, Check::Refused);
         assert_eq!(users.check(&HeaderMap::new(), ip).await, Check::Refused);
+        // A check whose client went away (its future dropped mid-check) is not counted:
+        // however many, the address is not locked out.
+        let other = IpAddr::from([127, 0, 0, 2]);
+        for _ in 0..2 * FREE_FAILURES {
+            drop(users.start_check(other).expect("not throttled"));
+        }
+        assert_eq!(
+            users.check(&header("alice:s3cret"), other).await,
+            Check::Accepted
+        );
         std::fs::write(&path, "alice:{SHA}abc\n").unwrap();
         assert!(Users::load(&path).unwrap_err().contains("only bcrypt"));
     }
