@@ -109,6 +109,9 @@ pub fn parse(rest: &str) -> Result<ApiPath<'_>, Refused> {
 
 /// `.` or `..`, as written or percent-encoded (`%2e`, `%2E.`, ...).
 fn is_dot_segment(segment: &str) -> bool {
+    if !segment.contains('%') {
+        return segment == "." || segment == "..";
+    }
     let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
     decoded == b"." || decoded == b".."
 }

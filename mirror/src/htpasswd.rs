@@ -26,7 +26,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long an accepted login is remembered.
 const REMEMBER: Duration = Duration::from_secs(300);
@@ -38,6 +38,9 @@ const MAX_TRACKED: usize = 16_384;
 pub const FREE_FAILURES: u32 = 5;
 /// The longest an address is made to wait.
 pub const MAX_LOCKOUT: Duration = Duration::from_secs(60);
+/// How long after its last failure an address's failures are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(2 * 60);
+
 /// How long a login waits for its turn at bcrypt before it is told to come back.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
@@ -48,19 +51,20 @@ pub struct Users {
     dummy: Arc<String>,
     accepted: Mutex<LruCache<[u8; 32], Instant>>,
     failures: Mutex<LruCache<IpAddr, Failures>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     bcrypt_runs: AtomicU64,
     in_flight: Arc<AtomicUsize>,
     peak_in_flight: Arc<AtomicUsize>,
 }
 
-/// One address's failed logins in a row, those still being checked, and until when it must
-/// wait.
+/// One address's failed logins in a row, those still being checked, until when it must
+/// wait, and when it last failed.
 #[derive(Clone, Copy)]
 struct Failures {
     count: u32,
     checking: u32,
     until: Option<Instant>,
+    last: Instant,
 }
 
 /// What a login check says.
@@ -126,7 +130,7 @@ impl Users {
             dummy: Arc::new(dummy),
             accepted: Mutex::new(LruCache::new(cap(MAX_REMEMBERED))),
             failures: Mutex::new(LruCache::new(cap(MAX_TRACKED))),
-            permits: Semaphore::new(permit_count),
+            permits: Arc::new(Semaphore::new(permit_count)),
             bcrypt_runs: AtomicU64::new(0),
             in_flight: Arc::default(),
             peak_in_flight: Arc::default(),
@@ -164,12 +168,13 @@ impl Users {
         let Some(checking) = self.start_check(client) else {
             return Check::Throttled(Duration::from_secs(1));
         };
-        let verified = match tokio::time::timeout(QUEUE_WAIT, self.permits.acquire()).await {
-            Ok(Ok(_permit)) => self.bcrypt(&user, password).await,
-            Ok(Err(_)) => false,
-            // Not counted as a failure (`checking` ends uncounted when dropped).
-            Err(_) => return Check::Throttled(Duration::from_secs(1)),
-        };
+        let verified =
+            match tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => self.bcrypt(&user, password, permit).await,
+                Ok(Err(_)) => false,
+                // Not counted as a failure (`checking` ends uncounted when dropped).
+                Err(_) => return Check::Throttled(Duration::from_secs(1)),
+            };
         checking.end(verified);
         if verified {
             self.lock_accepted().put(digest, Instant::now() + REMEMBER);
@@ -181,7 +186,9 @@ impl Users {
 
     /// One bcrypt check of `password` for `user` (against the dummy hash for an unknown
     /// user: the same work).
-    async fn bcrypt(&self, user: &str, password: String) -> bool {
+    /// `permit` is held by the blocking task itself: a client that goes away mid-check
+    /// frees it only when the CPU work is done, so the bound holds.
+    async fn bcrypt(&self, user: &str, password: String, permit: OwnedSemaphorePermit) -> bool {
         let (hash, known) = match self.hashes.get(user) {
             Some(hash) => (hash.clone(), true),
             None => ((*self.dummy).clone(), false),
@@ -189,6 +196,7 @@ impl Users {
         self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
         let (in_flight, peak) = (self.in_flight.clone(), self.peak_in_flight.clone());
         let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
             let ok = bcrypt::verify(password, &hash).unwrap_or(false);
@@ -211,13 +219,30 @@ impl Users {
     /// the checks under way already reach [`FREE_FAILURES`]. The check is counted until the
     /// returned guard ends it, or is dropped (the client went away mid-check: uncounted).
     fn start_check(&self, client: IpAddr) -> Option<Checking<'_>> {
+        let now = Instant::now();
         let mut failures = self.lock_failures();
         let entry = failures.get_or_insert_mut(client, || Failures {
             count: 0,
             checking: 0,
             until: None,
+            last: now,
         });
-        if entry.count + entry.checking >= FREE_FAILURES {
+        // Failures long past are forgotten.
+        if entry.checking == 0 && now.duration_since(entry.last) > FORGET_AFTER {
+            *entry = Failures {
+                count: 0,
+                checking: 0,
+                until: None,
+                last: now,
+            };
+        }
+        let allowed = match entry.until {
+            Some(until) if until > now => false,
+            // Past a lockout: one try at a time; failing it doubles the wait.
+            _ if entry.count >= FREE_FAILURES => entry.checking == 0,
+            _ => entry.count + entry.checking < FREE_FAILURES,
+        };
+        if !allowed {
             return None;
         }
         entry.checking += 1;
@@ -238,10 +263,13 @@ impl Users {
         entry.checking = entry.checking.saturating_sub(1);
         match verified {
             Some(true) => {
-                failures.pop(&client);
+                // Checks still under way stay counted as such.
+                entry.count = 0;
+                entry.until = None;
             }
             Some(false) => {
                 entry.count += 1;
+                entry.last = Instant::now();
                 if entry.count >= FREE_FAILURES {
                     let doublings = (entry.count - FREE_FAILURES).min(6);
                     let wait = (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_LOCKOUT);
@@ -301,8 +329,9 @@ impl Drop for Checking<'_> {
 
 /// Who failed logins are counted for: an IPv4 address, or an IPv6 address's /64.
 fn throttle_key(client: IpAddr) -> IpAddr {
-    match client {
-        IpAddr::V4(_) => client,
+    // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`: each is its own address.
+    match client.to_canonical() {
+        v4 @ IpAddr::V4(_) => v4,
         IpAddr::V6(v6) => {
             let s = v6.segments();
             IpAddr::from(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
@@ -389,6 +418,36 @@ mod tests {
             users.check(&header("alice:s3cret"), other).await,
             Check::Accepted
         );
+        // Locked out after FREE_FAILURES wrong passwords; once the wait has passed, the right
+        // password gets through (and a wrong one doubles the wait).
+        let third = IpAddr::from([127, 0, 0, 3]);
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(
+                users.check(&header("alice:wrong"), third).await,
+                Check::Refused
+            );
+        }
+        assert!(matches!(
+            users.check(&header("alice:bad"), third).await,
+            Check::Throttled(_)
+        ));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            users.check(&header("alice:wrong"), third).await,
+            Check::Refused
+        );
+        match users.check(&header("alice:bad"), third).await {
+            Check::Throttled(wait) => assert!(wait > Duration::from_secs(1), "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(
+            users.check(&header("alice:s3cret"), third).await,
+            Check::Accepted
+        );
+        // Dual-stack: IPv4 clients seen as ::ffff:a.b.c.d are each their own address.
+        let mapped = |n: u8| IpAddr::from(std::net::Ipv4Addr::new(10, 9, 8, n).to_ipv6_mapped());
+        assert_ne!(throttle_key(mapped(1)), throttle_key(mapped(2)));
         std::fs::write(&path, "alice:{SHA}abc\n").unwrap();
         assert!(Users::load(&path).unwrap_err().contains("only bcrypt"));
     }

@@ -1,6 +1,7 @@
 //! Prometheus metrics, kept with `prometheus-client` and served at `/metrics` in the text
 //! exposition format. Shared by every worker.
 
+use super::api::{self, Endpoint};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,22 +31,26 @@ pub enum Route {
 }
 
 impl Route {
-    /// The route of a mirror path.
+    /// The route of a mirror (or upstream) path, as the distribution grammar reads it:
+    /// `/v2/foo/blobs/bar/manifests/x` is a manifest of the repository `foo/blobs/bar`.
     pub fn of(path: &str) -> Route {
         if path == "/v2" || path == "/v2/" {
-            Route::Ping
-        } else if path.starts_with("/token/") {
-            Route::Token
-        } else if path.contains("/blobs/") {
-            Route::Blob
-        } else if path.contains("/manifests/") {
-            Route::Manifest
-        } else if path.contains("/tags/") {
-            Route::Tags
-        } else if path.contains("/referrers/") {
-            Route::Referrers
-        } else {
-            Route::Other
+            return Route::Ping;
+        }
+        if path.starts_with("/token/") {
+            return Route::Token;
+        }
+        let Some(api) = path
+            .strip_prefix("/v2/")
+            .and_then(|rest| api::parse(rest).ok())
+        else {
+            return Route::Other;
+        };
+        match api.endpoint {
+            Endpoint::Blob(_) => Route::Blob,
+            Endpoint::Manifest(_) => Route::Manifest,
+            Endpoint::TagsList => Route::Tags,
+            Endpoint::Referrers(_) => Route::Referrers,
         }
     }
 }

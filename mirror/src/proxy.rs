@@ -182,16 +182,12 @@ impl Mirror {
             return Ok(res);
         };
         drop(res);
-        let (auth, ttl) = match self.log_in(upstream, login, challenge, &scope).await {
-            Ok(login) => login,
-            Err(e) => {
-                tokens.refuse(&upstream.name, &scope);
-                return Err(e);
-            }
-        };
+        let (auth, ttl) = self.log_in(upstream, login, challenge, &scope).await?;
         tokens.put(&upstream.name, &scope, auth.clone(), ttl);
         let res = self.client.send(request(Some(&auth))).await?;
         if refused_by_upstream(&res) {
+            // A fresh token, and still refused: the account cannot read this.
+            tokens.forget(&upstream.name, &scope);
             tokens.refuse(&upstream.name, &scope);
         }
         Ok(res)
@@ -270,6 +266,11 @@ impl Mirror {
             .await?
             .to_bytes();
         if !status.is_success() {
+            // A definite refusal is remembered for the scope; a failing token service (5xx,
+            // 429, a timeout) is not: it says nothing about what the account may read.
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                self.shared.tokens.refuse(&upstream.name, scope);
+            }
             return Err(format!("the token service answered {status}").into());
         }
         credentials::parse_token(&body).ok_or_else(|| "the token service sent no token".into())
