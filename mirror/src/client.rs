@@ -7,7 +7,7 @@
 //! public addresses unless their host is a listed `--storage-host` (`guard.rs`).
 
 use super::guard::{self, Resolver, StorageConnector};
-use super::metrics::Metrics;
+use super::metrics::{Metrics, Route};
 use super::options::{Options, RedirectMode};
 use super::tuning;
 use super::BoxError;
@@ -149,6 +149,9 @@ impl Service<UpstreamRequest> for Hops {
         let future = if storage {
             clients.storage.request(req)
         } else {
+            clients
+                .metrics
+                .upstream_request(req.method(), Route::of(req.uri().path()));
             clients.upstream.request(req)
         };
         Timed {

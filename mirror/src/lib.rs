@@ -33,6 +33,7 @@ pub mod credentials;
 pub mod errors;
 pub mod guard;
 pub mod htpasswd;
+pub mod manifests;
 pub mod metrics;
 pub mod options;
 pub mod proxy;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The tokens the mirror logged in for with its own credentials.
     pub tokens: Arc<Tokens>,
+    /// The manifest cache (`--manifest-cache`), if on.
+    pub manifests: Option<Arc<manifests::ManifestCache>>,
     /// The tokens `/token/` handed out to clients: whom to, until when.
     pub issued: Arc<token::IssuedTokens>,
     /// The clients' logins to the mirror, with `--htpasswd`.
@@ -98,6 +101,8 @@ impl Shared {
             metrics: Arc::new(Metrics::new()),
             tokens: Arc::default(),
             issued: Arc::default(),
+            manifests: (options.manifest_cache > 0)
+                .then(|| Arc::new(manifests::ManifestCache::new(options.manifest_cache))),
             users,
         })
     }
@@ -114,6 +119,7 @@ pub struct Mirror {
     shared: Shared,
     idle_timeout: Duration,
     verify_digests: bool,
+    serve_stale: Duration,
     /// How clients reach the mirror, for the challenges it sends: `--public-url`, else
     /// `http(s)://<Host>`.
     public_url: Option<String>,
@@ -165,6 +171,7 @@ impl Mirror {
             shared,
             idle_timeout: options.idle_timeout,
             verify_digests: options.verify_digests,
+            serve_stale: options.serve_stale,
             public_url: options
                 .public_url
                 .as_ref()

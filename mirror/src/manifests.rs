@@ -18,7 +18,8 @@
 use bytes::Bytes;
 use http::HeaderValue;
 use lru::LruCache;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The largest manifest the mirror keeps (the distribution spec's limit for a manifest).
@@ -56,6 +57,34 @@ pub struct Manifest {
 pub struct ManifestCache {
     budget: usize,
     inner: Mutex<Inner>,
+    /// One lock per key being fetched: concurrent misses of one key wait for the first
+    /// (single-flight), then find its answer in the cache.
+    fetching: Mutex<HashMap<ManifestKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A key's turn to look up, revalidate or fetch; the next request with the key waits.
+pub struct Turn<'a> {
+    cache: &'a ManifestCache,
+    key: ManifestKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut fetching = self
+            .cache
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Nobody else holds or waits for this key's lock: the entry goes.
+        if fetching
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            fetching.remove(&self.key);
+        }
+    }
 }
 
 struct Inner {
@@ -72,6 +101,22 @@ impl ManifestCache {
                 entries: LruCache::unbounded(),
                 bytes: 0,
             }),
+            fetching: Mutex::default(),
+        }
+    }
+
+    /// Waits for `key`'s turn: while another request with the key looks it up, revalidates
+    /// or fetches it, this one waits (and then finds the manifest the other kept). Whatever
+    /// the other's outcome, the turn comes: a failed fetch leaves this one to try.
+    pub async fn turn(&self, key: &ManifestKey) -> Turn<'_> {
+        let lock = {
+            let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+            fetching.entry(key.clone()).or_default().clone()
+        };
+        Turn {
+            cache: self,
+            key: key.clone(),
+            guard: Some(lock.lock_owned().await),
         }
     }
 
@@ -166,14 +211,23 @@ mod tests {
     fn bounded_in_bytes_least_recently_used_out_and_per_identity() {
         let cache = ManifestCache::new(10_000);
         for i in 0..10 {
-            cache.put(key(&format!("/v2/a/manifests/{i}"), "anonymous"), manifest(2_000, None));
+            cache.put(
+                key(&format!("/v2/a/manifests/{i}"), "anonymous"),
+                manifest(2_000, None),
+            );
         }
         assert!(cache.bytes() <= 10_000);
         assert!(cache.get(&key("/v2/a/manifests/9", "anonymous")).is_some());
         assert!(cache.get(&key("/v2/a/manifests/0", "anonymous")).is_none());
-        assert!(cache.get(&key("/v2/a/manifests/9", "alice")).is_none(), "another identity");
+        assert!(
+            cache.get(&key("/v2/a/manifests/9", "alice")).is_none(),
+            "another identity"
+        );
         // Too big for the budget: not kept, nothing evicted for it.
-        cache.put(key("/v2/big/manifests/x", "anonymous"), manifest(20_000, None));
+        cache.put(
+            key("/v2/big/manifests/x", "anonymous"),
+            manifest(20_000, None),
+        );
         assert!(cache.get(&key("/v2/a/manifests/9", "anonymous")).is_some());
         // A login's entry ends with its token.
         let ended = SystemTime::now() - Duration::from_secs(1);

@@ -77,6 +77,31 @@ pub enum CacheEvent {
     Refresh,
 }
 
+/// What the manifest cache did for a request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ManifestEvent {
+    /// Served from the cache without asking the upstream (by digest).
+    Hit,
+    /// Served from the cache after the upstream's `HEAD` said the tag is unchanged.
+    Revalidated,
+    /// Served from the cache while the upstream failed (`--serve-stale`).
+    Stale,
+    /// Fetched from the upstream, and kept.
+    Miss,
+}
+
+impl ManifestEvent {
+    /// Its name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManifestEvent::Hit => "hit",
+            ManifestEvent::Revalidated => "revalidated",
+            ManifestEvent::Stale => "stale",
+            ManifestEvent::Miss => "miss",
+        }
+    }
+}
+
 /// Which kind of hop a latency is for.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Hop {
@@ -101,6 +126,7 @@ label_values! {
     Route { Ping => "ping", Token => "token", Manifest => "manifest", Blob => "blob", Tags => "tags", Referrers => "referrers", Other => "other" }
     Decision { Followed => "followed", Passed => "passed", Refused => "refused" }
     CacheEvent { Hit => "hit", Miss => "miss", Refresh => "refresh" }
+    ManifestEvent { Hit => "hit", Revalidated => "revalidated", Stale => "stale", Miss => "miss" }
     Hop { Upstream => "upstream", Storage => "storage" }
 }
 
@@ -127,6 +153,17 @@ struct CacheLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ManifestLabel {
+    event: ManifestEvent,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamRequestLabels {
+    method: String,
+    route: Route,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HopLabel {
     hop: Hop,
 }
@@ -149,6 +186,9 @@ pub struct Metrics {
     hop_seconds: [Histogram; 2],
     ratelimit_remaining: Family<UpstreamLabel, Gauge>,
     digest_mismatches: Counter,
+    /// By [`ManifestEvent`], in declaration order.
+    manifests: [Counter; 4],
+    upstream_requests: Family<UpstreamRequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -172,6 +212,8 @@ impl Metrics {
         let ratelimit_remaining = Family::<UpstreamLabel, Gauge>::default();
         let head_fallbacks = Counter::default();
         let digest_mismatches = Counter::default();
+        let manifests = Family::<ManifestLabel, Counter>::default();
+        let upstream_requests = Family::<UpstreamRequestLabels, Counter>::default();
         let mut registry = Registry::with_prefix("registry_mirror");
         registry.register(
             "requests",
@@ -209,6 +251,16 @@ impl Metrics {
             ratelimit_remaining.clone(),
         );
         registry.register(
+            "manifest_cache",
+            "Manifest cache: served by digest, revalidated by HEAD, served stale, fetched",
+            manifests.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests the mirror sent its upstreams (not storage), by method and route: Docker Hub's pull limit counts manifest GETs",
+            upstream_requests.clone(),
+        );
+        registry.register(
             "digest_mismatches",
             "Blob bodies that did not match their digest (--verify-digests)",
             digest_mismatches.clone(),
@@ -226,6 +278,14 @@ impl Metrics {
                 .map(|hop| hop_seconds.get_or_create(&HopLabel { hop }).clone()),
             ratelimit_remaining,
             digest_mismatches,
+            manifests: [
+                ManifestEvent::Hit,
+                ManifestEvent::Revalidated,
+                ManifestEvent::Stale,
+                ManifestEvent::Miss,
+            ]
+            .map(|event| manifests.get_or_create(&ManifestLabel { event }).clone()),
+            upstream_requests,
         }
     }
 
@@ -277,6 +337,20 @@ impl Metrics {
         self.ratelimit_remaining
             .get_or_create(&labels)
             .set(remaining);
+    }
+
+    /// Counts what the manifest cache did.
+    pub fn manifest(&self, event: ManifestEvent) {
+        self.manifests[event as usize].inc();
+    }
+
+    /// Counts a request sent to an upstream (not storage).
+    pub fn upstream_request(&self, method: &http::Method, route: Route) {
+        let labels = UpstreamRequestLabels {
+            method: method.as_str().to_owned(),
+            route,
+        };
+        self.upstream_requests.get_or_create(&labels).inc();
     }
 
     /// Counts a blob body whose digest did not match.

@@ -72,6 +72,16 @@ pub struct Options {
     #[arg(long, env = "MIRROR_REDIRECT_CACHE_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
     pub redirect_cache_max_age: Duration,
 
+    /// Bytes of manifests to keep in memory (`0`: no manifest cache): by digest they are
+    /// served from it, by tag after an upstream `HEAD` says they are unchanged.
+    #[arg(long, env = "MIRROR_MANIFEST_CACHE", default_value_t = 64 * 1024 * 1024)]
+    pub manifest_cache: usize,
+
+    /// Serve a cached tag's manifest this long after it was fetched when the upstream
+    /// answers `429` or `5xx`, or cannot be reached (`0`: never).
+    #[arg(long, env = "MIRROR_SERVE_STALE", default_value = "24h", value_parser = parse_duration)]
+    pub serve_stale: Duration,
+
     /// The mirror's own credentials for upstreams: a Docker `config.json` (`auths`, keyed by
     /// registry host, with `auth` = base64 `user:password`, or `identitytoken`). With them
     /// the mirror logs in itself and clients need no login.

@@ -9,7 +9,9 @@ use super::client::{UpstreamBody, UpstreamRequest};
 use super::credentials::{self, Challenge, Login, Secret};
 use super::errors::{registry_error, upstream_failure};
 use super::guard;
-use super::metrics::{CacheEvent, Decision, Route};
+use super::manifests::{self, Manifest, ManifestCache, ManifestKey, MAX_MANIFEST};
+use super::metrics::{CacheEvent, Decision, ManifestEvent, Route};
+use super::token::Who;
 use super::upstream::Upstream;
 use super::verify::{self, Verified};
 use super::BoxError;
@@ -60,31 +62,69 @@ impl Mirror {
     ) -> Response<MirrorBody> {
         let started = Instant::now();
         let route = Route::of(parts.uri.path());
-        let login = self.login(upstream);
-        // Who the request is for the redirect cache: every client of a mirror that logs in
-        // itself shares its entries; with clients' own logins, see `IssuedTokens::identity`.
-        // Only blobs are cached: other requests are rarely redirected, and would wait for
-        // another's round trip for nothing (single-flight).
-        let identity = match (route, login) {
-            (Route::Blob, Login::PassThrough) => self.shared.issued.identity(&parts.headers),
-            (Route::Blob, _) => Some(CacheIdentity::new("mirror")),
-            _ => None,
+        // Who the request is, for the caches: every client of a mirror that logs in itself
+        // is its login; with clients' own logins, see `IssuedTokens::identity`.
+        let who = match self.login(upstream) {
+            Login::PassThrough => self.shared.issued.identity(&parts.headers),
+            _ => Some(Who::mirror()),
         };
-        let answer = match login {
+        if let (Route::Manifest, Some(cache), Some(who)) = (route, &self.shared.manifests, &who) {
+            return self
+                .manifest(upstream, parts, uri, who, cache, started)
+                .await;
+        }
+        // Only blobs are in the redirect cache: other requests are rarely redirected, and
+        // would wait for another's round trip for nothing (single-flight).
+        let identity = who
+            .filter(|_| route == Route::Blob)
+            .map(|who| who.cache_identity());
+        let answer = self
+            .fetch(upstream, parts, &uri, &parts.method, identity.clone())
+            .await;
+        let sent = Sent {
+            uri,
+            identity,
+            started,
+            route,
+        };
+        self.respond(upstream, parts, sent, answer)
+    }
+
+    /// Sends `method` (`GET` or `HEAD`) for the client's request to `uri` on `upstream`, with
+    /// the login the mirror uses there; `identity` is the request's in the redirect cache.
+    async fn fetch(
+        &self,
+        upstream: &Upstream,
+        parts: &Parts,
+        uri: &Uri,
+        method: &Method,
+        identity: Option<CacheIdentity>,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        match self.login(upstream) {
             Login::PassThrough => {
                 // Who chose the destination: the operator (`--upstream`); the credentials
                 // are the client's own, for the upstream that asked for them.
-                let mut req = upstream_request(parts, uri.clone(), true);
-                if let Some(identity) = identity.clone() {
+                let mut req = upstream_request(parts, method, uri.clone(), true);
+                if let Some(identity) = identity {
                     req.extensions_mut().insert(identity);
                 }
                 self.client.send(req).await
             }
             login => {
-                self.send_logged_in(upstream, login, parts, &uri, identity.clone())
+                self.send_logged_in(upstream, login, parts, method, uri, identity)
                     .await
             }
-        };
+        }
+    }
+
+    /// The upstream's answer (or failure), made the client's.
+    fn respond(
+        &self,
+        upstream: &Arc<Upstream>,
+        parts: &Parts,
+        sent: Sent,
+        answer: Result<Response<UpstreamBody>, BoxError>,
+    ) -> Response<MirrorBody> {
         let res = match answer {
             Ok(res) => res,
             Err(err) => {
@@ -99,24 +139,24 @@ impl Mirror {
                 {
                     metrics.redirect(Decision::Refused);
                 }
-                metrics.request(route, res.status().as_u16(), &upstream.name);
+                metrics.request(sent.route, res.status().as_u16(), &upstream.name);
                 tracing::warn!(
                     method = %parts.method,
                     path = parts.uri.path(),
                     upstream = %upstream.name,
                     status = res.status().as_u16(),
-                    duration_ms = started.elapsed().as_millis() as u64,
+                    duration_ms = sent.started.elapsed().as_millis() as u64,
                     error = %message,
                     "upstream request failed"
                 );
                 return res;
             }
         };
-        if !matches!(login, Login::PassThrough)
+        if !matches!(self.login(upstream), Login::PassThrough)
             && res.status() == StatusCode::UNAUTHORIZED
             && res.extensions().get::<FollowedRedirect>().is_none()
         {
-            self.shared.metrics.request(route, 502, &upstream.name);
+            self.shared.metrics.request(sent.route, 502, &upstream.name);
             tracing::warn!(upstream = %upstream.name, "the upstream refused the mirror's credentials");
             return registry_error(
                 StatusCode::BAD_GATEWAY,
@@ -124,13 +164,179 @@ impl Mirror {
                 "the upstream refused the mirror's credentials",
             );
         }
+        self.answer(upstream, parts, sent, res)
+    }
+
+    /// A manifest, through the manifest cache (`manifests.rs`): by digest from the cache; by
+    /// tag from the cache when an upstream `HEAD` says its digest is unchanged, or when the
+    /// upstream fails and the entry is younger than `--serve-stale`; otherwise from the
+    /// upstream, and kept.
+    async fn manifest(
+        &self,
+        upstream: &Arc<Upstream>,
+        parts: &Parts,
+        uri: Uri,
+        who: &Who,
+        cache: &ManifestCache,
+        started: Instant,
+    ) -> Response<MirrorBody> {
+        let mut accept = Vec::new();
+        for value in parts.headers.get_all(header::ACCEPT) {
+            accept.extend_from_slice(value.as_bytes());
+            accept.push(b'\n');
+        }
+        let key = ManifestKey {
+            upstream: upstream.name.clone(),
+            path: uri.path().to_owned(),
+            accept,
+            identity: who.key.clone(),
+        };
+        // One request per key at a time: concurrent pulls of one tag spend one upstream GET.
+        let _turn = cache.turn(&key).await;
+        let reference = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
+        let by_digest = reference.contains(':');
+        let metrics = &self.shared.metrics;
+        let cached = cache.get(&key);
+        let serve = |manifest: &Manifest, event: ManifestEvent| {
+            metrics.manifest(event);
+            self.serve_cached(upstream, parts, manifest, event, started)
+        };
+        if let Some(manifest) = &cached {
+            if by_digest {
+                return serve(manifest, ManifestEvent::Hit);
+            }
+            // The upstream's HEAD says whether the tag still names the cached manifest.
+            match self.fetch(upstream, parts, &uri, &Method::HEAD, None).await {
+                Ok(res)
+                    if res.status() == StatusCode::OK
+                        && res.headers().get(DOCKER_CONTENT_DIGEST) == Some(&manifest.digest) =>
+                {
+                    return serve(manifest, ManifestEvent::Revalidated);
+                }
+                Ok(res) if failing(res.status()) && self.stale_ok(manifest) => {
+                    tracing::warn!(upstream = %upstream.name, path = parts.uri.path(), status = res.status().as_u16(), "upstream failing: serving a stale manifest");
+                    return serve(manifest, ManifestEvent::Stale);
+                }
+                Err(e) if self.stale_ok(manifest) => {
+                    tracing::warn!(upstream = %upstream.name, path = parts.uri.path(), error = %super::errors::upstream_failure(&e).1, "upstream unreachable: serving a stale manifest");
+                    return serve(manifest, ManifestEvent::Stale);
+                }
+                Ok(res) if res.status() == StatusCode::NOT_FOUND => cache.remove(&key),
+                _ => {}
+            }
+        }
+        let answer = self.fetch(upstream, parts, &uri, &parts.method, None).await;
+        // The same failure on the GET itself.
+        if let Some(manifest) = cached.as_ref().filter(|m| self.stale_ok(m)) {
+            let failed = match &answer {
+                Ok(res) => failing(res.status()),
+                Err(_) => true,
+            };
+            if failed {
+                tracing::warn!(upstream = %upstream.name, path = parts.uri.path(), "upstream failing: serving a stale manifest");
+                return serve(manifest, ManifestEvent::Stale);
+            }
+        }
+        let keep = parts.method == Method::GET
+            && matches!(&answer, Ok(res) if res.status() == StatusCode::OK);
         let sent = Sent {
             uri,
-            identity,
+            identity: None,
             started,
-            route,
+            route: Route::Manifest,
         };
-        self.answer(upstream, parts, sent, res)
+        let res = self.respond(upstream, parts, sent, answer);
+        if !keep {
+            return res;
+        }
+        let (head, body) = res.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_MANIFEST)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return registry_error(
+                    StatusCode::BAD_GATEWAY,
+                    "UNAVAILABLE",
+                    "the upstream's manifest could not be read (or is over 4 MiB)",
+                )
+            }
+        };
+        let digest = match head.headers.get(DOCKER_CONTENT_DIGEST) {
+            Some(digest) => digest.clone(),
+            None => sha256_digest(&body),
+        };
+        // By digest, what is kept must be what was asked for.
+        if by_digest
+            && reference.starts_with("sha256:")
+            && sha256_digest(&body) != reference.as_str()
+        {
+            return registry_error(
+                StatusCode::BAD_GATEWAY,
+                "MANIFEST_INVALID",
+                "the upstream's manifest does not match its digest",
+            );
+        }
+        metrics.manifest(ManifestEvent::Miss);
+        cache.put(
+            key,
+            Manifest {
+                body: body.clone(),
+                content_type: head.headers.get(header::CONTENT_TYPE).cloned(),
+                digest,
+                fetched: Instant::now(),
+                valid_until: who.valid_until,
+            },
+        );
+        let mut res = Response::from_parts(head, MirrorBody::Local(Full::new(body)));
+        res.headers_mut().remove(header::TRANSFER_ENCODING);
+        res
+    }
+
+    /// Whether a cached tag may be served while the upstream fails (`--serve-stale`).
+    fn stale_ok(&self, manifest: &Manifest) -> bool {
+        manifests::servable_stale(manifest.fetched, self.serve_stale)
+    }
+
+    /// A cached manifest as the upstream would have answered it.
+    fn serve_cached(
+        &self,
+        upstream: &Upstream,
+        parts: &Parts,
+        manifest: &Manifest,
+        event: ManifestEvent,
+        started: Instant,
+    ) -> Response<MirrorBody> {
+        let body = if parts.method == Method::HEAD {
+            Bytes::new()
+        } else {
+            manifest.body.clone()
+        };
+        let mut res = Response::new(MirrorBody::Local(Full::new(body)));
+        let headers = res.headers_mut();
+        if let Some(content_type) = &manifest.content_type {
+            headers.insert(header::CONTENT_TYPE, content_type.clone());
+        }
+        headers.insert(DOCKER_CONTENT_DIGEST, manifest.digest.clone());
+        headers.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(manifest.body.len()),
+        );
+        self.shared
+            .metrics
+            .request(Route::Manifest, 200, &upstream.name);
+        tracing::info!(
+            method = %parts.method,
+            path = parts.uri.path(),
+            upstream = %upstream.name,
+            status = 200,
+            bytes = manifest.body.len(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            manifest_cache = event.as_str(),
+            "request"
+        );
+        res
     }
 
     /// The request sent with the mirror's own login: a cached token first; on the
@@ -142,6 +348,7 @@ impl Mirror {
         upstream: &Upstream,
         login: &Login,
         parts: &Parts,
+        method: &Method,
         uri: &Uri,
         identity: Option<CacheIdentity>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
@@ -150,7 +357,7 @@ impl Mirror {
         // Who chose the destination: the operator (`--upstream`); the token is the
         // mirror's, for this upstream and this repository.
         let request = |auth: Option<&HeaderValue>| {
-            let mut req = upstream_request(parts, uri.clone(), false);
+            let mut req = upstream_request(parts, method, uri.clone(), false);
             if let Some(auth) = auth {
                 req.headers_mut()
                     .insert(header::AUTHORIZATION, auth.clone());
@@ -370,6 +577,21 @@ impl Mirror {
     }
 }
 
+/// The header registries name a manifest's digest with.
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+/// An upstream answer that a stale manifest may stand in for: rate limited, or failing.
+fn failing(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// `sha256:<hex>` of `body`.
+fn sha256_digest(body: &[u8]) -> HeaderValue {
+    use sha2::Digest;
+    let hex = hex::encode(sha2::Sha256::digest(body));
+    HeaderValue::from_str(&format!("sha256:{hex}")).expect("hex is a valid header value")
+}
+
 /// What was sent upstream for a client's request, for its answer.
 struct Sent {
     uri: Uri,
@@ -381,9 +603,14 @@ struct Sent {
 /// The upstream request for a client's request: same method (`GET` or `HEAD`), the
 /// allowlisted headers (one pass over the client's; its `Authorization` only with
 /// `credentials`), no body, marked as the mirror's own (not a storage hop).
-pub(super) fn upstream_request(parts: &Parts, uri: Uri, credentials: bool) -> UpstreamRequest {
+pub(super) fn upstream_request(
+    parts: &Parts,
+    method: &Method,
+    uri: Uri,
+    credentials: bool,
+) -> UpstreamRequest {
     let mut req = Request::new(Empty::new());
-    *req.method_mut() = if parts.method == Method::HEAD {
+    *req.method_mut() = if *method == Method::HEAD {
         Method::HEAD
     } else {
         Method::GET

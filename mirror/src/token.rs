@@ -89,7 +89,10 @@ impl Mirror {
         // Who chose this destination: the upstream, in its own challenge (a realm is never
         // learned from storage's answers); the credentials are the client's own.
         upstream.announce_realm(&uri);
-        let answer = self.client.send(upstream_request(parts, uri, true)).await;
+        let answer = self
+            .client
+            .send(upstream_request(parts, &parts.method, uri, true))
+            .await;
         let metrics = &self.shared.metrics;
         let res = match answer {
             Ok(res) if res.extensions().get::<FollowedRedirect>().is_some() => {
@@ -204,6 +207,44 @@ impl Mirror {
     }
 }
 
+/// Who a request is, for the caches: a key naming the identity (never a credential in
+/// clear: a digest), and when it ends (a client login's token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Who {
+    /// Names the identity: `mirror`, `anonymous`, or a digest of a login or credential.
+    pub key: Vec<u8>,
+    /// The end of the identity's token, for a client's own login.
+    pub valid_until: Option<SystemTime>,
+}
+
+impl Who {
+    /// The mirror's own login, shared by all its clients.
+    pub fn mirror() -> Who {
+        Who::shared(b"mirror")
+    }
+
+    /// Clients without credentials (or with a token fetched without any): public content.
+    pub fn anonymous() -> Who {
+        Who::shared(b"anonymous")
+    }
+
+    fn shared(key: &[u8]) -> Who {
+        Who {
+            key: key.to_vec(),
+            valid_until: None,
+        }
+    }
+
+    /// The same identity for the redirect cache.
+    pub fn cache_identity(&self) -> CacheIdentity {
+        let identity = CacheIdentity::new(self.key.clone());
+        match self.valid_until {
+            Some(until) => identity.valid_until(until),
+            None => identity,
+        }
+    }
+}
+
 /// Who a token `/token/` handed out was issued to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IssuedTo {
@@ -295,9 +336,9 @@ impl IssuedTokens {
     /// login and scope until the token expires; any other credential is itself, for the
     /// lifetime a JWT says or [`UNKNOWN_LOGIN_LIFETIME`]. `None` (not cached) for a token
     /// `/token/` handed out that has expired.
-    pub fn identity(&self, headers: &HeaderMap) -> Option<CacheIdentity> {
+    pub fn identity(&self, headers: &HeaderMap) -> Option<Who> {
         let Some(auth) = headers.get(header::AUTHORIZATION) else {
-            return Some(CacheIdentity::new("anonymous"));
+            return Some(Who::anonymous());
         };
         let token = auth
             .to_str()
@@ -310,20 +351,21 @@ impl IssuedTokens {
                 return None;
             }
             return Some(match to {
-                IssuedTo::Anonymous => CacheIdentity::new("anonymous"),
-                IssuedTo::Login(login) => {
-                    CacheIdentity::new([b"login:".as_slice(), &login].concat()).valid_until(until)
-                }
+                IssuedTo::Anonymous => Who::anonymous(),
+                IssuedTo::Login(login) => Who {
+                    key: [b"login:".as_slice(), &login].concat(),
+                    valid_until: Some(until),
+                },
             });
         }
         let credential: [u8; 32] = Sha256::digest(auth.as_bytes()).into();
         let until = token
             .and_then(jwt_expiry)
             .unwrap_or_else(|| SystemTime::now() + UNKNOWN_LOGIN_LIFETIME);
-        Some(
-            CacheIdentity::new([b"credential:".as_slice(), &credential].concat())
-                .valid_until(until),
-        )
+        Some(Who {
+            key: [b"credential:".as_slice(), &credential].concat(),
+            valid_until: Some(until),
+        })
     }
 }
 
@@ -436,7 +478,7 @@ mod tests {
             );
             h
         };
-        let anonymous = Some(CacheIdentity::new("anonymous"));
+        let anonymous = Some(Who::anonymous());
         assert_eq!(issued.identity(&HeaderMap::new()), anonymous);
         assert_eq!(issued.identity(&bearer("anon")), anonymous);
         assert_ne!(issued.identity(&bearer("alices")), anonymous);

@@ -12,6 +12,7 @@ mod harness;
 
 mod attacks;
 mod logins;
+mod manifests;
 mod production;
 
 use bytes::Bytes;
