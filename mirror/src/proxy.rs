@@ -180,11 +180,19 @@ impl Mirror {
         cache: &ManifestCache,
         started: Instant,
     ) -> Response<MirrorBody> {
-        let mut accept = Vec::new();
-        for value in parts.headers.get_all(header::ACCEPT) {
-            accept.extend_from_slice(value.as_bytes());
-            accept.push(b'\n');
-        }
+        // The media types the client accepts, as a set: Docker sends them in an order that
+        // changes from request to request (a Go map's).
+        let mut types: Vec<&[u8]> = parts
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        let accept = types.join(&b'\n');
         let key = ManifestKey {
             upstream: upstream.name.clone(),
             path: uri.path().to_owned(),

@@ -460,3 +460,34 @@ async fn concurrent_misses_share_one_fetch_and_survive_a_failing_first() {
         "{statuses:?}"
     );
 }
+
+/// Docker's own order: `HEAD` by tag, `GET` by digest. Pulled again, the `GET` is the
+/// cache's.
+#[tokio::test]
+async fn dockers_order_spends_one_get() {
+    let hub = Hub::start().await;
+    hub.tag("library/app:v1", r#"{"v":1}"#);
+    let mirror = hub.mirror().await;
+    let digest = sha256(br#"{"v":1}"#);
+    for accept in [
+        "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json,application/vnd.oci.image.index.v1+json",
+    ] {
+        let bearer = token(mirror, "library/app", None).await;
+        let res = send(mirror, Method::HEAD, "/v2/library/app/manifests/v1", Some(&bearer)).await;
+        assert_eq!(res.headers()["docker-content-digest"], digest.as_str());
+        // The same media types, in another order (Docker's come from a Go map).
+        let req = Request::get(format!("http://{mirror}/v2/library/app/manifests/{digest}"))
+            .header("accept", accept)
+            .header("authorization", &bearer)
+            .body(Empty::new())
+            .unwrap();
+        let res = bounded(http_client(&[]).request(req)).await.unwrap();
+        assert_eq!(body_bytes(res.into_body()).await.unwrap(), r#"{"v":1}"#);
+    }
+    assert_eq!(
+        hub.gets(),
+        1,
+        "one GET, whatever the order of the Accept values"
+    );
+}
