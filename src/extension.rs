@@ -31,6 +31,7 @@ pub struct FollowedRedirect {
     head_fallback: bool,
     from_cache: bool,
     refreshed: bool,
+    joined_flight: bool,
     read: OnceLock<Read>,
 }
 
@@ -69,6 +70,7 @@ impl FollowedRedirect {
             head_fallback: false,
             from_cache: false,
             refreshed: false,
+            joined_flight: false,
             read: OnceLock::new(),
         }
     }
@@ -123,6 +125,20 @@ impl FollowedRedirect {
         self.refreshed
     }
 
+    /// Sets whether the request waited for another's registry round trip (`false` by
+    /// default).
+    pub fn with_joined_flight(mut self, joined: bool) -> Self {
+        self.joined_flight = joined;
+        self
+    }
+
+    /// `true` when, with [`RedirectCache::single_flight`](crate::RedirectCache::single_flight),
+    /// the request waited for another request's registry round trip and went to storage with
+    /// the URL that one cached.
+    pub fn joined_flight(&self) -> bool {
+        self.joined_flight
+    }
+
     /// The status of the upstream's redirect (301, 302, 303, 307 or 308 by default).
     pub fn redirect_status(&self) -> StatusCode {
         self.redirect_status
@@ -164,6 +180,7 @@ impl PartialEq for FollowedRedirect {
             self.head_fallback,
             self.from_cache,
             self.refreshed,
+            self.joined_flight,
         ) == (
             other.redirect_status,
             &other.storage,
@@ -171,6 +188,7 @@ impl PartialEq for FollowedRedirect {
             other.head_fallback,
             other.from_cache,
             other.refreshed,
+            other.joined_flight,
         )
     }
 }
@@ -188,6 +206,7 @@ impl fmt::Debug for FollowedRedirect {
             .field("head_fallback", &self.head_fallback)
             .field("from_cache", &self.from_cache)
             .field("refreshed", &self.refreshed)
+            .field("joined_flight", &self.joined_flight)
             .finish()
     }
 }

@@ -124,6 +124,8 @@ pub(crate) struct Chain<S, B> {
     origin: Origin<S>,
     head: HeadPlan,
     hops: Hops,
+    /// It starts from the URL another request's flight cached, after waiting for it.
+    joined_flight: bool,
     /// Started from a cached URL: the caller's request, sent upstream if storage refuses it.
     retry: Option<Request<B>>,
 }
@@ -190,6 +192,7 @@ impl<S> Asked<S> {
             origin,
             head,
             hops: Hops::start(std::mem::take(&mut self.uri), status, target),
+            joined_flight: false,
             retry: None,
         });
         Ok(Next::Follow(Some(res.into_body()), chain))
@@ -211,6 +214,7 @@ impl<S, B> Chain<S, B> {
             origin,
             head,
             hops,
+            joined_flight: false,
             retry: Some(req),
         })
     }
@@ -238,7 +242,8 @@ impl<S, B> Chain<S, B> {
         let record = FollowedRedirect::new(self.hops.redirect_status(), self.hops.current())
             .with_hops(self.hops.recorded())
             .with_head_fallback(self.head.fell_back())
-            .with_cache(from_cache, self.origin.refreshed);
+            .with_cache(from_cache, self.origin.refreshed)
+            .with_joined_flight(self.joined_flight);
         if !from_cache && status.is_success() {
             if let Some(mut ticket) = self.origin.ticket.take() {
                 ticket.store(&record, self.hops.earliest_expiry());
@@ -415,10 +420,9 @@ where
             Resumed::Lookup(Lookup::Hit(entry, ticket)) => {
                 let Some(req) = request.take() else { continue };
                 let origin = Origin::new(service.clone(), config.clone(), &req, Some(ticket));
-                return Poll::Ready(Ok(Next::Follow(
-                    None,
-                    Chain::from_cache(origin, *req, entry),
-                )));
+                let mut chain = Chain::from_cache(origin, *req, entry);
+                chain.joined_flight = true;
+                return Poll::Ready(Ok(Next::Follow(None, chain)));
             }
             Resumed::Lookup(Lookup::Miss(ticket)) | Resumed::OwnTry(ticket) => Some(ticket),
             Resumed::Lookup(Lookup::Bypass) => None,

@@ -310,16 +310,22 @@ async fn with_single_flight_concurrent_misses_ask_the_registry_once() {
                     .oneshot(blob(Method::GET, "sha256:00", "t"))
                     .await
                     .unwrap();
-                (res.status(), body_string(res).await)
+                let joined = res
+                    .extensions()
+                    .get::<FollowedRedirect>()
+                    .unwrap()
+                    .joined_flight();
+                (res.status(), body_string(res).await, joined)
             })
         })
         .collect();
+    let mut joined = 0;
     for pull in pulls {
-        assert_eq!(
-            bounded(pull).await.unwrap(),
-            (StatusCode::OK, BLOB.to_owned())
-        );
+        let (status, body, waited) = bounded(pull).await.unwrap();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, BLOB));
+        joined += usize::from(waited);
     }
+    assert_eq!(joined, 49, "every request but the leader joined its flight");
     assert_eq!(
         registry_calls(&registry),
         1,

@@ -67,6 +67,8 @@ pub struct Turn<'a> {
     cache: &'a ManifestCache,
     key: ManifestKey,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Another request had the key: this one waited for it.
+    pub waited: bool,
 }
 
 impl Drop for Turn<'_> {
@@ -113,10 +115,15 @@ impl ManifestCache {
             let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
             fetching.entry(key.clone()).or_default().clone()
         };
+        let (guard, waited) = match lock.clone().try_lock_owned() {
+            Ok(guard) => (guard, false),
+            Err(_) => (lock.lock_owned().await, true),
+        };
         Turn {
             cache: self,
             key: key.clone(),
-            guard: Some(lock.lock_owned().await),
+            guard: Some(guard),
+            waited,
         }
     }
 

@@ -127,6 +127,7 @@ label_values! {
     Decision { Followed => "followed", Passed => "passed", Refused => "refused" }
     CacheEvent { Hit => "hit", Miss => "miss", Refresh => "refresh" }
     ManifestEvent { Hit => "hit", Revalidated => "revalidated", Stale => "stale", Miss => "miss" }
+    Joined { Blob => "blob", Manifest => "manifest" }
     Hop { Upstream => "upstream", Storage => "storage" }
 }
 
@@ -150,6 +151,20 @@ struct DecisionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabel {
     event: CacheEvent,
+}
+
+/// What a request waited for another's upstream round trip for.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Joined {
+    /// A blob's registry round trip (the redirect cache's single-flight).
+    Blob,
+    /// A manifest's fetch or revalidation.
+    Manifest,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JoinedLabel {
+    kind: Joined,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -189,6 +204,8 @@ pub struct Metrics {
     /// By [`ManifestEvent`], in declaration order.
     manifests: [Counter; 4],
     upstream_requests: Family<UpstreamRequestLabels, Counter>,
+    /// By [`Joined`], in declaration order.
+    joins: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -214,6 +231,7 @@ impl Metrics {
         let digest_mismatches = Counter::default();
         let manifests = Family::<ManifestLabel, Counter>::default();
         let upstream_requests = Family::<UpstreamRequestLabels, Counter>::default();
+        let joins = Family::<JoinedLabel, Counter>::default();
         let mut registry = Registry::with_prefix("registry_mirror");
         registry.register(
             "requests",
@@ -261,6 +279,11 @@ impl Metrics {
             upstream_requests.clone(),
         );
         registry.register(
+            "single_flight_joins",
+            "Requests that waited for another's upstream round trip instead of sending their own",
+            joins.clone(),
+        );
+        registry.register(
             "digest_mismatches",
             "Blob bodies that did not match their digest (--verify-digests)",
             digest_mismatches.clone(),
@@ -286,6 +309,8 @@ impl Metrics {
             ]
             .map(|event| manifests.get_or_create(&ManifestLabel { event }).clone()),
             upstream_requests,
+            joins: [Joined::Blob, Joined::Manifest]
+                .map(|kind| joins.get_or_create(&JoinedLabel { kind }).clone()),
         }
     }
 
@@ -351,6 +376,11 @@ impl Metrics {
             route,
         };
         self.upstream_requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts a request that waited for another's upstream round trip.
+    pub fn joined(&self, kind: Joined) {
+        self.joins[kind as usize].inc();
     }
 
     /// Counts a blob body whose digest did not match.

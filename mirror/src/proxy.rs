@@ -10,7 +10,7 @@ use super::credentials::{self, Challenge, Login, Secret};
 use super::errors::{registry_error, upstream_failure};
 use super::guard;
 use super::manifests::{self, Manifest, ManifestCache, ManifestKey, MAX_MANIFEST};
-use super::metrics::{CacheEvent, Decision, ManifestEvent, Route};
+use super::metrics::{CacheEvent, Decision, Joined, ManifestEvent, Route};
 use super::token::Who;
 use super::upstream::Upstream;
 use super::verify::{self, Verified};
@@ -200,7 +200,10 @@ impl Mirror {
             identity: who.key.clone(),
         };
         // One request per key at a time: concurrent pulls of one tag spend one upstream GET.
-        let _turn = cache.turn(&key).await;
+        let turn = cache.turn(&key).await;
+        if turn.waited {
+            self.shared.metrics.joined(Joined::Manifest);
+        }
         let reference = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
         let by_digest = reference.contains(':');
         let metrics = &self.shared.metrics;
@@ -539,6 +542,12 @@ impl Mirror {
             .is_some_and(FollowedRedirect::head_fallback)
         {
             metrics.head_fallback();
+        }
+        if followed
+            .as_ref()
+            .is_some_and(FollowedRedirect::joined_flight)
+        {
+            metrics.joined(Joined::Blob);
         }
         let redirect = match (&followed, head.status.is_redirection()) {
             (Some(_), _) => Some(Decision::Followed),

@@ -1,20 +1,38 @@
-//! A registry stand-in for the macro benchmark (`benches/macro/run.sh`): answers
+//! A registry stand-in for the macro benchmarks (`run.sh`, `manifests.sh`): answers
 //! `GET|HEAD /v2/<name>/blobs/sha256:<hex>` carrying `Authorization: Bearer benchtoken` with
 //! an empty `307` (as Docker Hub's is) to a pre-signed-looking URL on the storage stand-in,
 //! dated when the stand-in started and valid for seven days (so that the mirror's redirect
-//! cache keeps it, as it keeps a real one).
+//! cache keeps it, as it keeps a real one); `GET|HEAD /v2/<name>/manifests/<tag or digest>`
+//! with one OCI index, counting what a Docker-Hub-like pull limit counts (manifest `GET`s,
+//! and the free `HEAD`s beside them): `GET /counts` says how many so far.
 //!
 //! usage: bench_registry_stand_in LISTEN_ADDR STORAGE_BASE_URL
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use sha2::Digest;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const TOKEN: &[u8] = b"Bearer benchtoken";
+
+/// The manifest every tag and digest names: an OCI index of about 1.5 KiB, as
+/// `library/alpine`'s is.
+fn manifest() -> String {
+    let entry = r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1234,"platform":{"architecture":"amd64","os":"linux"}}"#;
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        [entry; 7].join(",")
+    )
+}
+
+/// Manifest `GET`s and `HEAD`s answered.
+static MANIFEST_GETS: AtomicU64 = AtomicU64::new(0);
+static MANIFEST_HEADS: AtomicU64 = AtomicU64::new(0);
 
 /// `20240101T000000Z`: the SigV4 basic format of `now`.
 fn amz_date(now: SystemTime) -> String {
@@ -55,16 +73,45 @@ fn answer(
     req: &Request<hyper::body::Incoming>,
     storage: &str,
     query: &str,
-) -> Response<Empty<Bytes>> {
+    manifest: &Manifest,
+) -> Response<Full<Bytes>> {
     let status = |s| {
         Response::builder()
             .status(s)
             .header("content-length", "0")
-            .body(Empty::new())
+            .body(Full::default())
             .unwrap()
     };
+    if req.uri().path() == "/counts" {
+        let counts = format!(
+            "manifest_gets {}\nmanifest_heads {}\n",
+            MANIFEST_GETS.load(Ordering::Relaxed),
+            MANIFEST_HEADS.load(Ordering::Relaxed)
+        );
+        return Response::new(Full::new(Bytes::from(counts)));
+    }
     if req.headers().get("authorization").map(|v| v.as_bytes()) != Some(TOKEN) {
         return status(StatusCode::UNAUTHORIZED);
+    }
+    if req.uri().path().contains("/manifests/") {
+        let head = req.method() == Method::HEAD;
+        let counter = if head {
+            &MANIFEST_HEADS
+        } else {
+            &MANIFEST_GETS
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let body = if head {
+            Bytes::new()
+        } else {
+            manifest.body.clone()
+        };
+        return Response::builder()
+            .header("content-type", "application/vnd.oci.image.index.v1+json")
+            .header("docker-content-digest", &*manifest.digest)
+            .header("content-length", manifest.body.len())
+            .body(Full::new(body))
+            .unwrap();
     }
     let hex = req
         .uri()
@@ -76,10 +123,16 @@ fn answer(
             .status(StatusCode::TEMPORARY_REDIRECT)
             .header("location", format!("{storage}/blobs/{hex}{query}"))
             .header("content-length", "0")
-            .body(Empty::new())
+            .body(Full::default())
             .unwrap(),
         _ => status(StatusCode::NOT_FOUND),
     }
+}
+
+/// The manifest served, and its digest.
+struct Manifest {
+    body: Bytes,
+    digest: String,
 }
 
 #[tokio::main]
@@ -91,16 +144,24 @@ async fn main() {
     };
     let storage: Arc<str> = storage.trim_end_matches('/').into();
     let query: Arc<str> = signed_query(SystemTime::now()).into();
+    let body = manifest();
+    let manifest = Arc::new(Manifest {
+        digest: format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(body.as_bytes()))
+        ),
+        body: Bytes::from(body),
+    });
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (storage, query) = (storage.clone(), query.clone());
+        let (storage, query, manifest) = (storage.clone(), query.clone(), manifest.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let res = answer(&req, &storage, &query);
+                let res = answer(&req, &storage, &query, &manifest);
                 async move { Ok::<_, Infallible>(res) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
