@@ -70,7 +70,7 @@ pin_project! {
         Storage { #[pin] future: Option<F>, chain: Box<Chain<S, B>> },
         // With single-flight: another request with this one's key is asking the registry;
         // this one sends nothing until it is done.
-        Waiting { waiting: Waiting, service: S, config: Config, request: Option<Box<Request<B>>> },
+        Waiting { parked: Box<Parked<S, B>> },
         // A HEAD's range probe was answered: its body is read (bounded) before the answer.
         ProbeBody { #[pin] body: Drain<R>, answer: Response<()> },
         Done,
@@ -109,6 +109,15 @@ impl<S> Origin<S> {
             refreshed: false,
         }
     }
+}
+
+/// A request waiting for another's flight: what it needs to go on (boxed, so that the
+/// rare wait does not make every future larger).
+pub(crate) struct Parked<S, B> {
+    waiting: Waiting,
+    service: S,
+    config: Config,
+    request: Option<Box<Request<B>>>,
 }
 
 /// A `GET` or `HEAD` sent upstream, kept until its answer says whether there is a redirect
@@ -294,10 +303,12 @@ where
     pub(crate) fn waiting(waiting: Waiting, service: S, config: Config, req: Request<B>) -> Self {
         ResponseFuture {
             state: State::Waiting {
-                waiting,
-                service,
-                config,
-                request: Some(Box::new(req)),
+                parked: Box::new(Parked {
+                    waiting,
+                    service,
+                    config,
+                    request: Some(Box::new(req)),
+                }),
             },
             redirect_body: Drain::none(),
         }
@@ -399,15 +410,18 @@ where
 /// The end of the flight this request waited for: storage with the URL it cached, or the
 /// upstream (leading a new flight, or each waiter on its own after one that stored nothing).
 fn poll_waiting<S, B, R>(
-    waiting: &mut Waiting,
-    service: &S,
-    config: &Config,
-    request: &mut Option<Box<Request<B>>>,
+    parked: &mut Parked<S, B>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Next<S, B, R>, Error>>
 where
     S: Clone,
 {
+    let Parked {
+        waiting,
+        service,
+        config,
+        request,
+    } = parked;
     loop {
         let Some(req) = request.as_deref() else {
             return Poll::Ready(Err(upstream_error(&Uri::default())("no request to send")));
@@ -501,12 +515,7 @@ where
                     to_send,
                 } => ready!(poll_upstream(future, asked, to_send, cx)),
                 StateProj::Storage { future, chain } => ready!(poll_storage(future, chain, cx)),
-                StateProj::Waiting {
-                    waiting,
-                    service,
-                    config,
-                    request,
-                } => ready!(poll_waiting(waiting, service, config, request, cx)),
+                StateProj::Waiting { parked } => ready!(poll_waiting(parked, cx)),
                 StateProj::ProbeBody { body, answer } => {
                     ready!(body.poll_drain(cx));
                     Ok(Next::Respond(
