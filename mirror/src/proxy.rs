@@ -199,11 +199,6 @@ impl Mirror {
             accept,
             identity: who.key.clone(),
         };
-        // One request per key at a time: concurrent pulls of one tag spend one upstream GET.
-        let turn = cache.turn(&key).await;
-        if turn.waited {
-            self.shared.metrics.joined(Joined::Manifest);
-        }
         let reference = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
         let by_digest = reference.contains(':');
         let metrics = &self.shared.metrics;
@@ -234,6 +229,19 @@ impl Mirror {
                 }
                 Ok(res) if res.status() == StatusCode::NOT_FOUND => cache.remove(&key),
                 _ => {}
+            }
+        }
+        // One fetch per key at a time: concurrent pulls of a new or moved tag spend one
+        // upstream GET. (Revalidations above run side by side: a HEAD is free.)
+        let turn = cache.turn(&key).await;
+        if turn.waited {
+            metrics.joined(Joined::Manifest);
+            // The request it waited for kept a newer manifest: that is this one's answer.
+            let newer = cache
+                .get(&key)
+                .filter(|m| cached.as_ref().is_none_or(|old| !Arc::ptr_eq(old, m)));
+            if let Some(manifest) = newer {
+                return serve(&manifest, ManifestEvent::Hit);
             }
         }
         let answer = self.fetch(upstream, parts, &uri, &parts.method, None).await;
