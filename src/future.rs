@@ -84,8 +84,9 @@ pub(crate) struct Origin<S> {
     service: S,
     config: Config,
     forwarded: Forwarded,
-    /// Its place in the redirect cache, where the chain's end is remembered.
-    ticket: Option<Ticket>,
+    /// Its place in the redirect cache, where the chain's end is remembered (boxed: a
+    /// request without a cache carries one pointer, not the whole ticket).
+    ticket: Option<Box<Ticket>>,
     /// The upstream is asked again because storage refused a cached URL.
     refreshed: bool,
 }
@@ -93,7 +94,7 @@ pub(crate) struct Origin<S> {
 impl<S> Origin<S> {
     /// What `req` carries through the layer; with a cache `ticket`, the chain's end is
     /// remembered through it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new<B>(
         service: S,
         config: Config,
@@ -105,7 +106,7 @@ impl<S> Origin<S> {
             service,
             config,
             forwarded,
-            ticket,
+            ticket: ticket.map(Box::new),
             refreshed: false,
         }
     }
@@ -168,7 +169,7 @@ fn storage_error<E: Into<BoxError>>(uri: &Uri) -> impl FnOnce(E) -> Error + '_ {
 
 impl<S> Asked<S> {
     /// `req`, as sent upstream by `origin`'s service.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new<B>(origin: Origin<S>, req: &Request<B>) -> Self {
         Asked {
             origin,
@@ -468,7 +469,7 @@ where
         status = status.as_u16(),
         "storage refused a cached URL; asking the upstream again"
     );
-    let ticket = chain.origin.ticket.take();
+    let ticket = chain.origin.ticket.take().map(|ticket| *ticket);
     if let Some(ticket) = &ticket {
         ticket.forget();
     }
