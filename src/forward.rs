@@ -7,13 +7,17 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// How many headers the allowlist can hold. The first value of each allowlisted header is
-/// captured inline (without allocating) when a request is sent, so the list has a fixed
-/// capacity.
+/// How many headers the allowlist can hold: each request's headers are scanned against it
+/// when the request is sent, so it stays short.
 pub const MAX_FORWARDED_HEADERS: usize = 8;
 
+/// How many allowlisted headers have their first value captured inline (without
+/// allocating): as many as the default allowlist has. Every request carries these slots
+/// (they are part of the response future), so there are no more than needed.
+const INLINE: usize = 4;
+
 /// The allowlist a new layer starts with.
-const DEFAULT_FORWARDED: [HeaderName; 4] = [
+const DEFAULT_FORWARDED: [HeaderName; INLINE] = [
     header::USER_AGENT,
     header::RANGE,
     header::IF_RANGE,
@@ -114,8 +118,9 @@ impl ForwardHeaders {
     }
 
     /// Copies the allowlisted values of a request's headers: every value, in the request's
-    /// order. Cheap: header values are reference-counted, and the first value of each name
-    /// is kept inline; only repeated values allocate.
+    /// order. Cheap: header values are reference-counted, and the first value of each of
+    /// the first [`INLINE`] names is kept inline; only repeated values (and names past
+    /// those) allocate.
     #[inline]
     pub(crate) fn capture(&self, headers: &HeaderMap) -> Forwarded {
         let mut captured = Forwarded::default();
@@ -123,9 +128,9 @@ impl ForwardHeaders {
         // standard headers) instead of hashing each allowlisted name.
         for (name, value) in headers {
             if let Some(i) = self.0.iter().position(|n| n == name) {
-                match &mut captured.first[i] {
-                    slot @ None => *slot = Some(value.clone()),
-                    Some(_) => captured.more.push((i, value.clone())),
+                match captured.first.get_mut(i) {
+                    Some(slot @ None) => *slot = Some(value.clone()),
+                    _ => captured.more.push((i, value.clone())),
                 }
             }
         }
@@ -146,8 +151,9 @@ pub(crate) struct Extra<'a> {
 /// The allowlisted header values of one request, by their position in the allowlist.
 #[derive(Debug, Default)]
 pub(crate) struct Forwarded {
-    first: [Option<HeaderValue>; MAX_FORWARDED_HEADERS],
-    /// Further values of a repeated header (several `Accept`s, say), in order.
+    first: [Option<HeaderValue>; INLINE],
+    /// Further values of a repeated header (several `Accept`s, say), and every value of a
+    /// name past the inline ones, in order.
     more: Vec<(usize, HeaderValue)>,
 }
 
@@ -162,14 +168,20 @@ impl Forwarded {
         for (i, name) in allowlist.0.iter().enumerate() {
             let replaced = (extra.user_agent.is_some() && name == header::USER_AGENT)
                 || (extra.range_probe && (name == header::RANGE || name == header::IF_RANGE));
-            let Some(first) = &self.first[i] else {
-                continue;
+            // The first value: inline, or (past the inline slots) the first of `more`'s.
+            let (first, skip) = match self.first.get(i) {
+                Some(Some(first)) => (first, 0),
+                Some(None) => continue,
+                None => match self.more.iter().find(|(j, _)| *j == i) {
+                    Some((_, first)) => (first, 1),
+                    None => continue,
+                },
             };
             if replaced {
                 continue;
             }
             out.insert(name.clone(), first.clone());
-            for (_, value) in self.more.iter().filter(|(j, _)| *j == i) {
+            for (_, value) in self.more.iter().filter(|(j, _)| *j == i).skip(skip) {
                 out.append(name.clone(), value.clone());
             }
         }
@@ -228,5 +240,33 @@ mod tests {
         let accepts: Vec<_> = out.get_all(header::ACCEPT).iter().collect();
         assert_eq!(accepts, ["a", "b"]);
         assert_eq!(out[header::USER_AGENT], "ua");
+    }
+
+    #[test]
+    fn names_past_the_inline_slots_are_forwarded_in_order() {
+        let mut allowlist = ForwardHeaders::default();
+        let extra_names = ["x-request-id", "traceparent", "x-a", "x-b"];
+        for name in extra_names {
+            allowlist.add(HeaderName::from_static(name));
+        }
+        assert_eq!(allowlist.0.len(), MAX_FORWARDED_HEADERS);
+        let mut headers = HeaderMap::new();
+        headers.append("traceparent", HeaderValue::from_static("t1"));
+        headers.append(header::RANGE, HeaderValue::from_static("bytes=0-"));
+        headers.append("x-b", HeaderValue::from_static("b"));
+        headers.append("traceparent", HeaderValue::from_static("t2"));
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("secret"));
+        let captured = allowlist.capture(&headers);
+        let mut out = HeaderMap::new();
+        let extra = Extra {
+            user_agent: None,
+            range_probe: false,
+        };
+        captured.write_to(&allowlist, extra, &mut out);
+        let traceparents: Vec<_> = out.get_all("traceparent").iter().collect();
+        assert_eq!(traceparents, ["t1", "t2"]);
+        assert_eq!(out["x-b"], "b");
+        assert_eq!(out[header::RANGE], "bytes=0-");
+        assert_eq!(out.len(), 4, "{out:?}");
     }
 }

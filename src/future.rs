@@ -60,11 +60,14 @@ pin_project! {
     {
         // Not a GET or HEAD: the answer passes through. The URI scrubs an error's message.
         PassThrough { #[pin] future: F, uri: Uri },
-        // A GET or HEAD, waiting for the upstream's answer. `future` is `None` while the
-        // service is made ready for `to_send`: the caller's request, sent upstream from this
-        // future (after storage refused a cached URL, or after waiting for another request's
-        // flight) rather than by `SignedRedirect::call`.
-        Upstream { #[pin] future: Option<F>, asked: Asked<S>, to_send: Option<Box<Request<B>>> },
+        // A GET or HEAD, waiting for the upstream's answer.
+        Upstream { #[pin] future: F, asked: Asked<S> },
+        // The caller's request, sent upstream from this future once the service is ready:
+        // after storage refused a cached URL, or after waiting for another request's flight.
+        // Not `Upstream` with an optional future: this state waits for readiness, that one
+        // for an answer, and a request sent by `SignedRedirect::call` (nearly all of them)
+        // never carries a request to resend.
+        Resend { asked: Option<Box<Asked<S>>>, request: Option<Box<Request<B>>> },
         // Following a redirect: `None` while waiting for the service to be ready, then
         // storage's answer.
         Storage { #[pin] future: Option<F>, chain: Box<Chain<S, B>> },
@@ -190,16 +193,16 @@ impl<S> Asked<S> {
         };
         let status = res.status();
         log_follow(status, 1, &target);
-        let origin = Origin {
-            service: self.origin.service.clone(),
-            config: self.origin.config.clone(),
-            forwarded: std::mem::take(&mut self.origin.forwarded),
-            ticket: self.origin.ticket.take(),
-            refreshed: self.origin.refreshed,
-        };
-        let head = HeadPlan::new(&self.method, origin.config.settings().head_strategy);
+        let head = HeadPlan::new(&self.method, self.origin.config.settings().head_strategy);
+        // Built in place: the chain is moved once, into its box.
         let chain = Box::new(Chain {
-            origin,
+            origin: Origin {
+                service: self.origin.service.clone(),
+                config: self.origin.config.clone(),
+                forwarded: std::mem::take(&mut self.origin.forwarded),
+                ticket: self.origin.ticket.take(),
+                refreshed: self.origin.refreshed,
+            },
             head,
             hops: Hops::start(std::mem::take(&mut self.uri), status, target),
             joined_flight: false,
@@ -291,11 +294,7 @@ where
     #[inline]
     pub(crate) fn upstream(future: S::Future, asked: Asked<S>) -> Self {
         ResponseFuture {
-            state: State::Upstream {
-                future: Some(future),
-                asked,
-                to_send: None,
-            },
+            state: State::Upstream { future, asked },
             redirect_body: Drain::none(),
         }
     }
@@ -327,31 +326,43 @@ where
     }
 }
 
-/// The upstream's answer to a `GET` or `HEAD` (sent from here first when `to_send` holds
-/// it).
+/// The upstream's answer to a `GET` or `HEAD`.
+#[inline]
 fn poll_upstream<S, B, R>(
-    mut future: Pin<&mut Option<S::Future>>,
+    future: Pin<&mut S::Future>,
     asked: &mut Asked<S>,
-    to_send: &mut Option<Box<Request<B>>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Next<S, B, R>, Error>>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
 {
-    if future.is_none() {
-        let service = &mut asked.origin.service;
-        ready!(service.poll_ready(cx)).map_err(upstream_error(&asked.uri))?;
-        if let Some(req) = to_send.take() {
-            future.set(Some(service.call(*req)));
-        }
-    }
-    let Some(pending) = future.as_pin_mut() else {
-        // Unreachable: `to_send` always comes with an empty `future`.
-        return Poll::Ready(Err(upstream_error(&asked.uri)("no request to send")));
-    };
-    let res = ready!(pending.poll(cx)).map_err(upstream_error(&asked.uri))?;
+    let res = ready!(future.poll(cx)).map_err(upstream_error(&asked.uri))?;
     Poll::Ready(asked.answer(res))
+}
+
+/// The caller's request sent upstream again, once the service is ready: its future, and
+/// what was asked (for the `Upstream` state that waits for the answer).
+#[allow(clippy::type_complexity)]
+fn poll_resend<S, B>(
+    asked: &mut Option<Box<Asked<S>>>,
+    request: &mut Option<Box<Request<B>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(S::Future, Asked<S>), Error>>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    let Some(resending) = asked.as_deref_mut() else {
+        return Poll::Ready(Err(upstream_error(&Uri::default())("no request to send")));
+    };
+    ready!(resending.origin.service.poll_ready(cx)).map_err(upstream_error(&resending.uri))?;
+    let (Some(req), Some(resent)) = (request.take(), asked.take()) else {
+        return Poll::Ready(Err(upstream_error(&Uri::default())("no request to send")));
+    };
+    let mut resent = *resent;
+    let future = resent.origin.service.call(*req);
+    Poll::Ready(Ok((future, resent)))
 }
 
 /// Storage's answer to the current hop: the caller's, another hop, the upstream asked
@@ -510,11 +521,16 @@ where
                         }
                         Next::Respond(res.map(ResponseBody::new))
                     }),
-                StateProj::Upstream {
-                    future,
-                    asked,
-                    to_send,
-                } => ready!(poll_upstream(future, asked, to_send, cx)),
+                StateProj::Upstream { future, asked } => ready!(poll_upstream(future, asked, cx)),
+                StateProj::Resend { asked, request } => {
+                    match ready!(poll_resend(asked, request, cx)) {
+                        Ok((future, asked)) => {
+                            this.state.set(State::Upstream { future, asked });
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 StateProj::Storage { future, chain } => ready!(poll_storage(future, chain, cx)),
                 StateProj::Waiting { parked } => ready!(poll_waiting(parked, cx)),
                 StateProj::ProbeBody { body, answer } => {
@@ -553,10 +569,9 @@ where
                 }
                 Next::Ask(body, asked, req) => {
                     this.redirect_body.set(drain(body));
-                    this.state.set(State::Upstream {
-                        future: None,
-                        asked: *asked,
-                        to_send: Some(req),
+                    this.state.set(State::Resend {
+                        asked: Some(asked),
+                        request: Some(req),
                     });
                 }
                 Next::ProbeBody(body, answer) => this.state.set(State::ProbeBody {
@@ -576,6 +591,7 @@ where
         let (state, hops) = match &self.state {
             State::PassThrough { .. } => ("pass-through", 0),
             State::Upstream { .. } => ("upstream", 0),
+            State::Resend { .. } => ("resending upstream", 0),
             State::Storage { chain, .. } => ("storage", chain.hops.count()),
             State::Waiting { .. } => ("waiting for another request's flight", 0),
             State::ProbeBody { .. } => ("range probe body", 0),
