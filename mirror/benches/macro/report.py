@@ -30,7 +30,7 @@ def fmt(v, spec):
 
 
 variants = [v for v in ["direct", "nginx", "bare", "mirror", "cached", "verify"] if v in rows]
-names = {"direct": "direct", "nginx": "nginx recipe", "bare": "bare hyper-util follower",
+names = {"direct": "direct", "nginx": "nginx, tuned buffers", "bare": "bare hyper-util follower",
          "mirror": "registry_mirror", "cached": "registry_mirror, cache warm",
          "verify": "registry_mirror --verify-digests"}
 print(f"\nmacro benchmark: medians of {rounds} interleaved rounds, 127.0.0.1, 2 shared cores\n")
@@ -76,11 +76,11 @@ def goal(name, value, ok):
 m = lambda v, k, c=float: med(v, k, c)
 if "mirror" in rows:
     goal("1 GiB: mirror/direct MB/s >= 0.95", ratio(m("mirror", "a_mbs"), m("direct", "a_mbs")), lambda r: r >= 0.95)
-    goal("1 GiB: mirror/nginx MB/s >= 1.0", ratio(m("mirror", "a_mbs"), m("nginx", "a_mbs")), lambda r: r >= 1.0)
+    goal("1 GiB: mirror/nginx MB/s >= 1.05", ratio(m("mirror", "a_mbs"), m("nginx", "a_mbs")), lambda r: r >= 1.05)
     goal("1 GiB: mirror/nginx CPU per GiB <= 0.9", ratio(m("mirror", "a_cpu"), m("nginx", "a_cpu")), lambda r: r <= 0.9)
-    goal("64 KiB: mirror/nginx req/s >= 1.2", ratio(m("mirror", "b_rps"), m("nginx", "b_rps")), lambda r: r >= 1.2)
+    goal("64 KiB: mirror/nginx req/s >= 1.3", ratio(m("mirror", "b_rps"), m("nginx", "b_rps")), lambda r: r >= 1.3)
     goal("64 KiB: mirror/nginx p99 <= 0.8", ratio(m("mirror", "b_p99", ms), m("nginx", "b_p99", ms)), lambda r: r <= 0.8)
-    goal("16 x 64 MiB: mirror peak RSS MiB <= 40", peak_mib("mirror", "c_hwm"), lambda r: r <= 40)
+    goal("16 x 64 MiB: mirror peak RSS MiB <= 44", peak_mib("mirror", "c_hwm"), lambda r: r <= 44)
     goal("16 x 64 MiB: mirror/nginx wall <= 1.0", ratio(m("mirror", "c_wall"), m("nginx", "c_wall")), lambda r: r <= 1.0)
     goal("1 GiB: mirror/bare MB/s >= 0.95", ratio(m("mirror", "a_mbs"), m("bare", "a_mbs")), lambda r: r >= 0.95)
     goal("64 KiB: mirror/bare req/s >= 0.95", ratio(m("mirror", "b_rps"), m("bare", "b_rps")), lambda r: r >= 0.95)
