@@ -29,10 +29,10 @@ def fmt(v, spec):
     return "" if v is None else format(v, spec)
 
 
-variants = [v for v in ["direct", "nginx", "bare", "mirror", "cached", "verify"] if v in rows]
+variants = [v for v in ["direct", "nginx", "bare", "mirror", "cached", "verify", "alt"] if v in rows]
 names = {"direct": "direct", "nginx": "nginx, tuned buffers", "bare": "bare hyper-util follower",
          "mirror": "registry_mirror", "cached": "registry_mirror, cache warm",
-         "verify": "registry_mirror --verify-digests"}
+         "verify": "registry_mirror --verify-digests", "alt": "ALT_BIN"}
 print(f"\nmacro benchmark: medians of {rounds} interleaved rounds, 127.0.0.1, 2 shared cores\n")
 print("| | " + " | ".join(names[v] for v in variants) + " |")
 print("|---|" + "---:|" * len(variants))
@@ -89,6 +89,12 @@ if "cached" in rows:
 if "verify" in rows:
     goal("cost of --verify-digests, 1 GiB: verify/mirror MB/s", ratio(m("verify", "a_mbs"), m("mirror", "a_mbs")), None)
     goal("cost of --verify-digests, 64 KiB: verify/mirror req/s", ratio(m("verify", "b_rps"), m("mirror", "b_rps")), None)
+
+if "alt" in rows and "mirror" in rows:
+    goal("A/B, 1 GiB: alt/mirror MB/s", ratio(m("alt", "a_mbs"), m("mirror", "a_mbs")), None)
+    goal("A/B, 1 GiB: alt/mirror CPU per GiB", ratio(m("alt", "a_cpu"), m("mirror", "a_cpu")), None)
+    goal("A/B, 64 KiB: alt/mirror req/s", ratio(m("alt", "b_rps"), m("mirror", "b_rps")), None)
+    goal("A/B, 64 KiB: alt/mirror p99", ratio(m("alt", "b_p99", ms), m("mirror", "b_p99", ms)), None)
 
 print()
 for name, value, ok in goals:

@@ -15,6 +15,8 @@
 #   mirror   registry-mirror, release build, `--log warn`.
 #   cached   the same with the redirect cache warm (repeated pulls of the same blobs).
 #   verify   the mirror with --verify-digests (every blob hashed while it streams).
+#   alt      (only when listed in VARIANTS) another build of the mirror, ALT_BIN, run as
+#            `mirror` is plus ALT_FLAGS: an A/B of a change in the same interleaved rounds.
 #
 # Origin: a registry stand-in (mirror/benches/macro/registry_stand_in.rs) answering blob GETs that
 # carry the Bearer token with an empty 307 to a pre-signed-looking URL; nginx as storage
@@ -32,6 +34,7 @@
 #        COLD_FLAGS="..." sets the plain mirror's extra flags (default: --redirect-cache 0)
 #        NGINX_TUNING="..." sets the nginx variant's buffer directives (see above)
 #        RAW=file keeps every round's numbers (the table shows medians)
+#        VARIANTS="nginx mirror alt" ALT_BIN=/tmp/registry-mirror.b bash mirror/benches/macro/run.sh 5
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)  # the workspace
 ROUNDS=${1:-3}
@@ -121,7 +124,7 @@ read -r -a VARIANTS <<<"${VARIANTS:-direct nginx bare mirror cached verify}"
 PROXIES=(); for v in "${VARIANTS[@]}"; do [[ $v != direct ]] && PROXIES+=("$v"); done
 has() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
 "$BIN/bench_registry_stand_in" 127.0.0.1:7000 http://127.0.0.1:7001 & PIDS+=($!)
-BARE= MIRROR= CACHED= VERIFY=
+BARE='' MIRROR='' CACHED='' VERIFY='' ALT=''
 if has bare; then "$BIN/bench_bare_follower" 127.0.0.1:7004 http://127.0.0.1:7000 & PIDS+=($!); BARE=$!; fi
 MIRROR_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host 127.0.0.1:7001 --log warn)
 # The plain mirror runs with the redirect cache off: every request asks the registry.
@@ -129,6 +132,8 @@ read -r -a COLD <<<"${COLD_FLAGS---redirect-cache 0}"
 if has mirror; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7003 "${MIRROR_FLAGS[@]}" "${COLD[@]}" & PIDS+=($!); MIRROR=$!; fi
 if has cached; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7005 "${MIRROR_FLAGS[@]}" & PIDS+=($!); CACHED=$!; fi
 if has verify; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7006 "${MIRROR_FLAGS[@]}" --redirect-cache 0 --verify-digests & PIDS+=($!); VERIFY=$!; fi
+read -r -a ALT_EXTRA <<<"${ALT_FLAGS:-}"
+if has alt; then "${ALT_BIN:?ALT_BIN names the other build}" --listen 127.0.0.1:7007 "${MIRROR_FLAGS[@]}" "${COLD[@]}" "${ALT_EXTRA[@]}" & PIDS+=($!); ALT=$!; fi
 sleep 1
 
 # blob paths: the stand-in's digests are the file names; the mirror and the bare follower
@@ -141,12 +146,13 @@ url() { # variant name
     bare) echo "http://127.0.0.1:7004/v2/bench/blobs/sha256:$2" ;;
     cached) echo "http://127.0.0.1:7005/v2/bench/blobs/sha256:$2" ;;
     verify) echo "http://127.0.0.1:7006/v2/bench/blobs/sha256:$2" ;;
+    alt) echo "http://127.0.0.1:7007/v2/bench/blobs/sha256:$2" ;;
   esac
 }
 pids_of() { # the processes whose CPU and memory count for a variant
   case $1 in
     nginx) pgrep -P "$(cat "$WORK/peer.pid")" | tr '\n' ' ' ;;
-    mirror) echo "$MIRROR" ;; bare) echo "$BARE" ;; cached) echo "$CACHED" ;; verify) echo "$VERIFY" ;;
+    mirror) echo "$MIRROR" ;; bare) echo "$BARE" ;; cached) echo "$CACHED" ;; verify) echo "$VERIFY" ;; alt) echo "$ALT" ;;
     *) echo "" ;;
   esac
 }
