@@ -269,4 +269,50 @@ mod tests {
         assert_eq!(out[header::RANGE], "bytes=0-");
         assert_eq!(out.len(), 4, "{out:?}");
     }
+
+    #[test]
+    fn replaced_names_past_the_inline_slots_are_dropped_whole() {
+        let mut allowlist = ForwardHeaders::default();
+        allowlist.set(
+            ["x-a", "x-b", "x-c", "x-d"]
+                .map(HeaderName::from_static)
+                .into_iter()
+                .chain([header::USER_AGENT, header::RANGE, header::IF_RANGE]),
+        );
+        let mut headers = HeaderMap::new();
+        for value in ["ua-1", "ua-2"] {
+            headers.append(header::USER_AGENT, HeaderValue::from_static(value));
+        }
+        for value in ["bytes=0-", "bytes=5-"] {
+            headers.append(header::RANGE, HeaderValue::from_static(value));
+        }
+        headers.append(header::IF_RANGE, HeaderValue::from_static("\"etag\""));
+        headers.append("x-d", HeaderValue::from_static("d"));
+        let captured = allowlist.capture(&headers);
+        let own = HeaderValue::from_static("layer/1");
+        let mut out = HeaderMap::new();
+        let extra = Extra {
+            user_agent: Some(&own),
+            range_probe: true,
+        };
+        captured.write_to(&allowlist, extra, &mut out);
+        let all = |name| out.get_all(name).iter().cloned().collect::<Vec<_>>();
+        assert_eq!(all(header::USER_AGENT), ["layer/1"]);
+        assert_eq!(all(header::RANGE), ["bytes=0-0"]);
+        assert!(all(header::IF_RANGE).is_empty());
+        assert_eq!(out["x-d"], "d");
+        assert_eq!(out.len(), 3, "{out:?}");
+
+        // Not replaced, every value of a name past the inline slots goes, in order.
+        let mut out = HeaderMap::new();
+        let extra = Extra {
+            user_agent: None,
+            range_probe: false,
+        };
+        captured.write_to(&allowlist, extra, &mut out);
+        let all = |name| out.get_all(name).iter().cloned().collect::<Vec<_>>();
+        assert_eq!(all(header::USER_AGENT), ["ua-1", "ua-2"]);
+        assert_eq!(all(header::RANGE), ["bytes=0-", "bytes=5-"]);
+        assert_eq!(all(header::IF_RANGE), ["\"etag\""]);
+    }
 }

@@ -14,8 +14,8 @@ use tower::{Service, ServiceExt};
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher};
 use tower_signed_redirect::test_util::{FakeRegistry, FakeStorage, Provider, Signing};
 use tower_signed_redirect::{
-    ErrorKind, FollowedRedirect, HeadStrategy, ResponseBody, SignatureScheme, SignedRedirect,
-    SignedRedirectLayer,
+    ErrorKind, FollowedRedirect, HeadStrategy, RedirectCache, ResponseBody, SignatureScheme,
+    SignedRedirect, SignedRedirectLayer,
 };
 
 const R2: &str = "https://docker-images-prod.abc.r2.cloudflarestorage.com/registry-v2/docker/registry/v2/blobs/sha256/ab/abc/data?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240101%2Fauto%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z&X-Amz-Expires=1200&X-Amz-SignedHeaders=host&X-Amz-Signature=5ecre7";
@@ -787,6 +787,39 @@ async fn readiness_is_respected_for_the_storage_hop() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(mock.requests().len(), 2);
+}
+
+/// After storage refuses a cached URL, the caller's request goes upstream again from the
+/// response future (`Resend`): through a fresh clone of the service, made ready first.
+#[tokio::test]
+async fn readiness_is_respected_when_a_refused_cached_url_is_asked_again() {
+    let (mock, r2) = docker_hub(307);
+    let client = ReadinessChecked {
+        inner: Some(mock.clone()),
+        ..Default::default()
+    };
+    let svc = SignedRedirect::new(client).redirect_cache(RedirectCache::new(16));
+    let first = svc
+        .clone()
+        .oneshot(credentialed_blob_request(Method::GET))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+
+    r2.revoke_signed_urls();
+    let res = svc
+        .oneshot(credentialed_blob_request(Method::GET))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res
+        .extensions()
+        .get::<FollowedRedirect>()
+        .unwrap()
+        .refreshed());
+    assert_eq!(body_string(res).await, "blob");
+    // Registry, storage; cached URL (refused), registry, storage.
+    assert_eq!(mock.requests().len(), 5);
 }
 
 #[tokio::test]

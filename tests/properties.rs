@@ -123,6 +123,7 @@ proptest! {
             req = req.header(name.as_str(), HeaderValue::from_str(value.trim()).unwrap());
         }
         let req = req.body("body".to_owned()).unwrap();
+        let asked = req.headers().clone();
         // Mostly allowlists the builder takes, so that most cases reach storage.
         let allow: Vec<String> = allow.into_iter().filter(|n| keep_refused || !never_forwarded(n)).collect();
         let allow_names: Vec<HeaderName> = allow.iter().map(|n| n.parse().unwrap()).collect();
@@ -150,6 +151,17 @@ proptest! {
             prop_assert!(probe_range || allow.iter().any(|a| a == n), "{} is not allowlisted", n);
         }
         prop_assert_eq!(reqs[1].body.as_str(), "");
+        // And every allowlisted header the caller sent goes whole, its values in order
+        // (but `Range` and `If-Range`, which a HEAD's range probe replaces).
+        let probe = head && strategy == HeadStrategy::RangeProbe;
+        for name in &allow {
+            if probe && (name == "range" || name == "if-range") {
+                continue;
+            }
+            let sent: Vec<_> = reqs[1].headers.get_all(name.as_str()).iter().collect();
+            let given: Vec<_> = asked.get_all(name.as_str()).iter().collect();
+            prop_assert_eq!(sent, given, "{}", name);
+        }
     }
 
     #[test]
