@@ -67,7 +67,7 @@ pin_project! {
         // Not `Upstream` with an optional future: this state waits for readiness, that one
         // for an answer, and a request sent by `SignedRedirect::call` (nearly all of them)
         // never carries a request to resend.
-        Resend { asked: Option<Box<Asked<S>>>, request: Option<Box<Request<B>>> },
+        Resend { resending: Option<Box<Resending<S, B>>> },
         // Following a redirect: `None` while waiting for the service to be ready, then
         // storage's answer.
         Storage { #[pin] future: Option<F>, chain: Box<Chain<S, B>> },
@@ -132,6 +132,12 @@ pub(crate) struct Asked<S> {
     uri: Uri,
 }
 
+/// The caller's request, to be sent upstream again from the future, and what is asked.
+pub(crate) struct Resending<S, B> {
+    asked: Asked<S>,
+    request: Request<B>,
+}
+
 /// A redirect chain being followed.
 pub(crate) struct Chain<S, B> {
     origin: Origin<S>,
@@ -155,7 +161,7 @@ enum Next<S, B, R> {
     Follow(Option<R>, Box<Chain<S, B>>),
     /// The caller's request goes upstream (again, after storage refused a cached URL, whose
     /// answer is drained; or after waiting for another request's flight).
-    Ask(Option<R>, Box<Asked<S>>, Box<Request<B>>),
+    Ask(Option<R>, Box<Resending<S, B>>),
     /// A range probe's body to read before the answer.
     ProbeBody(R, Response<()>),
 }
@@ -345,24 +351,24 @@ where
 /// what was asked (for the `Upstream` state that waits for the answer).
 #[allow(clippy::type_complexity)]
 fn poll_resend<S, B>(
-    asked: &mut Option<Box<Asked<S>>>,
-    request: &mut Option<Box<Request<B>>>,
+    resending: &mut Option<Box<Resending<S, B>>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(S::Future, Asked<S>), Error>>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
 {
-    let Some(resending) = asked.as_deref_mut() else {
+    let Some(pending) = resending.as_deref_mut() else {
         return Poll::Ready(Err(upstream_error(&Uri::default())("no request to send")));
     };
-    ready!(resending.origin.service.poll_ready(cx)).map_err(upstream_error(&resending.uri))?;
-    let (Some(req), Some(resent)) = (request.take(), asked.take()) else {
+    let asked = &mut pending.asked;
+    ready!(asked.origin.service.poll_ready(cx)).map_err(upstream_error(&asked.uri))?;
+    let Some(ready) = resending.take() else {
         return Poll::Ready(Err(upstream_error(&Uri::default())("no request to send")));
     };
-    let mut resent = *resent;
-    let future = resent.origin.service.call(*req);
-    Poll::Ready(Ok((future, resent)))
+    let Resending { mut asked, request } = *ready;
+    let future = asked.origin.service.call(request);
+    Poll::Ready(Ok((future, asked)))
 }
 
 /// Storage's answer to the current hop: the caller's, another hop, the upstream asked
@@ -455,8 +461,9 @@ where
         };
         let Some(req) = request.take() else { continue };
         let origin = Origin::new(service.clone(), config.clone(), &req, ticket);
-        let asked = Box::new(Asked::new(origin, &req));
-        return Poll::Ready(Ok(Next::Ask(None, asked, req)));
+        let asked = Asked::new(origin, &req);
+        let request = *req;
+        return Poll::Ready(Ok(Next::Ask(None, Box::new(Resending { asked, request }))));
     }
 }
 
@@ -491,8 +498,9 @@ where
         ticket,
     );
     origin.refreshed = true;
-    let asked = Box::new(Asked::new(origin, &original));
-    Next::Ask(Some(refused), asked, Box::new(original))
+    let asked = Asked::new(origin, &original);
+    let request = original;
+    Next::Ask(Some(refused), Box::new(Resending { asked, request }))
 }
 
 impl<S, B, R> Future for ResponseFuture<S, B, R>
@@ -522,15 +530,13 @@ where
                         Next::Respond(res.map(ResponseBody::new))
                     }),
                 StateProj::Upstream { future, asked } => ready!(poll_upstream(future, asked, cx)),
-                StateProj::Resend { asked, request } => {
-                    match ready!(poll_resend(asked, request, cx)) {
-                        Ok((future, asked)) => {
-                            this.state.set(State::Upstream { future, asked });
-                            continue;
-                        }
-                        Err(e) => Err(e),
+                StateProj::Resend { resending } => match ready!(poll_resend(resending, cx)) {
+                    Ok((future, asked)) => {
+                        this.state.set(State::Upstream { future, asked });
+                        continue;
                     }
-                }
+                    Err(e) => Err(e),
+                },
                 StateProj::Storage { future, chain } => ready!(poll_storage(future, chain, cx)),
                 StateProj::Waiting { parked } => ready!(poll_waiting(parked, cx)),
                 StateProj::ProbeBody { body, answer } => {
@@ -567,11 +573,10 @@ where
                         chain,
                     });
                 }
-                Next::Ask(body, asked, req) => {
+                Next::Ask(body, resending) => {
                     this.redirect_body.set(drain(body));
                     this.state.set(State::Resend {
-                        asked: Some(asked),
-                        request: Some(req),
+                        resending: Some(resending),
                     });
                 }
                 Next::ProbeBody(body, answer) => this.state.set(State::ProbeBody {
