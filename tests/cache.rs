@@ -292,16 +292,21 @@ fn slow_registry(registry: &FakeRegistry, delay: Duration, first_fails: bool) ->
 
 type SlowRegistry = BoxCloneService<Request<String>, http::Response<FakeBody>, UnknownHost>;
 
+/// The layer with a single-flight redirect cache over `slow_registry(registry, ..)`.
+fn single_flight_client(
+    registry: &FakeRegistry,
+    delay: Duration,
+    first_fails: bool,
+) -> SignedRedirect<SlowRegistry> {
+    let cache = RedirectCache::new(16).single_flight(true);
+    SignedRedirect::new(slow_registry(registry, delay, first_fails)).redirect_cache(cache)
+}
+
 #[tokio::test]
 async fn with_single_flight_concurrent_misses_ask_the_registry_once() {
     let storage = FakeStorage::new();
     let registry = registry(&storage);
-    let cache = RedirectCache::new(16).single_flight(true);
-    let svc = SignedRedirectLayer::new().redirect_cache(cache.clone());
-    let svc = tower::Layer::layer(
-        &svc,
-        slow_registry(&registry, Duration::from_millis(100), false),
-    );
+    let svc = single_flight_client(&registry, Duration::from_millis(100), false);
     let pulls: Vec<_> = (0..50)
         .map(|_| {
             let svc = svc.clone();
@@ -338,12 +343,7 @@ async fn with_single_flight_concurrent_misses_ask_the_registry_once() {
 async fn when_the_leader_fails_every_waiter_still_gets_an_answer() {
     let storage = FakeStorage::new();
     let registry = registry(&storage);
-    let cache = RedirectCache::new(16).single_flight(true);
-    let svc = SignedRedirectLayer::new().redirect_cache(cache.clone());
-    let svc = tower::Layer::layer(
-        &svc,
-        slow_registry(&registry, Duration::from_millis(100), true),
-    );
+    let svc = single_flight_client(&registry, Duration::from_millis(100), true);
     let leader = {
         let svc = svc.clone();
         tokio::spawn(async move { svc.oneshot(blob(Method::GET, "sha256:00", "t")).await })
@@ -367,12 +367,7 @@ async fn when_the_leader_fails_every_waiter_still_gets_an_answer() {
         assert_eq!(body_string(res).await, BLOB);
     }
     // A dropped leader (its caller gave up) ends its flight too.
-    let cache = RedirectCache::new(16).single_flight(true);
-    let svc = SignedRedirectLayer::new().redirect_cache(cache);
-    let svc = tower::Layer::layer(
-        &svc,
-        slow_registry(&registry, Duration::from_millis(200), false),
-    );
+    let svc = single_flight_client(&registry, Duration::from_millis(200), false);
     let gone = tokio::spawn({
         let svc = svc.clone();
         async move { svc.oneshot(blob(Method::GET, "sha256:01", "t")).await }
