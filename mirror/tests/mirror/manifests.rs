@@ -407,6 +407,25 @@ async fn a_client_without_access_never_gets_anothers_cached_private_manifest() {
     }
 }
 
+/// `n` GETs of `path` at once with `bearer`, each on its own task: their statuses.
+fn concurrent_gets(
+    mirror: SocketAddr,
+    path: &str,
+    bearer: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<StatusCode>> {
+    (0..n)
+        .map(|_| {
+            let (path, bearer) = (path.to_owned(), bearer.to_owned());
+            tokio::spawn(async move {
+                send(mirror, Method::GET, &path, Some(&bearer))
+                    .await
+                    .status()
+            })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn concurrent_misses_share_one_fetch_and_survive_a_failing_first() {
     let hub = Hub::start().await;
@@ -415,16 +434,7 @@ async fn concurrent_misses_share_one_fetch_and_survive_a_failing_first() {
     let digest = sha256(br#"{"v":1}"#);
     let bearer = token(mirror, "library/app", None).await;
     let path = format!("/v2/library/app/manifests/{digest}");
-    let all: Vec<_> = (0..50)
-        .map(|_| {
-            let (path, bearer) = (path.clone(), bearer.clone());
-            tokio::spawn(async move {
-                send(mirror, Method::GET, &path, Some(&bearer))
-                    .await
-                    .status()
-            })
-        })
-        .collect();
+    let all = concurrent_gets(mirror, &path, &bearer, 50);
     for one in all {
         assert_eq!(one.await.unwrap(), StatusCode::OK);
     }
@@ -438,16 +448,7 @@ async fn concurrent_misses_share_one_fetch_and_survive_a_failing_first() {
     hub.tag("library/app:v2", r#"{"v":2}"#);
     hub.failing.store(503, Ordering::SeqCst);
     let path = "/v2/library/app/manifests/v2".to_owned();
-    let all: Vec<_> = (0..10)
-        .map(|_| {
-            let (path, bearer) = (path.clone(), bearer.clone());
-            tokio::spawn(async move {
-                send(mirror, Method::GET, &path, Some(&bearer))
-                    .await
-                    .status()
-            })
-        })
-        .collect();
+    let all = concurrent_gets(mirror, &path, &bearer, 10);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     hub.failing.store(0, Ordering::SeqCst);
     let statuses: HashSet<u16> = futures_util::future::join_all(all)
