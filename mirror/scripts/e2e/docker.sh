@@ -99,6 +99,19 @@ dk() { # docker CLI against the current case's dockerd only
   "$DOCKER_CLI" --config "$DK_DIR/cfg" -H "unix://$DK_DIR/docker.sock" "$@"
 }
 
+# dockerd_up CASE MIRROR_PORT NAME: dockerd_start; when it fails, case NAME fails with the
+# reason, what was started for it (dockerd, the proxy) is stopped, and it returns 1.
+dockerd_up() {
+  local case=$1 port=$2 name=$3 var="PID_dockerd_${1//-/_}"
+  dockerd_start "$case" "$port" && return 0
+  fail "docker: dockerd could not start for $name, so it was not tested: $DOCKERD_REASON"
+  echo "e2e $name: FAIL (dockerd did not start: ${DOCKERD_REASON:0:200})"
+  [[ -n ${!var:-} ]] && dockerd_stop "$case"
+  stop_forget "proxy-$name"
+  docker_cleanup
+  return 1
+}
+
 # dockerd_start CASE MIRROR_PORT: sets DK_DIR, DK_LOG; on failure returns 1 with the reason
 # (from dockerd's log) in DOCKERD_REASON.
 dockerd_start() {
@@ -243,14 +256,7 @@ docker_e2e() {
     --storage-host 127.0.0.1:9000 --log-format json \
     --upstream-user "${USER_PASS%%:*}" --upstream-password "$pw"
   wait_http "http://127.0.0.1:$port/v2/"
-  if ! dockerd_start anonymous "$port"; then
-    fail "docker: dockerd could not start, so Docker was not tested: $DOCKERD_REASON"
-    echo "e2e docker: FAIL (dockerd did not start: ${DOCKERD_REASON:0:200})"
-    [[ -n ${PID_dockerd_anonymous:-} ]] && dockerd_stop anonymous
-    stop_forget "proxy-$name"
-    docker_cleanup
-    return
-  fi
+  dockerd_up anonymous "$port" "$name" || return
   pass "docker: dockerd $(dk version --format '{{.Server.Version}}' 2>/dev/null) answers on its own socket, with a containerd of its own"
   mark=$(wc -l <"$mlog")
   if docker_pull anonymous first; then
@@ -322,14 +328,7 @@ docker_e2e() {
     --upstream "docker.io=http://127.0.0.1:5011" --storage-host 127.0.0.1:9001 --log-format json \
     --upstream-user "${USER_PASS%%:*}" --upstream-password "$pw" --htpasswd "$WORK/htpasswd-docker"
   wait_http "http://127.0.0.1:$port/v2/"
-  if ! dockerd_start htpasswd "$port"; then
-    fail "docker: dockerd could not start (second case): $DOCKERD_REASON"
-    echo "e2e $name: FAIL (dockerd did not start)"
-    [[ -n ${PID_dockerd_htpasswd:-} ]] && dockerd_stop htpasswd
-    stop_forget "proxy-$name"
-    docker_cleanup
-    return
-  fi
+  dockerd_up htpasswd "$port" "$name" || return
   # Without credentials: the mirror answers 401, dockerd falls back to Docker Hub, which
   # fails at the closed proxy port; the pull must fail.
   local code
