@@ -146,28 +146,31 @@ fn is_tag(s: &str) -> bool {
 /// `algorithm:encoded`, with `algorithm` = `[a-z0-9]+([+._-][a-z0-9]+)*` and `encoded` =
 /// `[a-zA-Z0-9=_-]+`; `sha256` is 64 and `sha512` 128 lower-case hex digits.
 pub fn digest(s: &str) -> Result<Digest<'_>, Refused> {
+    // One pass over the bytes of each part: this runs for every blob request.
     let (algorithm, encoded) = s.split_once(':').ok_or(Refused::DigestInvalid)?;
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let algorithm_ok = !algorithm.is_empty()
-        && algorithm
-            .split(['+', '.', '_', '-'])
-            .all(|part| !part.is_empty() && part.bytes().all(alnum));
-    let encoded_ok = !encoded.is_empty()
-        && encoded
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
-    let hex = |n: usize| {
-        encoded.len() == n
-            && encoded
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    // Components of `[a-z0-9]+` joined by single separators: no separator first, last or
+    // next to another (`after_separator` starts true so that an empty algorithm fails).
+    let mut after_separator = true;
+    for &b in algorithm.as_bytes() {
+        after_separator = match b {
+            b'+' | b'.' | b'_' | b'-' if !after_separator => true,
+            _ if alnum(b) => false,
+            _ => return Err(Refused::DigestInvalid),
+        };
+    }
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    let encoded_ok = match algorithm {
+        "sha256" => encoded.len() == 64 && encoded.bytes().all(hex),
+        "sha512" => encoded.len() == 128 && encoded.bytes().all(hex),
+        _ => {
+            !encoded.is_empty()
+                && encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
+        }
     };
-    let registered_ok = match algorithm {
-        "sha256" => hex(64),
-        "sha512" => hex(128),
-        _ => true,
-    };
-    if algorithm_ok && encoded_ok && registered_ok {
+    if !after_separator && encoded_ok {
         Ok(Digest { algorithm, encoded })
     } else {
         Err(Refused::DigestInvalid)
@@ -210,5 +213,70 @@ mod tests {
             Err(Refused::NameInvalid)
         );
         assert_eq!(parse("a/b/%2E%2e/manifests/x"), Err(Refused::NameInvalid));
+    }
+
+    /// The grammar as the OCI spec writes it, one rule at a time (the first version of
+    /// [`digest`]): the one-pass version must agree with it on every string.
+    fn digest_as_written(s: &str) -> bool {
+        let Some((algorithm, encoded)) = s.split_once(':') else {
+            return false;
+        };
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let algorithm_ok = !algorithm.is_empty()
+            && algorithm
+                .split(['+', '.', '_', '-'])
+                .all(|part| !part.is_empty() && part.bytes().all(alnum));
+        let encoded_ok = !encoded.is_empty()
+            && encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+        let hex = |n: usize| {
+            encoded.len() == n
+                && encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let registered_ok = match algorithm {
+            "sha256" => hex(64),
+            "sha512" => hex(128),
+            _ => true,
+        };
+        algorithm_ok && encoded_ok && registered_ok
+    }
+
+    #[test]
+    fn digest_agrees_with_the_grammar_as_written() {
+        // Every string of up to 6 bytes over an alphabet with a byte of each class: every
+        // way to place separators, colons and bytes outside the grammar.
+        const ALPHABET: &[u8] = b"a0+._-A=:/";
+        let mut checked = 0;
+        for len in 0..=6u32 {
+            for mut n in 0..ALPHABET.len().pow(len) {
+                let s: String = (0..len)
+                    .map(|_| {
+                        let c = ALPHABET[n % ALPHABET.len()] as char;
+                        n /= ALPHABET.len();
+                        c
+                    })
+                    .collect();
+                assert_eq!(digest(&s).is_ok(), digest_as_written(&s), "{s:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 1_111_111);
+        // The registered algorithms, around their lengths and their hex.
+        for algorithm in ["sha256", "sha512", "sha384", "sha256+b64u"] {
+            for encoded in ["a", "A", "g", "0=", "-"] {
+                for n in [63, 64, 65, 127, 128, 129] {
+                    let hex = "0f".repeat(n / 2) + if n % 2 == 1 { "a" } else { "" };
+                    for s in [
+                        format!("{algorithm}:{hex}"),
+                        format!("{algorithm}:{}{encoded}", &hex[1..]),
+                    ] {
+                        assert_eq!(digest(&s).is_ok(), digest_as_written(&s), "{s:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -149,9 +149,13 @@ impl Service<UpstreamRequest> for Hops {
         let future = if storage {
             clients.storage.request(req)
         } else {
-            clients
-                .metrics
-                .upstream_request(req.method(), Route::of(req.uri().path()));
+            // The route the mirror's request carries (it parsed the client's path once),
+            // else the path's.
+            let route = req.extensions().get::<Route>().copied();
+            clients.metrics.upstream_request(
+                req.method(),
+                route.unwrap_or_else(|| Route::of(req.uri().path())),
+            );
             clients.upstream.request(req)
         };
         Timed {

@@ -46,7 +46,13 @@ impl Route {
         else {
             return Route::Other;
         };
-        match api.endpoint {
+        api.endpoint.into()
+    }
+}
+
+impl From<Endpoint<'_>> for Route {
+    fn from(endpoint: Endpoint<'_>) -> Route {
+        match endpoint {
             Endpoint::Blob(_) => Route::Blob,
             Endpoint::Manifest(_) => Route::Manifest,
             Endpoint::TagsList => Route::Tags,

@@ -53,18 +53,26 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 const BASIC_LOGIN_TTL: Duration = Duration::from_secs(3600);
 
 impl Mirror {
-    /// Sends the client's `GET` or `HEAD` to `uri` on `upstream` and streams the answer back.
+    /// Sends the client's `GET` or `HEAD` to `uri` on `upstream` and streams the answer back;
+    /// `route` is what the client's path asks for (parsed once, by the caller).
     pub(super) async fn send(
         &self,
         upstream: &Arc<Upstream>,
         parts: &Parts,
         uri: Uri,
+        route: Route,
     ) -> Response<MirrorBody> {
         let started = Instant::now();
-        let route = Route::of(parts.uri.path());
         // Who the request is, for the caches: every client of a mirror that logs in itself
-        // is its login; with clients' own logins, see `IssuedTokens::identity`.
+        // is its login; with clients' own logins, see `IssuedTokens::identity`. Worked out
+        // only for what a cache keeps (it hashes the client's credentials).
+        let cached = match route {
+            Route::Manifest => self.shared.manifests.is_some(),
+            Route::Blob => self.shared.cache.is_some(),
+            _ => false,
+        };
         let who = match self.login(upstream) {
+            _ if !cached => None,
             Login::PassThrough => self.shared.issued.identity(&parts.headers),
             _ => Some(Who::mirror()),
         };
@@ -79,7 +87,16 @@ impl Mirror {
             .filter(|_| route == Route::Blob)
             .map(|who| who.cache_identity());
         let answer = self
-            .fetch(upstream, parts, &uri, &parts.method, identity.clone())
+            .fetch(
+                upstream,
+                parts,
+                &uri,
+                &parts.method,
+                Labels {
+                    route,
+                    identity: identity.clone(),
+                },
+            )
             .await;
         let sent = Sent {
             uri,
@@ -91,27 +108,24 @@ impl Mirror {
     }
 
     /// Sends `method` (`GET` or `HEAD`) for the client's request to `uri` on `upstream`, with
-    /// the login the mirror uses there; `identity` is the request's in the redirect cache.
+    /// the login the mirror uses there and `labels` on it.
     async fn fetch(
         &self,
         upstream: &Upstream,
         parts: &Parts,
         uri: &Uri,
         method: &Method,
-        identity: Option<CacheIdentity>,
+        labels: Labels,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         match self.login(upstream) {
             Login::PassThrough => {
                 // Who chose the destination: the operator (`--upstream`); the credentials
                 // are the client's own, for the upstream that asked for them.
-                let mut req = upstream_request(parts, method, uri.clone(), true);
-                if let Some(identity) = identity {
-                    req.extensions_mut().insert(identity);
-                }
+                let req = upstream_request(parts, method, uri.clone(), labels, true);
                 self.client.send(req).await
             }
             login => {
-                self.send_logged_in(upstream, login, parts, method, uri, identity)
+                self.send_logged_in(upstream, login, parts, method, uri, labels)
                     .await
             }
         }
@@ -212,7 +226,10 @@ impl Mirror {
                 return serve(manifest, ManifestEvent::Hit);
             }
             // The upstream's HEAD says whether the tag still names the cached manifest.
-            match self.fetch(upstream, parts, &uri, &Method::HEAD, None).await {
+            match self
+                .fetch(upstream, parts, &uri, &Method::HEAD, Labels::manifest())
+                .await
+            {
                 Ok(res)
                     if res.status() == StatusCode::OK
                         && res.headers().get(DOCKER_CONTENT_DIGEST) == Some(&manifest.digest) =>
@@ -244,7 +261,9 @@ impl Mirror {
                 return serve(&manifest, ManifestEvent::Hit);
             }
         }
-        let answer = self.fetch(upstream, parts, &uri, &parts.method, None).await;
+        let answer = self
+            .fetch(upstream, parts, &uri, &parts.method, Labels::manifest())
+            .await;
         // The same failure on the GET itself.
         if let Some(manifest) = cached.as_ref().filter(|m| self.stale_ok(m)) {
             let failed = match &answer {
@@ -369,20 +388,17 @@ impl Mirror {
         parts: &Parts,
         method: &Method,
         uri: &Uri,
-        identity: Option<CacheIdentity>,
+        labels: Labels,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         let scope = credentials::scope_of(uri.path());
         let tokens = &self.shared.tokens;
         // Who chose the destination: the operator (`--upstream`); the token is the
         // mirror's, for this upstream and this repository.
         let request = |auth: Option<&HeaderValue>| {
-            let mut req = upstream_request(parts, method, uri.clone(), false);
+            let mut req = upstream_request(parts, method, uri.clone(), labels.clone(), false);
             if let Some(auth) = auth {
                 req.headers_mut()
                     .insert(header::AUTHORIZATION, auth.clone());
-            }
-            if let Some(identity) = identity.clone() {
-                req.extensions_mut().insert(identity);
             }
             req
         };
@@ -625,13 +641,32 @@ struct Sent {
     route: Route,
 }
 
+/// What the mirror puts on an upstream request for its own use, as extensions: the route
+/// (for the metrics) and the request's identity in the redirect cache (none: not cached).
+#[derive(Clone)]
+pub(super) struct Labels {
+    pub route: Route,
+    pub identity: Option<CacheIdentity>,
+}
+
+impl Labels {
+    /// A manifest request's: manifests are not in the redirect cache.
+    fn manifest() -> Labels {
+        Labels {
+            route: Route::Manifest,
+            identity: None,
+        }
+    }
+}
+
 /// The upstream request for a client's request: same method (`GET` or `HEAD`), the
 /// allowlisted headers (one pass over the client's; its `Authorization` only with
-/// `credentials`), no body, marked as the mirror's own (not a storage hop).
+/// `credentials`), no body, marked as the mirror's own (not a storage hop), with `labels`.
 pub(super) fn upstream_request(
     parts: &Parts,
     method: &Method,
     uri: Uri,
+    labels: Labels,
     credentials: bool,
 ) -> UpstreamRequest {
     let mut req = Request::new(Empty::new());
@@ -647,6 +682,10 @@ pub(super) fn upstream_request(
         }
     }
     req.extensions_mut().insert(guard::Upstream);
+    req.extensions_mut().insert(labels.route);
+    if let Some(identity) = labels.identity {
+        req.extensions_mut().insert(identity);
+    }
     req
 }
 

@@ -5,6 +5,7 @@ use super::body::MirrorBody;
 use super::errors::registry_error;
 use super::guard;
 use super::htpasswd::Check;
+use super::metrics::Route;
 use super::server::ClientAddr;
 use super::upstream::Upstream;
 use super::verify;
@@ -118,7 +119,8 @@ impl Mirror {
         let upstream = self
             .select_by_ns(parts)
             .unwrap_or_else(|| self.upstreams[0].clone());
-        self.send(&upstream, parts, upstream.api_root()).await
+        self.send(&upstream, parts, upstream.api_root(), Route::Ping)
+            .await
     }
 
     /// `/v2/<rest>`: a manifest, blob, tag list or referrers list.
@@ -180,7 +182,8 @@ impl Mirror {
                 }
             }
         };
-        self.send(&upstream, parts, upstream.uri(path)).await
+        self.send(&upstream, parts, upstream.uri(path), api.endpoint.into())
+            .await
     }
 
     /// Whether the default upstream answers `/v2/` (with anything, a `401` included), asked

@@ -17,7 +17,7 @@ use super::body::MirrorBody;
 use super::credentials::{split_params, Login};
 use super::errors::{registry_error, upstream_failure};
 use super::metrics::Route;
-use super::proxy::{remove_hop_by_hop, upstream_request};
+use super::proxy::{remove_hop_by_hop, upstream_request, Labels};
 use super::upstream::Upstream;
 use super::Mirror;
 use base64::Engine;
@@ -89,9 +89,13 @@ impl Mirror {
         // Who chose this destination: the upstream, in its own challenge (a realm is never
         // learned from storage's answers); the credentials are the client's own.
         upstream.announce_realm(&uri);
+        let labels = Labels {
+            route: Route::of(uri.path()),
+            identity: None,
+        };
         let answer = self
             .client
-            .send(upstream_request(parts, &parts.method, uri, true))
+            .send(upstream_request(parts, &parts.method, uri, labels, true))
             .await;
         let metrics = &self.shared.metrics;
         let res = match answer {
@@ -325,9 +329,13 @@ impl IssuedTokens {
 
     /// Whom `/token/` handed `token` out to and until when, expired or not.
     fn peek(&self, token: &str) -> Option<(IssuedTo, SystemTime)> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.peek_digest(&Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The same, by the token's SHA-256.
+    fn peek_digest(&self, digest: &[u8; 32]) -> Option<(IssuedTo, SystemTime)> {
         let map = self.by_token.lock().unwrap_or_else(|e| e.into_inner());
-        map.peek(&digest).copied()
+        map.peek(digest).copied()
     }
 
     /// The cache identity of a client request sent upstream with the client's own
@@ -345,7 +353,14 @@ impl IssuedTokens {
             .ok()
             .and_then(|a| strip_prefix_ignore_case(a, "bearer "))
             .map(str::trim);
-        if let Some((to, until)) = token.and_then(|t| self.peek(t)) {
+        // One SHA-256 per request: a token's is how `/token/` remembers what it handed out;
+        // any other credential's is of the whole header. Their keys differ in their prefix,
+        // so a token is never the same identity as a header that spells it.
+        let (kind, digest): (&[u8], [u8; 32]) = match token {
+            Some(token) => (b"token:", Sha256::digest(token.as_bytes()).into()),
+            None => (b"credential:", Sha256::digest(auth.as_bytes()).into()),
+        };
+        if let Some((to, until)) = token.and_then(|_| self.peek_digest(&digest)) {
             if until <= SystemTime::now() {
                 // Expired: nobody, so nothing cached is served for it.
                 return None;
@@ -358,12 +373,11 @@ impl IssuedTokens {
                 },
             });
         }
-        let credential: [u8; 32] = Sha256::digest(auth.as_bytes()).into();
         let until = token
             .and_then(jwt_expiry)
             .unwrap_or_else(|| SystemTime::now() + UNKNOWN_LOGIN_LIFETIME);
         Some(Who {
-            key: [b"credential:".as_slice(), &credential].concat(),
+            key: [kind, &digest].concat(),
             valid_until: Some(until),
         })
     }
@@ -486,6 +500,18 @@ mod tests {
             issued.identity(&bearer("alices")),
             issued.identity(&bearer("other"))
         );
+        // A token that spells another client's whole header (its Basic login) is not that
+        // client; one token is one identity however its header spells `Bearer`.
+        let key = |h: &HeaderMap| issued.identity(h).unwrap().key;
+        let mut basic = HeaderMap::new();
+        basic.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YWxpY2U6cHc="),
+        );
+        assert_ne!(key(&basic), key(&bearer("Basic YWxpY2U6cHc=")));
+        let mut lower = HeaderMap::new();
+        lower.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer t"));
+        assert_eq!(key(&lower), key(&bearer("t")));
         // An expired token is nobody: nothing cached is served for it.
         issued.remember("old", IssuedTo::Login([7; 32]), Duration::ZERO);
         assert_eq!(issued.identity(&bearer("old")), None);

@@ -101,6 +101,11 @@ async fn metrics_and_health_are_scraped() {
         "registry_mirror_redirect_cache_total{event=\"refresh\"} 0".to_owned(),
         // The store signs for the request's method: the HEAD fell back to a real HEAD.
         "registry_mirror_head_fallbacks_total 1".to_owned(),
+        // What the mirror asked the registry, by the route it parsed from the client's
+        // path (the readiness check's ping included); the cache hit asked nothing.
+        "registry_mirror_upstream_requests_total{method=\"GET\",route=\"blob\"} 1".to_owned(),
+        "registry_mirror_upstream_requests_total{method=\"HEAD\",route=\"blob\"} 1".to_owned(),
+        "registry_mirror_upstream_requests_total{method=\"GET\",route=\"ping\"} 1".to_owned(),
     ] {
         assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
     }
