@@ -1,21 +1,35 @@
-//! The axum application: the shared [`Mirror`] answers every path (its routes are in
-//! `routes.rs`), as the router's fallback service.
+//! The mirror as a hyper service: every request goes to [`Mirror::handle`], whose routes are
+//! in `routes.rs`. No router framework: the mirror's paths are matched there, and a router
+//! in front would only add its own per-request work (one boxed future per request here).
 
+use crate::body::MirrorBody;
 use crate::Mirror;
-use axum::extract::Request;
-use axum::response::Response;
-use axum::Router;
+use http::{Request, Response};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-/// The mirror's router.
-pub fn router(mirror: Arc<Mirror>) -> Router {
-    // A plain service rather than a handler: no extractors to run for each request.
-    Router::new().fallback_service(tower::service_fn(move |req: Request| {
-        let mirror = mirror.clone();
-        async move {
-            let (parts, _) = req.into_parts();
-            Ok::<Response, Infallible>(mirror.handle(&parts).await.map(axum::body::Body::new))
-        }
-    }))
+/// The mirror as a [`hyper::service::Service`], for hyper's (or hyper-util's) server. The
+/// mirror is pull-only: request bodies are dropped unread.
+#[derive(Clone)]
+pub struct MirrorService(Arc<Mirror>);
+
+impl MirrorService {
+    /// Serves `mirror`.
+    pub fn new(mirror: Arc<Mirror>) -> MirrorService {
+        MirrorService(mirror)
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for MirrorService {
+    type Response = Response<MirrorBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<MirrorBody>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<B>) -> Self::Future {
+        let mirror = self.0.clone();
+        let (parts, _) = req.into_parts();
+        Box::pin(async move { Ok(mirror.handle(&parts).await) })
+    }
 }

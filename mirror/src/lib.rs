@@ -4,7 +4,7 @@
 //! loopback. The operator's guide is `README.md` beside this crate.
 //!
 //! [`Mirror::handle`] is framework-free: it takes a request's `http::request::Parts` and
-//! returns an `http::Response`; `app.rs` serves it as an axum router's fallback.
+//! returns an `http::Response`; `app.rs` makes it a hyper service.
 //!
 //! In the order a reader wants them:
 //! - `client.rs`: the upstream client, hyper-util + rustls + timeouts +
@@ -17,7 +17,7 @@
 //!   `credentials.rs`: the mirror's own logins; `htpasswd.rs`: clients' logins to the mirror;
 //! - `errors.rs`: registry-style errors, and upstream failures as 502/504;
 //! - `metrics.rs`: Prometheus metrics; `verify.rs`: `--verify-digests`;
-//! - `app.rs`: the axum router; `server.rs`: the workers, the accept loop (with `tls.rs`)
+//! - `app.rs`: the mirror as a hyper service; `server.rs`: the workers, the accept loop (with `tls.rs`)
 //!   and shutdown; `tuning.rs`:
 //!   their runtime, socket and hyper settings;
 //! - `body.rs` (idle timeout, per-request log line), `options.rs` (flags and environment),

@@ -7,18 +7,16 @@
 //! skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/library/alpine dir:/tmp/alpine
 //! ```
 //!
-//! `--help` lists the flags; each has an environment variable. The axum router is served
-//! with hyper-util's server on one worker per core (`server.rs`). The operator's guide is
+//! `--help` lists the flags; each has an environment variable. The mirror is served with
+//! hyper-util's server on one worker per core (`server.rs`). The operator's guide is
 //! `mirror/README.md`.
 
 use clap::Parser;
-use hyper_util::service::TowerToHyperService;
+use registry_mirror::app::MirrorService;
 use registry_mirror::options::{init_logging, Options};
 
 fn main() {
     let options = Options::parse();
     init_logging(&options);
-    registry_mirror::server::run(options, |mirror| {
-        TowerToHyperService::new(registry_mirror::app::router(mirror))
-    });
+    registry_mirror::server::run(options, MirrorService::new);
 }

@@ -5,14 +5,13 @@
 pub mod hub;
 
 use clap::Parser;
-use hyper_util::service::TowerToHyperService;
 use registry_mirror::options::Options;
 use registry_mirror::{app, server, tls, Mirror, Shared};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The mirror with these flags (`--tls-cert`/`--tls-key` included), served as the binary
-/// serves it (the axum router through the server loop) on 127.0.0.1, on a port of the OS's
+/// serves it (its hyper service through the server loop) on 127.0.0.1, on a port of the OS's
 /// choosing, on the test's runtime. Panics on a configuration the mirror refuses.
 pub async fn start_mirror(flags: &[String]) -> SocketAddr {
     let options = Options::parse_from(
@@ -22,7 +21,7 @@ pub async fn start_mirror(flags: &[String]) -> SocketAddr {
     let acceptor = tls::acceptor(&options).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = TowerToHyperService::new(app::router(mirror));
+    let service = app::MirrorService::new(mirror);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _running = stop;
