@@ -39,7 +39,7 @@ const FORWARDED: &[HeaderName] = &[
 ];
 
 /// Response headers that describe the upstream connection, not the response.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
