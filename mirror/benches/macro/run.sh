@@ -26,8 +26,8 @@
 # Measures: (a) one 1 GiB blob, MB/s and the proxy's CPU seconds per GiB; (b) a 64 KiB blob
 # with wrk -t2 -c64 for 5 s: requests/s, p50, p99, proxy CPU per request; (c) 16 parallel
 # 64 MiB downloads: wall time and each proxy's peak RSS during them; and each proxy's peak RSS
-# over the whole run. Prints the table (medians of the rounds; the largest peak), the ratios,
-# and which goals hold.
+# over the whole run. Prints the table (medians of the rounds; the largest peak), the ratios
+# (of the medians, and round by round: see report.py), and which goals hold.
 #
 # usage: bash mirror/benches/macro/run.sh [ROUNDS]   (default 3; installs nginx, wrk and curl if missing)
 #        VARIANTS="direct nginx bare mirror" bash mirror/benches/macro/run.sh 1   (a subset)
