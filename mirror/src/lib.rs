@@ -12,14 +12,14 @@
 //!   connect;
 //! - `routes.rs`: what each path does, and which upstream a request is for; `api.rs`: the
 //!   distribution API's paths, the only ones forwarded;
-//! - `proxy.rs`: one request upstream and its answer back;
+//! - `proxy.rs`: one request upstream and its answer back; `manifests.rs`: the manifest
+//!   cache (bounded, per identity, one fetch per key at a time);
 //! - `token.rs`: the Bearer token flow through the mirror (clients' own logins);
 //!   `credentials.rs`: the mirror's own logins; `htpasswd.rs`: clients' logins to the mirror;
 //! - `errors.rs`: registry-style errors, and upstream failures as 502/504;
 //! - `metrics.rs`: Prometheus metrics; `verify.rs`: `--verify-digests`;
-//! - `app.rs`: the mirror as a hyper service; `server.rs`: the workers, the accept loop (with `tls.rs`)
-//!   and shutdown; `tuning.rs`:
-//!   their runtime, socket and hyper settings;
+//! - `app.rs`: the mirror as a hyper service; `server.rs`: the workers, the accept loop
+//!   (with `tls.rs`) and shutdown; `tuning.rs`: their runtime, socket and hyper settings;
 //! - `body.rs` (idle timeout, per-request log line), `options.rs` (flags and environment),
 //!   `upstream.rs` (upstream registries).
 
@@ -59,8 +59,9 @@ use std::time::{Duration, Instant};
 use tower_signed_redirect::{CacheIdentity, RedirectCache};
 use upstream::Upstream;
 
-/// What every worker's mirror shares: the redirect cache, the mirror's upstream tokens,
-/// metrics, and the client logins it accepted.
+/// What every worker's mirror shares: the redirect cache, the manifest cache, the mirror's
+/// upstream tokens, the tokens `/token/` handed out, metrics, and the client logins it
+/// accepted.
 #[derive(Clone)]
 pub struct Shared {
     /// Where storage redirects led, for reuse while their URLs are valid; `None` with

@@ -66,13 +66,13 @@ impl Mirror {
         // Who the request is, for the caches: every client of a mirror that logs in itself
         // is its login; with clients' own logins, see `IssuedTokens::identity`. Worked out
         // only for what a cache keeps (it hashes the client's credentials).
-        let cached = match route {
+        let cacheable = match route {
             Route::Manifest => self.shared.manifests.is_some(),
             Route::Blob => self.shared.cache.is_some(),
             _ => false,
         };
         let who = match self.login(upstream) {
-            _ if !cached => None,
+            _ if !cacheable => None,
             Login::PassThrough => self.shared.issued.identity(&parts.headers),
             _ => Some(Who::mirror()),
         };
@@ -92,7 +92,7 @@ impl Mirror {
                 parts,
                 &uri,
                 &parts.method,
-                Labels {
+                UpstreamExtensions {
                     route,
                     identity: identity.clone(),
                 },
@@ -108,24 +108,24 @@ impl Mirror {
     }
 
     /// Sends `method` (`GET` or `HEAD`) for the client's request to `uri` on `upstream`, with
-    /// the login the mirror uses there and `labels` on it.
+    /// the login the mirror uses there and `extensions` on it.
     async fn fetch(
         &self,
         upstream: &Upstream,
         parts: &Parts,
         uri: &Uri,
         method: &Method,
-        labels: Labels,
+        extensions: UpstreamExtensions,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         match self.login(upstream) {
             Login::PassThrough => {
                 // Who chose the destination: the operator (`--upstream`); the credentials
                 // are the client's own, for the upstream that asked for them.
-                let req = upstream_request(parts, method, uri.clone(), labels, true);
+                let req = upstream_request(parts, method, uri.clone(), extensions, true);
                 self.client.send(req).await
             }
             login => {
-                self.send_logged_in(upstream, login, parts, method, uri, labels)
+                self.send_logged_in(upstream, login, parts, method, uri, extensions)
                     .await
             }
         }
@@ -227,7 +227,13 @@ impl Mirror {
             }
             // The upstream's HEAD says whether the tag still names the cached manifest.
             match self
-                .fetch(upstream, parts, &uri, &Method::HEAD, Labels::manifest())
+                .fetch(
+                    upstream,
+                    parts,
+                    &uri,
+                    &Method::HEAD,
+                    UpstreamExtensions::manifest(),
+                )
                 .await
             {
                 Ok(res)
@@ -262,7 +268,13 @@ impl Mirror {
             }
         }
         let answer = self
-            .fetch(upstream, parts, &uri, &parts.method, Labels::manifest())
+            .fetch(
+                upstream,
+                parts,
+                &uri,
+                &parts.method,
+                UpstreamExtensions::manifest(),
+            )
             .await;
         // The same failure on the GET itself.
         if let Some(manifest) = cached.as_ref().filter(|m| self.stale_ok(m)) {
@@ -388,14 +400,14 @@ impl Mirror {
         parts: &Parts,
         method: &Method,
         uri: &Uri,
-        labels: Labels,
+        extensions: UpstreamExtensions,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         let scope = credentials::scope_of(uri.path());
         let tokens = &self.shared.tokens;
         // Who chose the destination: the operator (`--upstream`); the token is the
         // mirror's, for this upstream and this repository.
         let request = |auth: Option<&HeaderValue>| {
-            let mut req = upstream_request(parts, method, uri.clone(), labels.clone(), false);
+            let mut req = upstream_request(parts, method, uri.clone(), extensions.clone(), false);
             if let Some(auth) = auth {
                 req.headers_mut()
                     .insert(header::AUTHORIZATION, auth.clone());
@@ -641,18 +653,19 @@ struct Sent {
     route: Route,
 }
 
-/// What the mirror puts on an upstream request for its own use, as extensions: the route
-/// (for the metrics) and the request's identity in the redirect cache (none: not cached).
+/// The extensions the mirror puts on an upstream request for its own use: the route (the
+/// upstream-request metric's label) and the request's identity in the redirect cache
+/// (none: the answer is neither cached nor served from the cache).
 #[derive(Clone)]
-pub(super) struct Labels {
+pub(super) struct UpstreamExtensions {
     pub route: Route,
     pub identity: Option<CacheIdentity>,
 }
 
-impl Labels {
+impl UpstreamExtensions {
     /// A manifest request's: manifests are not in the redirect cache.
-    fn manifest() -> Labels {
-        Labels {
+    fn manifest() -> UpstreamExtensions {
+        UpstreamExtensions {
             route: Route::Manifest,
             identity: None,
         }
@@ -661,12 +674,12 @@ impl Labels {
 
 /// The upstream request for a client's request: same method (`GET` or `HEAD`), the
 /// allowlisted headers (one pass over the client's; its `Authorization` only with
-/// `credentials`), no body, marked as the mirror's own (not a storage hop), with `labels`.
+/// `credentials`), no body, marked as the mirror's own (not a storage hop), with `extensions`.
 pub(super) fn upstream_request(
     parts: &Parts,
     method: &Method,
     uri: Uri,
-    labels: Labels,
+    extensions: UpstreamExtensions,
     credentials: bool,
 ) -> UpstreamRequest {
     let mut req = Request::new(Empty::new());
@@ -682,8 +695,8 @@ pub(super) fn upstream_request(
         }
     }
     req.extensions_mut().insert(guard::Upstream);
-    req.extensions_mut().insert(labels.route);
-    if let Some(identity) = labels.identity {
+    req.extensions_mut().insert(extensions.route);
+    if let Some(identity) = extensions.identity {
         req.extensions_mut().insert(identity);
     }
     req

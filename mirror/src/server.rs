@@ -1,6 +1,6 @@
 //! The process around the mirror: one worker per core, each with its own runtime, mirror
-//! (client and connection pool) and listener on the shared port; the accept loop both
-//! examples serve through; graceful shutdown on Ctrl-C or SIGTERM.
+//! (client and connection pool) and listener on the shared port; the accept loop the
+//! binary and the test harness serve through; graceful shutdown on Ctrl-C or SIGTERM.
 
 use super::options::Options;
 use super::tls;

@@ -17,7 +17,7 @@ use super::body::MirrorBody;
 use super::credentials::{split_params, Login};
 use super::errors::{registry_error, upstream_failure};
 use super::metrics::Route;
-use super::proxy::{remove_hop_by_hop, upstream_request, Labels};
+use super::proxy::{remove_hop_by_hop, upstream_request, UpstreamExtensions};
 use super::upstream::Upstream;
 use super::Mirror;
 use base64::Engine;
@@ -89,13 +89,19 @@ impl Mirror {
         // Who chose this destination: the upstream, in its own challenge (a realm is never
         // learned from storage's answers); the credentials are the client's own.
         upstream.announce_realm(&uri);
-        let labels = Labels {
+        let extensions = UpstreamExtensions {
             route: Route::of(uri.path()),
             identity: None,
         };
         let answer = self
             .client
-            .send(upstream_request(parts, &parts.method, uri, labels, true))
+            .send(upstream_request(
+                parts,
+                &parts.method,
+                uri,
+                extensions,
+                true,
+            ))
             .await;
         let metrics = &self.shared.metrics;
         let res = match answer {
@@ -215,7 +221,9 @@ impl Mirror {
 /// clear: a digest), and when it ends (a client login's token).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Who {
-    /// Names the identity: `mirror`, `anonymous`, or a digest of a login or credential.
+    /// Names the identity: `mirror`, `anonymous`, or a kind and a SHA-256: `login:` (a login
+    /// `/token/` fetched a token for), `token:` (any other Bearer token), `credential:` (any
+    /// other `Authorization` header).
     pub key: Vec<u8>,
     /// The end of the identity's token, for a client's own login.
     pub valid_until: Option<SystemTime>,

@@ -1,9 +1,10 @@
 """Reads the macro benchmark's raw results (one line per variant and measure: the values
 of every round) and prints the table of medians, the ratios and which goals hold.
 
-A goal's ratio is between two medians. Beside it, in parentheses, is the median of the
-ratios taken round by round (the two variants measured minutes apart, in the same state of
-the machine): the same question with some of the drift between rounds cancelled."""
+A goal's ratio is between two medians, each over rounds minutes apart. Beside it, in
+parentheses, is the median of the ratios taken round by round (the two variants measured
+seconds apart, in the same round): the same question with some of the drift between rounds
+cancelled."""
 import re
 import statistics as st
 import sys
