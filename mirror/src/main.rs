@@ -8,15 +8,26 @@
 //! ```
 //!
 //! `--help` lists the flags; each has an environment variable. The mirror is served with
-//! hyper-util's server on one worker per core (`server.rs`). The operator's guide is
+//! hyper-util's server on one worker per core (`serve/server.rs`). The operator's guide is
 //! `mirror/README.md`.
 
 use clap::Parser;
-use registry_mirror::app::MirrorService;
 use registry_mirror::options::{init_logging, Options};
+use registry_mirror::serve::server;
+use registry_mirror::{Mirror, MirrorService, Shared};
 
 fn main() {
     let options = Options::parse();
     init_logging(&options);
-    registry_mirror::server::run(options, MirrorService::new);
+    let shared = match Shared::new(&options) {
+        Ok(shared) => shared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let worker_options = options.clone();
+    server::run(&options, move || {
+        Mirror::new(&worker_options, shared.clone()).map(MirrorService::new)
+    });
 }

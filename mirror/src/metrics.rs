@@ -1,65 +1,15 @@
 //! Prometheus metrics, kept with `prometheus-client` and served at `/metrics` in the text
 //! exposition format. Shared by every worker.
 
-use super::api::{self, Endpoint};
+use crate::api::Route;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::fmt::Write;
 use std::time::Duration;
-
-/// What a request was for.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Route {
-    /// `/v2/`, the API version check.
-    Ping,
-    /// `/token/...`, the mirror's token endpoint.
-    Token,
-    /// A `/manifests/` path.
-    Manifest,
-    /// A `/blobs/` path.
-    Blob,
-    /// A `/tags/` path.
-    Tags,
-    /// A `/referrers/` path.
-    Referrers,
-    /// Anything else.
-    Other,
-}
-
-impl Route {
-    /// The route of a mirror (or upstream) path, as the distribution grammar reads it:
-    /// `/v2/foo/blobs/bar/manifests/x` is a manifest of the repository `foo/blobs/bar`.
-    pub fn of(path: &str) -> Route {
-        if path == "/v2" || path == "/v2/" {
-            return Route::Ping;
-        }
-        if path.starts_with("/token/") {
-            return Route::Token;
-        }
-        let Some(api) = path
-            .strip_prefix("/v2/")
-            .and_then(|rest| api::parse(rest).ok())
-        else {
-            return Route::Other;
-        };
-        api.endpoint.into()
-    }
-}
-
-impl From<Endpoint<'_>> for Route {
-    fn from(endpoint: Endpoint<'_>) -> Route {
-        match endpoint {
-            Endpoint::Blob(_) => Route::Blob,
-            Endpoint::Manifest(_) => Route::Manifest,
-            Endpoint::TagsList => Route::Tags,
-            Endpoint::Referrers(_) => Route::Referrers,
-        }
-    }
-}
 
 /// What happened to a redirect the upstream sent.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -74,7 +24,7 @@ pub enum Decision {
 
 /// What the redirect cache did for a request.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum CacheEvent {
+pub enum RedirectCacheEvent {
     /// The storage URL came from the cache.
     Hit,
     /// The storage URL was not cached: the registry was asked.
@@ -117,6 +67,12 @@ pub enum Hop {
     Storage,
 }
 
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
 /// Label values in lower case, as Prometheus names go.
 macro_rules! label_values {
     ($($ty:ident { $($variant:ident => $name:literal),+ $(,)? })+) => {$(
@@ -129,9 +85,8 @@ macro_rules! label_values {
 }
 
 label_values! {
-    Route { Ping => "ping", Token => "token", Manifest => "manifest", Blob => "blob", Tags => "tags", Referrers => "referrers", Other => "other" }
     Decision { Followed => "followed", Passed => "passed", Refused => "refused" }
-    CacheEvent { Hit => "hit", Miss => "miss", Refresh => "refresh" }
+    RedirectCacheEvent { Hit => "hit", Miss => "miss", Refresh => "refresh" }
     ManifestEvent { Hit => "hit", Revalidated => "revalidated", Stale => "stale", Miss => "miss" }
     Joined { Blob => "blob", Manifest => "manifest" }
     Hop { Upstream => "upstream", Storage => "storage" }
@@ -149,16 +104,6 @@ struct UpstreamLabel {
     upstream: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DecisionLabel {
-    decision: Decision,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CacheLabel {
-    event: CacheEvent,
-}
-
 /// What a request waited for another's upstream round trip for.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Joined {
@@ -166,16 +111,6 @@ pub enum Joined {
     Blob,
     /// A manifest's fetch or revalidation.
     Manifest,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JoinedLabel {
-    kind: Joined,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ManifestLabel {
-    event: ManifestEvent,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -201,8 +136,8 @@ pub struct Metrics {
     /// By [`Decision`], in declaration order.
     redirects: [Counter; 3],
     head_fallbacks: Counter,
-    /// By [`CacheEvent`], in declaration order.
-    cache: [Counter; 3],
+    /// By [`RedirectCacheEvent`], in declaration order.
+    redirect_cache: [Counter; 3],
     /// By [`Hop`], in declaration order.
     hop_seconds: [Histogram; 2],
     ratelimit_remaining: Family<UpstreamLabel, Gauge>,
@@ -214,6 +149,43 @@ pub struct Metrics {
     joins: [Counter; 2],
 }
 
+/// A new metric of type `M`, registered as `name` with `help`.
+fn register<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A counter family `(name, help)` with one label, `label`, whose values are known at start:
+/// a handle for each of `values`, in their order.
+fn series<V, const N: usize>(
+    registry: &mut Registry,
+    (name, help): (&str, &str),
+    label: &'static str,
+    values: [V; N],
+) -> [Counter; N]
+where
+    V: EncodeLabelValue + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family: Family<[(&'static str, V); 1], Counter> = register(registry, name, help);
+    values.map(|value| family.get_or_create(&[(label, value)]).clone())
+}
+
+/// The hop latency histogram, a handle by [`Hop`].
+fn hop_latencies(registry: &mut Registry) -> [Histogram; 2] {
+    fn latency() -> Histogram {
+        // 1 ms to ~33 s.
+        Histogram::new(exponential_buckets(0.001, 2.0, 16))
+    }
+    let family: HistogramFamily<HopLabel> = Family::new_with_constructor(latency);
+    registry.register(
+        "hop_seconds",
+        "Time to a response head, for upstream and storage requests",
+        family.clone(),
+    );
+    [Hop::Upstream, Hop::Storage].map(|hop| family.get_or_create(&HopLabel { hop }).clone())
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -223,100 +195,43 @@ impl Default for Metrics {
 impl Metrics {
     /// Every metric, registered, at 0.
     pub fn new() -> Self {
-        fn latency() -> Histogram {
-            // 1 ms to ~33 s.
-            Histogram::new(exponential_buckets(0.001, 2.0, 16))
-        }
-        let requests = Family::<RequestLabels, Counter>::default();
-        let bytes = Family::<UpstreamLabel, Counter>::default();
-        let redirects = Family::<DecisionLabel, Counter>::default();
-        let cache = Family::<CacheLabel, Counter>::default();
-        let hop_seconds: HistogramFamily<HopLabel> = Family::new_with_constructor(latency);
-        let ratelimit_remaining = Family::<UpstreamLabel, Gauge>::default();
-        let head_fallbacks = Counter::default();
-        let digest_mismatches = Counter::default();
-        let manifests = Family::<ManifestLabel, Counter>::default();
-        let upstream_requests = Family::<UpstreamRequestLabels, Counter>::default();
-        let joins = Family::<JoinedLabel, Counter>::default();
+        use ManifestEvent as Manifest;
+        use RedirectCacheEvent as Cache;
         let mut registry = Registry::with_prefix("registry_mirror");
-        registry.register(
-            "requests",
-            "Requests answered, by route, status and upstream",
-            requests.clone(),
-        );
-        registry.register(
-            "response_bytes",
-            "Body bytes sent to clients, by upstream",
-            bytes.clone(),
-        );
-        registry.register(
-            "redirects",
-            "Upstream redirects: followed to storage, passed to the client, or refused",
-            redirects.clone(),
-        );
-        registry.register(
-            "head_fallbacks",
-            "HEADs answered by a real HEAD after the range probe was refused",
-            head_fallbacks.clone(),
-        );
-        registry.register(
-            "redirect_cache",
-            "Redirect cache hits, misses and refreshes",
-            cache.clone(),
-        );
-        registry.register(
-            "hop_seconds",
-            "Time to a response head, for upstream and storage requests",
-            hop_seconds.clone(),
-        );
-        registry.register(
-            "upstream_ratelimit_remaining",
-            "The upstream's ratelimit-remaining header (Docker Hub's pull limit)",
-            ratelimit_remaining.clone(),
-        );
-        registry.register(
-            "manifest_cache",
-            "Manifest cache: served by digest, revalidated by HEAD, served stale, fetched",
-            manifests.clone(),
-        );
-        registry.register(
-            "upstream_requests",
-            "Requests the mirror sent its upstreams (not storage), by method and route: Docker Hub's pull limit counts manifest GETs",
-            upstream_requests.clone(),
-        );
-        registry.register(
-            "single_flight_joins",
-            "Requests that waited for another's upstream round trip instead of sending their own",
-            joins.clone(),
-        );
-        registry.register(
-            "digest_mismatches",
-            "Blob bodies that did not match their digest (--verify-digests)",
-            digest_mismatches.clone(),
-        );
+        let r = &mut registry;
         Metrics {
+            requests: register(r, "requests", "Requests answered, by route, status and upstream"),
+            bytes: register(r, "response_bytes", "Body bytes sent to clients, by upstream"),
+            redirects: series(
+                r,
+                ("redirects", "Upstream redirects: followed to storage, passed to the client, or refused"),
+                "decision",
+                [Decision::Followed, Decision::Passed, Decision::Refused],
+            ),
+            head_fallbacks: register(r, "head_fallbacks", "HEADs answered by a real HEAD after the range probe was refused"),
+            redirect_cache: series(
+                r,
+                ("redirect_cache", "Redirect cache hits, misses and refreshes"),
+                "event",
+                [Cache::Hit, Cache::Miss, Cache::Refresh],
+            ),
+            hop_seconds: hop_latencies(r),
+            ratelimit_remaining: register(r, "upstream_ratelimit_remaining", "The upstream's ratelimit-remaining header (Docker Hub's pull limit)"),
+            manifests: series(
+                r,
+                ("manifest_cache", "Manifest cache: served by digest, revalidated by HEAD, served stale, fetched"),
+                "event",
+                [Manifest::Hit, Manifest::Revalidated, Manifest::Stale, Manifest::Miss],
+            ),
+            upstream_requests: register(r, "upstream_requests", "Requests the mirror sent its upstreams (not storage), by method and route: Docker Hub's pull limit counts manifest GETs"),
+            joins: series(
+                r,
+                ("single_flight_joins", "Requests that waited for another's upstream round trip instead of sending their own"),
+                "kind",
+                [Joined::Blob, Joined::Manifest],
+            ),
+            digest_mismatches: register(r, "digest_mismatches", "Blob bodies that did not match their digest (--verify-digests)"),
             registry,
-            requests,
-            bytes,
-            redirects: [Decision::Followed, Decision::Passed, Decision::Refused]
-                .map(|decision| redirects.get_or_create(&DecisionLabel { decision }).clone()),
-            head_fallbacks,
-            cache: [CacheEvent::Hit, CacheEvent::Miss, CacheEvent::Refresh]
-                .map(|event| cache.get_or_create(&CacheLabel { event }).clone()),
-            hop_seconds: [Hop::Upstream, Hop::Storage]
-                .map(|hop| hop_seconds.get_or_create(&HopLabel { hop }).clone()),
-            ratelimit_remaining,
-            digest_mismatches,
-            manifests: [
-                ManifestEvent::Hit,
-                ManifestEvent::Revalidated,
-                ManifestEvent::Stale,
-                ManifestEvent::Miss,
-            ]
-            .map(|event| manifests.get_or_create(&ManifestLabel { event }).clone()),
-            upstream_requests,
-            joins: [Joined::Blob, Joined::Manifest]
-                .map(|kind| joins.get_or_create(&JoinedLabel { kind }).clone()),
         }
     }
 
@@ -349,8 +264,8 @@ impl Metrics {
     }
 
     /// Counts what the redirect cache did.
-    pub fn cache(&self, event: CacheEvent) {
-        self.cache[event as usize].inc();
+    pub fn redirect_cache(&self, event: RedirectCacheEvent) {
+        self.redirect_cache[event as usize].inc();
     }
 
     /// Records how long a hop took to its response head: to storage if `storage`, else

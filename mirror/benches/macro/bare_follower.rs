@@ -10,7 +10,7 @@
 //!
 //! usage: bench_bare_follower LISTEN_ADDR REGISTRY_BASE_URL
 
-use registry_mirror::tuning;
+use registry_mirror::serve::tuning;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, LOCATION};

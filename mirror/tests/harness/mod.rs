@@ -6,9 +6,9 @@ pub mod hub;
 
 use clap::Parser;
 use registry_mirror::options::Options;
-use registry_mirror::{app, server, tls, Mirror, Shared};
+use registry_mirror::serve::{server, tls};
+use registry_mirror::{Mirror, MirrorService, Shared};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// The mirror with these flags (`--tls-cert`/`--tls-key` included), served as the binary
 /// serves it (its hyper service through the server loop) on 127.0.0.1, on a port of the OS's
@@ -17,11 +17,11 @@ pub async fn start_mirror(flags: &[String]) -> SocketAddr {
     let options = Options::parse_from(
         std::iter::once("registry-mirror".to_owned()).chain(flags.iter().cloned()),
     );
-    let mirror = Arc::new(Mirror::new(&options, Shared::new(&options).unwrap()).unwrap());
+    let mirror = Mirror::new(&options, Shared::new(&options).unwrap()).unwrap();
     let acceptor = tls::acceptor(&options).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = app::MirrorService::new(mirror);
+    let service = MirrorService::new(mirror);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _running = stop;

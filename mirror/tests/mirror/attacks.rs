@@ -577,7 +577,7 @@ async fn verify_digests_checks_sha512_and_refuses_what_it_cannot_check() {
 /// costing more bcrypt; and the remembered logins survive a flood of accepted ones.
 #[tokio::test]
 async fn htpasswd_logins_do_not_tell_users_apart_and_survive_floods() {
-    use registry_mirror::htpasswd::{Check, Users};
+    use registry_mirror::auth::htpasswd::{Check, Users};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("htpasswd");
     let entries = [("alice", "alice-pw"), ("mallory", "mallory-pw")]
@@ -726,7 +726,7 @@ async fn htpasswd_logins_do_not_tell_users_apart_and_survive_floods() {
 }
 
 fn common_free_failures() -> u32 {
-    registry_mirror::htpasswd::FREE_FAILURES
+    registry_mirror::auth::htpasswd::FREE_FAILURES
 }
 
 /// Attack 5 over HTTP: a throttled address is told to wait, with `Retry-After`.
@@ -891,7 +891,7 @@ async fn refused_logins_are_not_repeated_for_every_client_request() {
 /// globally reachable, whatever the spelling. (A pure function: no packet is sent.)
 #[test]
 fn the_ssrf_guard_refuses_every_non_global_range() {
-    use registry_mirror::guard::is_public;
+    use registry_mirror::upstream::guard::is_public;
     for ip in [
         "198.18.0.1",
         "198.19.255.254",

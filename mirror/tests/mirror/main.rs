@@ -1,4 +1,4 @@
-//! The registry mirror examples' request handling, against loopback fakes: a registry with
+//! The registry mirror's request handling, against loopback fakes: a registry with
 //! a Bearer token service, a real S3 store, and a plain HTTP client in the role of docker.
 //! This file has the basics and the helpers; `production.rs` what a deployment needs (TLS,
 //! metrics, health, private storage, the SSRF guard, digests), `logins.rs` the mirror's
@@ -433,8 +433,8 @@ fn flags_and_durations() {
     let defaults = registry_mirror::options::Options::parse_from(["registry-mirror"]);
     assert_eq!(defaults.listen, "127.0.0.1:5000".parse().unwrap());
     assert_eq!(defaults.upstreams, ["docker.io"]);
-    assert!(registry_mirror::upstream::Upstream::parse("nope").is_err());
-    assert!(registry_mirror::upstream::Upstream::parse("x=ftp://h").is_err());
+    assert!(registry_mirror::upstream::registry::Registry::parse("nope").is_err());
+    assert!(registry_mirror::upstream::registry::Registry::parse("x=ftp://h").is_err());
 }
 
 #[tokio::test]

@@ -226,9 +226,11 @@ async fn challenges_name_the_public_url_and_tls_is_served() {
     let options = <registry_mirror::options::Options as clap::Parser>::parse_from(
         std::iter::once("registry-mirror".to_owned()).chain(f),
     );
-    assert!(registry_mirror::tls::acceptor(&options).unwrap().is_some());
+    assert!(registry_mirror::serve::tls::acceptor(&options)
+        .unwrap()
+        .is_some());
     assert!(
-        registry_mirror::tls::acceptor(&registry_mirror::options::Options {
+        registry_mirror::serve::tls::acceptor(&registry_mirror::options::Options {
             tls_cert: Some(dir.path().join("missing.pem")),
             ..options
         })

@@ -1,12 +1,12 @@
-//! The process around the mirror: one worker per core, each with its own runtime, mirror
+//! The process around the mirror: one worker per core, each with its own runtime, service
 //! (client and connection pool) and listener on the shared port; the accept loop the
 //! binary and the test harness serve through; graceful shutdown on Ctrl-C or SIGTERM.
+//!
+//! Nothing here knows what the mirror does: [`run`] and [`serve`] take any hyper service.
 
-use super::options::Options;
 use super::tls;
 use super::tuning;
-use super::BoxError;
-use super::{Mirror, Shared};
+use crate::options::Options;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -17,6 +17,33 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower_signed_redirect::BoxError;
+
+/// A hyper service that connections can be served with: cloned for each connection, its
+/// futures and bodies sent to the connection's task.
+pub trait ConnectionService:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The body of its responses.
+    type Body: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> ConnectionService for S
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+{
+    type Body = B;
+}
 
 /// How long connections in flight get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(30);
@@ -24,26 +51,18 @@ const GRACE: Duration = Duration::from_secs(30);
 /// How long a client has for its TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
-/// Runs the mirror `options` describe until Ctrl-C or SIGTERM, serving each worker's mirror
-/// through the service `make_service` makes of it. Exits the process with a reason (2 for
-/// the configuration, 1 for the socket) when it cannot start.
-pub fn run<F, S, B>(options: Options, make_service: F)
+/// Runs until Ctrl-C or SIGTERM on `options.listen` (over TLS with `--tls-cert`), with
+/// `options.workers` workers, each serving the service `make_service` makes for it on the
+/// worker's own runtime. `make_service` is called once on this thread first, so that a
+/// configuration it refuses exits the process (2) before the port is taken; a port that
+/// cannot be taken exits it (1).
+pub fn run<F, S>(options: &Options, make_service: F)
 where
-    F: Fn(Arc<Mirror>) -> S + Send + Sync + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    F: Fn() -> Result<S, String> + Send + Sync + 'static,
+    S: ConnectionService,
 {
-    // The configuration is checked, and the port taken, before any worker starts.
-    let checked = Shared::new(&options).and_then(|shared| {
-        let tls = tls::acceptor(&options)?;
-        Mirror::new(&options, shared.clone()).map(|_| (shared, tls))
-    });
-    let (shared, tls) = match checked {
-        Ok(checked) => checked,
+    let tls = match make_service().and_then(|_| tls::acceptor(options)) {
+        Ok(tls) => tls,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
@@ -60,7 +79,28 @@ where
     let first = Mutex::new(Some(first));
     let workers = options.workers.unwrap_or_else(tuning::default_workers);
     tracing::info!(listen = %addr, tls = tls.is_some(), workers, upstreams = ?options.upstreams, redirects = ?options.redirects, "registry mirror ready");
+    let stopped = stop_on_signal();
+    let make_service = Arc::new(make_service);
+    tuning::run_workers(workers, move |i| {
+        let listener = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (make_service, tls, stopped) = (make_service.clone(), tls.clone(), stopped.clone());
+        async move {
+            let listener = match listener {
+                Some(std) => TcpListener::from_std(std),
+                None => tuning::listen(addr),
+            };
+            match (listener, make_service()) {
+                (Ok(listener), Ok(service)) => serve(listener, service, tls, stopped).await,
+                (Err(e), _) => tracing::error!(worker = i, error = %e, "cannot listen"),
+                (_, Err(e)) => tracing::error!(worker = i, error = %e, "cannot build the mirror"),
+            }
+        }
+    });
+    tracing::info!("stopped");
+}
 
+/// A receiver that turns true on Ctrl-C or SIGTERM, watched by a thread of its own.
+fn stop_on_signal() -> watch::Receiver<bool> {
     let (stop, stopped) = watch::channel(false);
     std::thread::spawn(move || {
         let signals = tokio::runtime::Builder::new_current_thread()
@@ -71,25 +111,7 @@ where
             let _ = stop.send(true);
         }
     });
-    let make_service = Arc::new(make_service);
-    tuning::run_workers(workers, move |i| {
-        let (options, stopped) = (options.clone(), stopped.clone());
-        let listener = first.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (make_service, shared, tls) = (make_service.clone(), shared.clone(), tls.clone());
-        async move {
-            let service = Mirror::new(&options, shared).map(|m| make_service(Arc::new(m)));
-            let listener = match listener {
-                Some(std) => TcpListener::from_std(std),
-                None => tuning::listen(addr),
-            };
-            match (listener, service) {
-                (Ok(listener), Ok(service)) => serve(listener, service, tls, stopped).await,
-                (Err(e), _) => tracing::error!(worker = i, error = %e, "cannot listen"),
-                (_, Err(e)) => tracing::error!(worker = i, error = %e, "cannot build the mirror"),
-            }
-        }
-    });
-    tracing::info!("stopped");
+    stopped
 }
 
 /// The first listener, bound in the main thread so a busy port (or port 0's choice) is
@@ -107,58 +129,27 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Serves `service` on `listener` (over TLS with `tls`) until `stop` turns true, then waits
 /// for the connections in flight (at most 30 s).
-pub async fn serve<S, B>(
+pub async fn serve<S: ConnectionService>(
     listener: TcpListener,
     service: S,
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
-) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+) {
     let builder = tuning::server_builder();
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors, say: wait rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let service = WithClient { inner: service.clone(), client: ClientAddr(peer) };
-                let Some(tls) = &tls else {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
-                    continue;
-                };
-                let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => return tracing::debug!("TLS handshake timed out"),
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let service = WithClient { inner: service.clone(), client: ClientAddr(peer) };
+                    spawn_connection(stream, service, tls.as_ref(), &builder, &graceful);
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
             () = stopping(&mut stop) => break,
         }
     }
@@ -169,6 +160,44 @@ pub async fn serve<S, B>(
     {
         tracing::warn!("connections still open after {GRACE:?}; closing them");
     }
+}
+
+/// Serves one accepted connection on a task of its own (after its TLS handshake, with
+/// `tls`), watched by `graceful`.
+fn spawn_connection<S: ConnectionService>(
+    stream: tokio::net::TcpStream,
+    service: WithClient<S>,
+    tls: Option<&TlsAcceptor>,
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    graceful: &GracefulShutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+        return;
+    };
+    let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+    tokio::spawn(async move {
+        let stream = match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        };
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// The address a request came from (the TCP peer: behind a proxy, the proxy's), as a

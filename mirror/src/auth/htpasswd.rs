@@ -9,9 +9,9 @@
 //!   [`Users::bcrypt_permits`] at a time; a login that waits longer than [`QUEUE_WAIT`] for
 //!   its turn is told to come back;
 //! - an address with [`FREE_FAILURES`] failed (or still unanswered) logins in a row is
-//!   throttled: its next attempts, right or wrong, remembered or not, are refused without any
-//!   bcrypt for 1 s, doubling with each further failure up to [`MAX_LOCKOUT`]; a success
-//!   clears it. An IPv6 client is counted by its /64 (one host's usual allocation);
+//!   throttled (`throttle.rs`): its next attempts, right or wrong, remembered or not, are
+//!   refused without any bcrypt for 1 s, doubling with each further failure up to
+//!   [`MAX_LOCKOUT`]; a success clears it. An IPv6 client is counted by its /64;
 //! - an accepted login (user and password, however the header spells them) is remembered,
 //!   as a SHA-256 digest, for five minutes, in a bounded LRU: floods evict the least recently
 //!   used logins, never all of them.
@@ -28,18 +28,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::throttle::FailedLogins;
+pub use super::throttle::{FREE_FAILURES, MAX_LOCKOUT};
+
 /// How long an accepted login is remembered.
 const REMEMBER: Duration = Duration::from_secs(300);
 /// How many accepted logins are remembered at most.
 const MAX_REMEMBERED: usize = 4096;
-/// How many addresses' failures are tracked at most (the least recently failing go first).
-const MAX_TRACKED: usize = 16_384;
-/// Failed logins in a row an address may make before it is throttled.
-pub const FREE_FAILURES: u32 = 5;
-/// The longest an address is made to wait.
-pub const MAX_LOCKOUT: Duration = Duration::from_secs(60);
-/// How long after its last failure an address's failures are forgotten.
-const FORGET_AFTER: Duration = Duration::from_secs(2 * 60);
 
 /// How long a login waits for its turn at bcrypt before it is told to come back.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
@@ -50,21 +45,11 @@ pub struct Users {
     /// Checked for unknown users: bcrypt of a random password at the file's highest cost.
     dummy: Arc<String>,
     accepted: Mutex<LruCache<[u8; 32], Instant>>,
-    failures: Mutex<LruCache<IpAddr, Failures>>,
+    failed: FailedLogins,
     permits: Arc<Semaphore>,
     bcrypt_runs: AtomicU64,
     in_flight: Arc<AtomicUsize>,
     peak_in_flight: Arc<AtomicUsize>,
-}
-
-/// One address's failed logins in a row, those still being checked, until when it must
-/// wait, and when it last failed.
-#[derive(Clone, Copy)]
-struct Failures {
-    count: u32,
-    checking: u32,
-    until: Option<Instant>,
-    last: Instant,
 }
 
 /// What a login check says.
@@ -129,7 +114,7 @@ impl Users {
             hashes: Arc::new(hashes),
             dummy: Arc::new(dummy),
             accepted: Mutex::new(LruCache::new(cap(MAX_REMEMBERED))),
-            failures: Mutex::new(LruCache::new(cap(MAX_TRACKED))),
+            failed: FailedLogins::default(),
             permits: Arc::new(Semaphore::new(permit_count)),
             bcrypt_runs: AtomicU64::new(0),
             in_flight: Arc::default(),
@@ -152,8 +137,7 @@ impl Users {
             .into();
         // Throttled first: a locked-out address learns nothing, not even whether a guess
         // matches a remembered login.
-        let client = throttle_key(client);
-        if let Some(wait) = self.lockout(client) {
+        if let Some(wait) = self.failed.lockout(client) {
             return Check::Throttled(wait);
         }
         if self
@@ -165,7 +149,7 @@ impl Users {
         }
         // Counted before it waits: a burst from one address gets no more bcrypt checks than
         // a sequence would.
-        let Some(checking) = self.start_check(client) else {
+        let Some(checking) = self.failed.start_check(client) else {
             return Check::Throttled(Duration::from_secs(1));
         };
         let verified =
@@ -208,78 +192,6 @@ impl Users {
         ok && known
     }
 
-    /// How long `client` must still wait, if it is throttled.
-    fn lockout(&self, client: IpAddr) -> Option<Duration> {
-        let failures = self.lock_failures();
-        let until = failures.peek(&client)?.until?;
-        until.checked_duration_since(Instant::now())
-    }
-
-    /// Counts a check that is starting for `client`; `None` when the failures so far and
-    /// the checks under way already reach [`FREE_FAILURES`]. The check is counted until the
-    /// returned guard ends it, or is dropped (the client went away mid-check: uncounted).
-    fn start_check(&self, client: IpAddr) -> Option<Checking<'_>> {
-        let now = Instant::now();
-        let mut failures = self.lock_failures();
-        let entry = failures.get_or_insert_mut(client, || Failures {
-            count: 0,
-            checking: 0,
-            until: None,
-            last: now,
-        });
-        // Failures long past are forgotten.
-        if entry.checking == 0 && now.duration_since(entry.last) > FORGET_AFTER {
-            *entry = Failures {
-                count: 0,
-                checking: 0,
-                until: None,
-                last: now,
-            };
-        }
-        let allowed = match entry.until {
-            Some(until) if until > now => false,
-            // Past a lockout: one try at a time; failing it doubles the wait.
-            _ if entry.count >= FREE_FAILURES => entry.checking == 0,
-            _ => entry.count + entry.checking < FREE_FAILURES,
-        };
-        if !allowed {
-            return None;
-        }
-        entry.checking += 1;
-        Some(Checking {
-            users: self,
-            client,
-            ended: false,
-        })
-    }
-
-    /// A check for `client` ended: accepted (`Some(true)`: its failures are cleared), refused
-    /// (`Some(false)`: counted, and throttled past [`FREE_FAILURES`]), or never run.
-    fn end_check(&self, client: IpAddr, verified: Option<bool>) {
-        let mut failures = self.lock_failures();
-        let Some(entry) = failures.get_mut(&client) else {
-            return;
-        };
-        entry.checking = entry.checking.saturating_sub(1);
-        match verified {
-            Some(true) => {
-                // Checks still under way stay counted as such.
-                entry.count = 0;
-                entry.until = None;
-            }
-            Some(false) => {
-                entry.count += 1;
-                entry.last = Instant::now();
-                if entry.count >= FREE_FAILURES {
-                    let doublings = (entry.count - FREE_FAILURES).min(6);
-                    let wait = (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_LOCKOUT);
-                    entry.until = Some(Instant::now() + wait);
-                }
-            }
-            None => {}
-        }
-    }
-
     /// How many bcrypt checks ran.
     pub fn bcrypt_runs(&self) -> u64 {
         self.bcrypt_runs.load(Ordering::Relaxed)
@@ -297,45 +209,6 @@ impl Users {
 
     fn lock_accepted(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], Instant>> {
         self.accepted.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_failures(&self) -> std::sync::MutexGuard<'_, LruCache<IpAddr, Failures>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A login check under way for one address; ends it when told the outcome, or uncounted
-/// when dropped first.
-struct Checking<'a> {
-    users: &'a Users,
-    client: IpAddr,
-    ended: bool,
-}
-
-impl Checking<'_> {
-    fn end(mut self, verified: bool) {
-        self.ended = true;
-        self.users.end_check(self.client, Some(verified));
-    }
-}
-
-impl Drop for Checking<'_> {
-    fn drop(&mut self) {
-        if !self.ended {
-            self.users.end_check(self.client, None);
-        }
-    }
-}
-
-/// Who failed logins are counted for: an IPv4 address, or an IPv6 address's /64.
-fn throttle_key(client: IpAddr) -> IpAddr {
-    // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`: each is its own address.
-    match client.to_canonical() {
-        v4 @ IpAddr::V4(_) => v4,
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
     }
 }
 
@@ -375,22 +248,28 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    #[tokio::test]
-    async fn bcrypt_entries_are_checked_and_remembered() {
+    fn alice() -> (tempfile::TempDir, std::path::PathBuf, Users) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("htpasswd");
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         std::fs::write(&path, format!("# users\nalice:{hash}\n")).unwrap();
         let users = Users::load(&path).unwrap();
-        let header = |user_pass: &str| {
-            let mut h = HeaderMap::new();
-            let b64 = base64::engine::general_purpose::STANDARD.encode(user_pass);
-            h.insert(
-                AUTHORIZATION,
-                HeaderValue::from_str(&format!("Basic {b64}")).unwrap(),
-            );
-            h
-        };
+        (dir, path, users)
+    }
+
+    fn header(user_pass: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(user_pass);
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {b64}")).unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn bcrypt_entries_are_checked_and_remembered() {
+        let (_dir, path, users) = alice();
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(
             users.check(&header("alice:s3cret"), ip).await,
@@ -408,11 +287,18 @@ mod tests {
         );
         assert_eq!(users.check(&header("bob:s3cret"), ip).await, Check::Refused);
         assert_eq!(users.check(&HeaderMap::new(), ip).await, Check::Refused);
+        std::fs::write(&path, "alice:{SHA}abc\n").unwrap();
+        assert!(Users::load(&path).unwrap_err().contains("only bcrypt"));
+    }
+
+    #[tokio::test]
+    async fn failed_logins_throttle_an_address_for_a_while() {
+        let (_dir, _path, users) = alice();
         // A check whose client went away (its future dropped mid-check) is not counted:
         // however many, the address is not locked out.
         let other = IpAddr::from([127, 0, 0, 2]);
         for _ in 0..2 * FREE_FAILURES {
-            drop(users.start_check(other).expect("not throttled"));
+            drop(users.failed.start_check(other).expect("not throttled"));
         }
         assert_eq!(
             users.check(&header("alice:s3cret"), other).await,
@@ -445,10 +331,5 @@ mod tests {
             users.check(&header("alice:s3cret"), third).await,
             Check::Accepted
         );
-        // Dual-stack: IPv4 clients seen as ::ffff:a.b.c.d are each their own address.
-        let mapped = |n: u8| IpAddr::from(std::net::Ipv4Addr::new(10, 9, 8, n).to_ipv6_mapped());
-        assert_ne!(throttle_key(mapped(1)), throttle_key(mapped(2)));
-        std::fs::write(&path, "alice:{SHA}abc\n").unwrap();
-        assert!(Users::load(&path).unwrap_err().contains("only bcrypt"));
     }
 }

@@ -1,9 +1,9 @@
-//! The mirror as a hyper service: every request goes to [`Mirror::handle`], whose routes are
-//! in `routes.rs`. No router framework: the mirror's paths are matched there, and a router
-//! in front would only add its own per-request work (one boxed future per request here).
+//! The mirror as a hyper service: every request goes to [`Mirror::handle`]. No router
+//! framework: the mirror's paths are matched in `routes.rs`, and a router in front would
+//! only add its own per-request work (one boxed future per request here).
 
-use crate::body::MirrorBody;
-use crate::Mirror;
+use super::mirror::Mirror;
+use crate::serve::body::MirrorBody;
 use http::{Request, Response};
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,8 +17,8 @@ pub struct MirrorService(Arc<Mirror>);
 
 impl MirrorService {
     /// Serves `mirror`.
-    pub fn new(mirror: Arc<Mirror>) -> MirrorService {
-        MirrorService(mirror)
+    pub fn new(mirror: Mirror) -> MirrorService {
+        MirrorService(Arc::new(mirror))
     }
 }
 

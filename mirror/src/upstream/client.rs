@@ -2,15 +2,16 @@
 //! timeout for each hop's response head, and `SignedRedirectLayer` following redirects to
 //! storage with fresh, credential-free requests (and remembering where they led).
 //!
-//! Under the layer, the mirror's own requests (marked [`guard::Upstream`]) and the storage
+//! Under the layer, the mirror's own requests (marked [`guard::OwnRequest`]) and the storage
 //! hops the layer builds go through two hyper-util clients: storage hops connect only to
 //! public addresses unless their host is a listed `--storage-host` (`guard.rs`).
 
 use super::guard::{self, Resolver, StorageConnector};
-use super::metrics::{Metrics, Route};
-use super::options::{Options, RedirectMode};
-use super::tuning;
-use super::BoxError;
+use crate::api::Route;
+use crate::metrics::Metrics;
+use crate::options::{Options, RedirectMode};
+use crate::serve::body::UpstreamBody;
+use crate::serve::tuning;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
@@ -29,16 +30,17 @@ use tower::timeout::Timeout;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::follow_redirect::{policy::Limited, FollowRedirect, FollowRedirectLayer};
 use tower_signed_redirect::matcher::{HostPatterns, SignedQuery, StorageMatcher, WellKnownStorage};
-use tower_signed_redirect::{RedirectCache, ResponseBody, SignedRedirect, SignedRedirectLayer};
+use tower_signed_redirect::{
+    BoxError, RedirectCache, ResponseBody, SignedRedirect, SignedRedirectLayer,
+};
 
 /// Requests the mirror sends upstream: `GET` or `HEAD`, no body.
 pub type UpstreamRequest = Request<Empty<Bytes>>;
-/// What upstream answers stream back in: storage's body (or the registry's) as the layer
-/// hands it on.
-pub type UpstreamBody = ResponseBody<Incoming>;
 
-type UpstreamClientT = Client<HttpsConnector<HttpConnector<Resolver>>, Empty<Bytes>>;
-type StorageClientT =
+/// hyper-util's client of the mirror's own requests (registries, token services).
+type RegistryHttpClient = Client<HttpsConnector<HttpConnector<Resolver>>, Empty<Bytes>>;
+/// hyper-util's client of storage hops: its connector is the SSRF guard's.
+type StorageHttpClient =
     Client<HttpsConnector<StorageConnector<HttpConnector<Resolver>>>, Empty<Bytes>>;
 
 /// The upstream client, with the redirect handling `--redirects` asks for. An enum rather
@@ -47,11 +49,11 @@ type StorageClientT =
 pub enum UpstreamClient {
     /// This crate's layer: redirects to storage followed with fresh, credential-free
     /// requests. A timeout bounds each hop's response head.
-    Signed(SignedRedirect<Timeout<Hops>>),
+    Signed(SignedRedirect<Timeout<HopClient>>),
     /// The control that breaks: tower-http's `FollowRedirect` replaying the request.
-    Naive(FollowRedirect<Timeout<UpstreamClientT>, Limited>),
+    Naive(FollowRedirect<Timeout<RegistryHttpClient>, Limited>),
     /// The other control: the redirect handed to the client.
-    Pass(Timeout<UpstreamClientT>),
+    Pass(Timeout<RegistryHttpClient>),
 }
 
 impl UpstreamClient {
@@ -80,25 +82,14 @@ impl UpstreamClient {
         let timeout = options.response_timeout;
         Ok(match options.redirects {
             RedirectMode::Signed => {
-                let hops = Hops(Arc::new(HopClients {
+                let hops = HopClient(Arc::new(HopClients {
                     upstream,
                     storage,
                     metrics,
                 }));
-                let storage_hosts: Box<dyn StorageMatcher + Send + Sync> =
-                    if options.follow_signed_urls {
-                        Box::new(WellKnownStorage::new().or(listed).or(SignedQuery::new()))
-                    } else {
-                        Box::new(WellKnownStorage::new().or(listed))
-                    };
-                let mut layer = SignedRedirectLayer::with_matcher(storage_hosts)
-                    .allow_https_downgrade(options.allow_http_storage);
-                if let Some(cache) = cache {
-                    layer = layer.redirect_cache(cache);
-                }
                 UpstreamClient::Signed(
                     ServiceBuilder::new()
-                        .layer(layer)
+                        .layer(signed_layer(options, listed, cache))
                         .service(Timeout::new(hops, timeout)),
                 )
             }
@@ -121,19 +112,40 @@ impl UpstreamClient {
     }
 }
 
-/// The layer's inner service: the mirror's own requests through the upstream client,
+/// `SignedRedirectLayer` as `options` configure it: it follows redirects to the well-known
+/// storage hosts, the `--storage-host` patterns (`listed`) and, with
+/// `--follow-signed-urls`, any signed URL; it remembers where they led in `cache`.
+fn signed_layer(
+    options: &Options,
+    listed: HostPatterns,
+    cache: Option<RedirectCache>,
+) -> SignedRedirectLayer {
+    let storage_hosts = WellKnownStorage::new().or(listed);
+    let layer = if options.follow_signed_urls {
+        SignedRedirectLayer::with_matcher(storage_hosts.or(SignedQuery::new()))
+    } else {
+        SignedRedirectLayer::with_matcher(storage_hosts)
+    };
+    let layer = layer.allow_https_downgrade(options.allow_http_storage);
+    match cache {
+        Some(cache) => layer.redirect_cache(cache),
+        None => layer,
+    }
+}
+
+/// The layer's inner service: the mirror's own requests through the registry client,
 /// storage hops through the guarded one; each timed to its response head. Cloned for every
 /// hop, so it is one `Arc`.
 #[derive(Clone)]
-pub struct Hops(Arc<HopClients>);
+pub struct HopClient(Arc<HopClients>);
 
 pub(crate) struct HopClients {
-    upstream: UpstreamClientT,
-    storage: StorageClientT,
+    upstream: RegistryHttpClient,
+    storage: StorageHttpClient,
     metrics: Arc<Metrics>,
 }
 
-impl Service<UpstreamRequest> for Hops {
+impl Service<UpstreamRequest> for HopClient {
     type Response = Response<Incoming>;
     type Error = hyper_util::client::legacy::Error;
     type Future = Timed<hyper_util::client::legacy::ResponseFuture>;
@@ -145,7 +157,7 @@ impl Service<UpstreamRequest> for Hops {
 
     fn call(&mut self, req: UpstreamRequest) -> Self::Future {
         let clients = &self.0;
-        let storage = req.extensions().get::<guard::Upstream>().is_none();
+        let storage = req.extensions().get::<guard::OwnRequest>().is_none();
         let future = if storage {
             clients.storage.request(req)
         } else {

@@ -2,11 +2,11 @@
 //! upstream failure to one: 504 for a timeout, 502 for everything else.
 
 use super::body::MirrorBody;
-use super::BoxError;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
 use tower::timeout::error::Elapsed;
+use tower_signed_redirect::BoxError;
 
 /// A registry-style error response.
 pub fn registry_error(status: StatusCode, code: &str, message: &str) -> Response<MirrorBody> {

@@ -3,12 +3,12 @@
 //! CDN's error page, or a truncated or corrupted blob, as a layer. Digests of other
 //! algorithms are refused before anything is sent upstream (`DIGEST_INVALID`).
 
-use super::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use sha2::{Digest, Sha256, Sha512};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use tower_signed_redirect::BoxError;
 
 /// Whether `--verify-digests` can check digests of `algorithm`.
 pub fn can_verify(algorithm: &str) -> bool {

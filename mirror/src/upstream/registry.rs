@@ -4,13 +4,13 @@
 use http::uri::PathAndQuery;
 use http::Uri;
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One upstream registry.
 #[derive(Debug)]
-pub struct Upstream {
+pub struct Registry {
     /// How clients name it: `docker.io`, `ghcr.io`, or a configured name.
-    pub name: String,
+    pub name: Arc<str>,
     /// `scheme://authority` of its API.
     pub base: Uri,
     /// Docker Hub: one-segment names are `library/<name>`.
@@ -29,9 +29,9 @@ const PRESETS: &[(&str, &str)] = &[
     ("registry.k8s.io", "https://registry.k8s.io"),
 ];
 
-impl Upstream {
+impl Registry {
     /// `docker.io` (a preset) or `name=http://host:port`.
-    pub fn parse(spec: &str) -> Result<Upstream, String> {
+    pub fn parse(spec: &str) -> Result<Registry, String> {
         let (name, url) = match spec.split_once('=') {
             Some((name, url)) => (name.trim(), url.trim()),
             None => {
@@ -54,8 +54,8 @@ impl Upstream {
         if name.is_empty() || name.contains('/') {
             return Err(format!("invalid upstream name {name:?}"));
         }
-        Ok(Upstream {
-            name: name.to_owned(),
+        Ok(Registry {
+            name: name.into(),
             base,
             library: name == "docker.io",
             realm: Mutex::new(None),
@@ -124,7 +124,8 @@ impl Upstream {
         match (self.base.scheme_str(), uri.scheme_str(), host.is_empty()) {
             (_, Some("https"), false) | (Some("http"), Some("http"), false) => Ok(uri),
             (Some("https"), Some("http"), false) => Err(format!(
-                "upstream {} is https but names a plain-http token service (http://{host}):                  no credentials are sent there",
+                "upstream {} is https but names a plain-http token service (http://{host}): \
+                 no credentials are sent there",
                 self.name
             )),
             _ => Err(format!(
@@ -154,22 +155,22 @@ mod tests {
 
     #[test]
     fn docker_hub_is_a_preset_with_library_names() {
-        let hub = Upstream::parse("docker.io").unwrap();
+        let hub = Registry::parse("docker.io").unwrap();
         assert_eq!(hub.api_root(), "https://registry-1.docker.io/v2/");
         assert!(hub.needs_library("alpine"));
         assert!(!hub.needs_library("user/app"));
-        assert!(Upstream::parse("nope").is_err());
-        assert!(Upstream::parse("x=ftp://h").is_err());
+        assert!(Registry::parse("nope").is_err());
+        assert!(Registry::parse("x=ftp://h").is_err());
     }
 
     #[test]
     fn credentials_go_to_an_https_realm_of_an_https_upstream() {
-        let hub = Upstream::parse("docker.io").unwrap();
+        let hub = Registry::parse("docker.io").unwrap();
         assert!(hub.check_realm("https://auth.docker.io/token").is_ok());
         assert!(hub.check_realm("http://auth.docker.io/token").is_err());
         assert!(hub.check_realm("/token").is_err());
         assert!(hub.check_realm("ftp://auth/token").is_err());
-        let local = Upstream::parse("local=http://127.0.0.1:5000").unwrap();
+        let local = Registry::parse("local=http://127.0.0.1:5000").unwrap();
         assert!(local.check_realm("http://127.0.0.1:5001/token").is_ok());
         assert!(local.check_realm("https://auth.example/token").is_ok());
         local.set_realm("ftp://x/");

@@ -63,7 +63,7 @@ pub struct ManifestCache {
 }
 
 /// A key's turn to look up, revalidate or fetch; the next request with the key waits.
-pub struct Turn<'a> {
+pub struct FetchTurn<'a> {
     cache: &'a ManifestCache,
     key: ManifestKey,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -71,7 +71,7 @@ pub struct Turn<'a> {
     pub waited: bool,
 }
 
-impl Drop for Turn<'_> {
+impl Drop for FetchTurn<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut fetching = self
@@ -110,7 +110,7 @@ impl ManifestCache {
     /// Waits for `key`'s turn: while another request with the key looks it up, revalidates
     /// or fetches it, this one waits (and then finds the manifest the other kept). Whatever
     /// the other's outcome, the turn comes: a failed fetch leaves this one to try.
-    pub async fn turn(&self, key: &ManifestKey) -> Turn<'_> {
+    pub async fn turn(&self, key: &ManifestKey) -> FetchTurn<'_> {
         let lock = {
             let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
             fetching.entry(key.clone()).or_default().clone()
@@ -119,7 +119,7 @@ impl ManifestCache {
             Ok(guard) => (guard, false),
             Err(_) => (lock.lock_owned().await, true),
         };
-        Turn {
+        FetchTurn {
             cache: self,
             key: key.clone(),
             guard: Some(guard),

@@ -1,6 +1,6 @@
 //! Serving HTTPS directly (`--tls-cert`, `--tls-key`): rustls, HTTP/2 or HTTP/1.1 by ALPN.
 
-use super::options::Options;
+use crate::options::Options;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;

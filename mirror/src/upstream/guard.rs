@@ -1,11 +1,10 @@
 //! Where the mirror may connect. Its own requests (to an upstream registry or token
-//! service) are marked [`Upstream`]; everything else the client sends is a storage hop the
+//! service) are marked [`OwnRequest`]; everything else the client sends is a storage hop the
 //! layer built (storage hops carry no request extensions), and goes through a connector that
 //! refuses every address that is not globally reachable ([`is_public`]), after DNS
 //! resolution, unless the host is a listed `--storage-host`. `--resolve` overrides DNS
 //! for both.
 
-use super::BoxError;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::HashMap;
@@ -16,11 +15,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
 use tower_signed_redirect::matcher::{HostPatterns, StorageMatcher};
+use tower_signed_redirect::BoxError;
 
 /// Marks a request the mirror itself sends upstream (registry, token service): not a
-/// storage hop.
+/// storage hop. The layer's storage hops carry no request extensions, so they never have it.
 #[derive(Clone, Copy, Debug)]
-pub struct Upstream;
+pub struct OwnRequest;
 
 /// `--resolve` entries: a name and the addresses it resolves to.
 pub type Overrides = Arc<HashMap<String, Vec<IpAddr>>>;

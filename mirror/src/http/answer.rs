@@ -1,0 +1,223 @@
+//! The upstream's answer (or failure), made the client's: hop-by-hop headers out, auth
+//! challenges pointed at the mirror (or, from storage, dropped), what happened counted, and
+//! the body streamed back with an idle timeout, an optional digest check and a log line
+//! when it ends.
+
+use crate::api::Route;
+use crate::auth::credentials::Login;
+use crate::auth::token_endpoint::ChallengeRewriter;
+use crate::metrics::{Decision, Joined, Metrics, RedirectCacheEvent};
+use crate::serve::body::{IdleTimeout, MirrorBody, UpstreamBody};
+use crate::serve::errors::{registry_error, upstream_failure};
+use crate::serve::log::{Metered, RequestLog};
+use crate::serve::verify::{self, Verified};
+use crate::upstream::registry::Registry;
+use crate::upstream::request::remove_hop_by_hop;
+use http::header;
+use http::request::Parts;
+use http::response;
+use http::{Method, Request, Response, StatusCode, Uri};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_signed_redirect::{BoxError, CacheIdentity, FollowedRedirect, RedirectCache};
+
+/// What was sent upstream for a client's request, for its answer.
+pub struct SentUpstream {
+    /// The upstream URI.
+    pub uri: Uri,
+    /// Who the request was in the redirect cache, if its answer may be cached.
+    pub identity: Option<CacheIdentity>,
+    /// When the client's request came in.
+    pub started: Instant,
+    /// What the client's request was for.
+    pub route: Route,
+}
+
+/// Makes upstream answers the client's.
+pub struct Answers {
+    metrics: Arc<Metrics>,
+    redirects: Option<RedirectCache>,
+    challenges: ChallengeRewriter,
+    verify_digests: bool,
+    idle_timeout: Duration,
+}
+
+impl Answers {
+    /// Answers counted in `metrics`; `redirects` is the redirect cache (a body that fails
+    /// its digest check drops its entry); the registries' challenges are pointed at the
+    /// mirror by `challenges`; blobs are checked with `verify_digests`, and bodies fail after
+    /// `idle_timeout` without a chunk.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        redirects: Option<RedirectCache>,
+        challenges: ChallengeRewriter,
+        verify_digests: bool,
+        idle_timeout: Duration,
+    ) -> Answers {
+        Answers {
+            metrics,
+            redirects,
+            challenges,
+            verify_digests,
+            idle_timeout,
+        }
+    }
+
+    /// The upstream's answer (or failure) to a request sent to `registry` with `login`, made
+    /// the client's.
+    pub fn respond(
+        &self,
+        registry: &Arc<Registry>,
+        login: &Login,
+        parts: &Parts,
+        sent: SentUpstream,
+        answer: Result<Response<UpstreamBody>, BoxError>,
+    ) -> Response<MirrorBody> {
+        let res = match answer {
+            Ok(res) => res,
+            Err(err) => return self.failure(registry, parts, &sent, &err),
+        };
+        if !matches!(login, Login::PassThrough)
+            && res.status() == StatusCode::UNAUTHORIZED
+            && res.extensions().get::<FollowedRedirect>().is_none()
+        {
+            self.metrics.request(sent.route, 502, &registry.name);
+            tracing::warn!(upstream = %registry.name, "the upstream refused the mirror's credentials");
+            return registry_error(
+                StatusCode::BAD_GATEWAY,
+                "UNAVAILABLE",
+                "the upstream refused the mirror's credentials",
+            );
+        }
+        self.answer(registry, login, parts, sent, res)
+    }
+
+    /// A request that got no answer: a registry-style `502` or `504`, counted and logged.
+    fn failure(
+        &self,
+        registry: &Registry,
+        parts: &Parts,
+        sent: &SentUpstream,
+        err: &BoxError,
+    ) -> Response<MirrorBody> {
+        let (res, message) = upstream_failure(err);
+        if err
+            .downcast_ref::<tower_signed_redirect::Error>()
+            .is_some_and(|e| {
+                e.kind() != tower_signed_redirect::ErrorKind::Upstream
+                    && e.kind() != tower_signed_redirect::ErrorKind::Storage
+            })
+        {
+            self.metrics.redirect(Decision::Refused);
+        }
+        self.metrics
+            .request(sent.route, res.status().as_u16(), &registry.name);
+        tracing::warn!(
+            method = %parts.method,
+            path = parts.uri.path(),
+            upstream = %registry.name,
+            status = res.status().as_u16(),
+            duration_ms = sent.started.elapsed().as_millis() as u64,
+            error = %message,
+            "upstream request failed"
+        );
+        res
+    }
+
+    /// The upstream's answer, made the client's.
+    fn answer(
+        &self,
+        registry: &Arc<Registry>,
+        login: &Login,
+        parts: &Parts,
+        sent: SentUpstream,
+        res: Response<UpstreamBody>,
+    ) -> Response<MirrorBody> {
+        let (mut head, body) = res.into_parts();
+        remove_hop_by_hop(&mut head.headers);
+        if head.extensions.get::<FollowedRedirect>().is_some() {
+            // Storage answered: its challenges are nobody's business (a client that
+            // followed one would send its login wherever storage said).
+            head.headers.remove(header::WWW_AUTHENTICATE);
+            head.headers.remove(header::PROXY_AUTHENTICATE);
+        } else if matches!(login, Login::PassThrough) {
+            self.challenges
+                .rewrite_challenges(&mut head.headers, parts, registry);
+        }
+        let mut log = RequestLog::new(
+            parts,
+            registry.name.clone(),
+            sent.route,
+            head.status.as_u16(),
+            self.metrics.clone(),
+        );
+        self.count(&mut head, &registry.name, &mut log);
+        // Any 2xx to a whole-blob GET is checked (storage's 203 or unasked-for 206 too); a
+        // Range the client asked for cannot be.
+        let expected = (self.verify_digests
+            && parts.method == Method::GET
+            && head.status.is_success()
+            && !parts.headers.contains_key(header::RANGE))
+        .then(|| verify::expected_digest(sent.uri.path()))
+        .flatten();
+        // A body that does not match must not be served again from a cached URL.
+        if let (Some(_), Some(_), Some(cache)) = (&expected, &log.followed, &self.redirects) {
+            let mut req = Request::new(());
+            *req.uri_mut() = sent.uri;
+            if let Some(identity) = sent.identity {
+                req.extensions_mut().insert(identity);
+            }
+            log.forget = Some((cache.clone(), req));
+        }
+        let body = Verified::new(IdleTimeout::new(body, self.idle_timeout), expected);
+        Response::from_parts(
+            head,
+            MirrorBody::Upstream(Metered::new(body, log, sent.started)),
+        )
+    }
+
+    /// Counts what the answer says (the registry's rate limit, what happened to its
+    /// redirect, the redirect cache's part), and notes it in `log`.
+    fn count(&self, head: &mut response::Parts, registry: &str, log: &mut RequestLog) {
+        let metrics = &self.metrics;
+        if let Some(remaining) = head
+            .headers
+            .get("ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next()?.trim().parse().ok())
+        {
+            metrics.ratelimit_remaining(registry, remaining);
+        }
+        let followed = head.extensions.remove::<FollowedRedirect>();
+        log.redirect_cache = match &followed {
+            Some(f) if f.from_cache() => Some(RedirectCacheEvent::Hit),
+            Some(f) if f.refreshed() => Some(RedirectCacheEvent::Refresh),
+            Some(_) if self.redirects.is_some() => Some(RedirectCacheEvent::Miss),
+            _ => None,
+        };
+        if let Some(event) = log.redirect_cache {
+            metrics.redirect_cache(event);
+        }
+        if followed
+            .as_ref()
+            .is_some_and(FollowedRedirect::head_fallback)
+        {
+            metrics.head_fallback();
+        }
+        if followed
+            .as_ref()
+            .is_some_and(FollowedRedirect::joined_flight)
+        {
+            metrics.joined(Joined::Blob);
+        }
+        log.redirect = match (&followed, head.status.is_redirection()) {
+            (Some(_), _) => Some(Decision::Followed),
+            (None, true) => Some(Decision::Passed),
+            (None, false) => None,
+        };
+        if let Some(decision) = log.redirect {
+            metrics.redirect(decision);
+        }
+        log.followed = followed;
+    }
+}

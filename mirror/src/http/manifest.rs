@@ -1,0 +1,254 @@
+//! A manifest pull through the manifest cache (`cache/manifests.rs`): by digest from the
+//! cache; by tag from the cache when an upstream `HEAD` says its digest is unchanged, or when
+//! the upstream fails and the entry is younger than `--serve-stale`; otherwise from the
+//! upstream (one fetch per key at a time), and kept.
+
+use super::answer::SentUpstream;
+use super::exchange::Exchange;
+use crate::api::Route;
+use crate::auth::identity::Identity;
+use crate::cache::manifests::{self, Manifest, ManifestCache, ManifestKey, MAX_MANIFEST};
+use crate::metrics::{Joined, ManifestEvent, Metrics};
+use crate::serve::body::MirrorBody;
+use crate::serve::errors::{registry_error, upstream_failure};
+use crate::serve::log::RequestLog;
+use crate::upstream::request::RequestMarks;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The header registries name a manifest's digest with.
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+/// Manifest pulls through the cache.
+pub struct ManifestPull {
+    cache: Arc<ManifestCache>,
+    serve_stale: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl ManifestPull {
+    /// Pulls through `cache`, serving cached tags up to `serve_stale` after they were
+    /// fetched while the upstream fails.
+    pub fn new(cache: Arc<ManifestCache>, serve_stale: Duration, metrics: Arc<Metrics>) -> Self {
+        ManifestPull {
+            cache,
+            serve_stale,
+            metrics,
+        }
+    }
+
+    /// The manifest at `uri`, for `who`, through the cache.
+    pub async fn answer(
+        &self,
+        exchange: &Exchange<'_>,
+        uri: Uri,
+        who: &Identity,
+    ) -> Response<MirrorBody> {
+        let key = manifest_key(exchange, &uri, who);
+        let reference = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
+        let by_digest = reference.contains(':');
+        let cached = self.cache.get(&key);
+        if let Some(manifest) = &cached {
+            if by_digest {
+                return self.serve(exchange, manifest, ManifestEvent::Hit);
+            }
+            if let Some(res) = self.revalidate(exchange, &uri, &key, manifest).await {
+                return res;
+            }
+        }
+        // One fetch per key at a time: concurrent pulls of a new or moved tag spend one
+        // upstream GET. (Revalidations above run side by side: a HEAD is free.)
+        let turn = self.cache.turn(&key).await;
+        if turn.waited {
+            self.metrics.joined(Joined::Manifest);
+            // The request it waited for kept a newer manifest: that is this one's answer.
+            let newer = self
+                .cache
+                .get(&key)
+                .filter(|m| cached.as_ref().is_none_or(|old| !Arc::ptr_eq(old, m)));
+            if let Some(manifest) = newer {
+                return self.serve(exchange, &manifest, ManifestEvent::Hit);
+            }
+        }
+        let method = &exchange.parts.method;
+        let marks = RequestMarks::uncached(Route::Manifest);
+        let answer = exchange.send(&uri, method, marks).await;
+        // The same failure on the GET itself.
+        if let Some(manifest) = cached.as_ref().filter(|m| self.stale_ok(m)) {
+            if answer.as_ref().map_or(true, |res| failing(res.status())) {
+                tracing::warn!(upstream = %exchange.registry.name, path = exchange.parts.uri.path(), "upstream failing: serving a stale manifest");
+                return self.serve(exchange, manifest, ManifestEvent::Stale);
+            }
+        }
+        let keep =
+            *method == Method::GET && matches!(&answer, Ok(res) if res.status() == StatusCode::OK);
+        let sent = SentUpstream {
+            uri,
+            identity: None,
+            started: exchange.started,
+            route: Route::Manifest,
+        };
+        let res = exchange.respond(sent, answer);
+        match keep {
+            true => self.keep(res, key, &reference, who).await,
+            false => res,
+        }
+    }
+
+    /// Asks the upstream with a `HEAD` whether the tag still names `manifest`: the cached
+    /// manifest if it does (or, while the upstream fails, if it may be served stale); `None`
+    /// to fetch it.
+    async fn revalidate(
+        &self,
+        exchange: &Exchange<'_>,
+        uri: &Uri,
+        key: &ManifestKey,
+        manifest: &Arc<Manifest>,
+    ) -> Option<Response<MirrorBody>> {
+        let marks = RequestMarks::uncached(Route::Manifest);
+        let (registry, path) = (&exchange.registry.name, exchange.parts.uri.path());
+        match exchange.send(uri, &Method::HEAD, marks).await {
+            Ok(res)
+                if res.status() == StatusCode::OK
+                    && res.headers().get(DOCKER_CONTENT_DIGEST) == Some(&manifest.digest) =>
+            {
+                Some(self.serve(exchange, manifest, ManifestEvent::Revalidated))
+            }
+            Ok(res) if failing(res.status()) && self.stale_ok(manifest) => {
+                tracing::warn!(upstream = %registry, path, status = res.status().as_u16(), "upstream failing: serving a stale manifest");
+                Some(self.serve(exchange, manifest, ManifestEvent::Stale))
+            }
+            Err(e) if self.stale_ok(manifest) => {
+                tracing::warn!(upstream = %registry, path, error = %upstream_failure(&e).1, "upstream unreachable: serving a stale manifest");
+                Some(self.serve(exchange, manifest, ManifestEvent::Stale))
+            }
+            Ok(res) if res.status() == StatusCode::NOT_FOUND => {
+                self.cache.remove(key);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads the upstream's manifest in `res` whole, keeps it for `key`, and answers with it.
+    async fn keep(
+        &self,
+        res: Response<MirrorBody>,
+        key: ManifestKey,
+        reference: &str,
+        who: &Identity,
+    ) -> Response<MirrorBody> {
+        let (head, body) = res.into_parts();
+        let Ok(body) = http_body_util::Limited::new(body, MAX_MANIFEST)
+            .collect()
+            .await
+        else {
+            return registry_error(
+                StatusCode::BAD_GATEWAY,
+                "UNAVAILABLE",
+                "the upstream's manifest could not be read (or is over 4 MiB)",
+            );
+        };
+        let body = body.to_bytes();
+        let digest = match head.headers.get(DOCKER_CONTENT_DIGEST) {
+            Some(digest) => digest.clone(),
+            None => sha256_digest(&body),
+        };
+        // By digest, what is kept must be what was asked for.
+        if reference.starts_with("sha256:") && sha256_digest(&body) != reference {
+            return registry_error(
+                StatusCode::BAD_GATEWAY,
+                "MANIFEST_INVALID",
+                "the upstream's manifest does not match its digest",
+            );
+        }
+        self.metrics.manifest(ManifestEvent::Miss);
+        self.cache.put(
+            key,
+            Manifest {
+                body: body.clone(),
+                content_type: head.headers.get(header::CONTENT_TYPE).cloned(),
+                digest,
+                fetched: Instant::now(),
+                valid_until: who.valid_until,
+            },
+        );
+        let mut res = Response::from_parts(head, MirrorBody::Local(Full::new(body)));
+        res.headers_mut().remove(header::TRANSFER_ENCODING);
+        res
+    }
+
+    /// Whether a cached tag may be served while the upstream fails (`--serve-stale`).
+    fn stale_ok(&self, manifest: &Manifest) -> bool {
+        manifests::servable_stale(manifest.fetched, self.serve_stale)
+    }
+
+    /// A cached manifest as the upstream would have answered it, counted and logged.
+    fn serve(
+        &self,
+        exchange: &Exchange<'_>,
+        manifest: &Manifest,
+        event: ManifestEvent,
+    ) -> Response<MirrorBody> {
+        self.metrics.manifest(event);
+        let parts = exchange.parts;
+        let body = match parts.method {
+            Method::HEAD => Bytes::new(),
+            _ => manifest.body.clone(),
+        };
+        let mut res = Response::new(MirrorBody::Local(Full::new(body.clone())));
+        let headers = res.headers_mut();
+        if let Some(content_type) = &manifest.content_type {
+            headers.insert(header::CONTENT_TYPE, content_type.clone());
+        }
+        headers.insert(DOCKER_CONTENT_DIGEST, manifest.digest.clone());
+        headers.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(manifest.body.len()),
+        );
+        let registry = exchange.registry.name.clone();
+        let mut log = RequestLog::new(parts, registry, Route::Manifest, 200, self.metrics.clone());
+        log.manifest_cache = Some(event);
+        log.finish(body.len() as u64, "complete", exchange.started);
+        res
+    }
+}
+
+/// Where the manifest `uri` asks for is kept for `who`: by the registry, the path, the
+/// media types the client accepts (as a set: Docker sends them in an order that changes from
+/// request to request, a Go map's) and the identity.
+fn manifest_key(exchange: &Exchange<'_>, uri: &Uri, who: &Identity) -> ManifestKey {
+    let mut types: Vec<&[u8]> = exchange
+        .parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    ManifestKey {
+        upstream: exchange.registry.name.to_string(),
+        path: uri.path().to_owned(),
+        accept: types.join(&b'\n'),
+        identity: who.key.clone(),
+    }
+}
+
+/// An upstream answer that a stale manifest may stand in for: rate limited, or failing.
+fn failing(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// `sha256:<hex>` of `body`.
+fn sha256_digest(body: &[u8]) -> HeaderValue {
+    use sha2::Digest;
+    let hex = hex::encode(sha2::Sha256::digest(body));
+    HeaderValue::from_str(&format!("sha256:{hex}")).expect("hex is a valid header value")
+}

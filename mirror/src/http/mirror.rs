@@ -1,0 +1,240 @@
+//! One worker's mirror, and the way every request takes through it: [`Mirror::handle`].
+
+use super::answer::Answers;
+use super::health::{self, Readiness};
+use super::manifest::ManifestPull;
+use super::pull::Pull;
+use super::routes::{with_namespace, ClientPath, Registries};
+use crate::auth::credentials::{self, Login};
+use crate::auth::htpasswd::{Check, Users};
+use crate::auth::issued::IssuedTokens;
+use crate::auth::logins::Logins;
+use crate::auth::token_endpoint::{ChallengeRewriter, TokenEndpoint};
+use crate::auth::tokens::Tokens;
+use crate::cache::manifests::ManifestCache;
+use crate::cache::redirects::redirect_cache;
+use crate::metrics::Metrics;
+use crate::options::{Options, RedirectMode};
+use crate::serve::body::MirrorBody;
+use crate::serve::errors::registry_error;
+use crate::serve::server::ClientAddr;
+use crate::upstream::client::{self, UpstreamClient};
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use std::net::IpAddr;
+use std::sync::Arc;
+use tower_signed_redirect::RedirectCache;
+
+/// What every worker's mirror shares, each part handed to the room that uses it: the
+/// caches, the logins' state and the metrics.
+#[derive(Clone)]
+pub struct Shared {
+    /// Where storage redirects led (`--redirect-cache`), if on.
+    pub redirects: Option<RedirectCache>,
+    /// The manifest cache (`--manifest-cache`), if on.
+    pub manifests: Option<Arc<ManifestCache>>,
+    /// The tokens the mirror logged in for with its own credentials.
+    pub tokens: Arc<Tokens>,
+    /// The tokens `/token/` handed out to clients: whom to, until when.
+    pub issued: Arc<IssuedTokens>,
+    /// The clients' logins to the mirror, with `--htpasswd`.
+    pub users: Option<Arc<Users>>,
+    /// The Prometheus metrics served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// The shared state `options` ask for, empty to start; the `--htpasswd` file is read
+    /// here.
+    pub fn new(options: &Options) -> Result<Shared, String> {
+        let users = match &options.htpasswd {
+            Some(path) => Some(Arc::new(Users::load(path)?)),
+            None => None,
+        };
+        Ok(Shared {
+            redirects: redirect_cache(options),
+            manifests: (options.manifest_cache > 0)
+                .then(|| Arc::new(ManifestCache::new(options.manifest_cache))),
+            tokens: Arc::default(),
+            issued: Arc::default(),
+            users,
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
+}
+
+/// One worker's mirror: its upstream registries, its client (and connection pools), and
+/// what it shares with the other workers. [`Mirror::handle`] answers a request.
+pub struct Mirror {
+    registries: Registries,
+    users: Option<Arc<Users>>,
+    pull: Pull,
+    token_endpoint: TokenEndpoint,
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
+}
+
+impl Mirror {
+    /// A worker's mirror, sharing `shared` with the others.
+    pub fn new(options: &Options, shared: Shared) -> Result<Mirror, String> {
+        let registries = Registries::parse(&options.upstreams)?;
+        check_public_url(options.public_url.as_deref())?;
+        let by_registry = credentials::logins(options, registries.all())?;
+        if options.redirects == RedirectMode::Naive
+            && by_registry
+                .values()
+                .any(|l| !matches!(l, Login::PassThrough))
+        {
+            // The control replays requests, credentials included, to wherever a redirect
+            // points: never with the mirror's own.
+            return Err(
+                "--redirects naive replays credentials to storage: not with the mirror's own login"
+                    .into(),
+            );
+        }
+        let metrics = shared.metrics;
+        let client = UpstreamClient::new(options, shared.redirects.clone(), metrics.clone())?;
+        let logins = Logins::new(
+            by_registry,
+            shared.tokens,
+            client.clone(),
+            client::token_client(options)?,
+        );
+        let challenges =
+            ChallengeRewriter::new(options.public_url.as_deref(), options.tls_cert.is_some());
+        let answers = Answers::new(
+            metrics.clone(),
+            shared.redirects.clone(),
+            challenges,
+            options.verify_digests,
+            options.idle_timeout,
+        );
+        let manifests = shared
+            .manifests
+            .map(|cache| ManifestPull::new(cache, options.serve_stale, metrics.clone()));
+        let pull = Pull::new(
+            logins,
+            shared.issued.clone(),
+            answers,
+            manifests,
+            shared.redirects.is_some(),
+            options.verify_digests,
+        );
+        Ok(Mirror {
+            readiness: Readiness::new(client.clone(), registries.default_registry().api_root()),
+            token_endpoint: TokenEndpoint::new(shared.issued, client, metrics.clone()),
+            registries,
+            users: shared.users,
+            pull,
+            metrics,
+        })
+    }
+
+    /// Answers one request: the mirror's only entry point, for every server. Its way:
+    ///
+    /// 1. **parse**: what the path asks for, read once ([`ClientPath`]);
+    /// 2. **route**: `/healthz`, `/readyz` and `/metrics` need no login;
+    /// 3. **who is asking**: one `Authorization` at most, and with `--htpasswd` a login to
+    ///    the mirror;
+    /// 4. `/v2/` and `/token/<upstream>` go to their registry; a pull (`/v2/<name>/...`)
+    ///    goes through the caches, then upstream ([`Pull`]);
+    /// 5. **response**: the upstream's answer streams back, made the client's.
+    pub async fn handle(&self, parts: &Parts) -> Response<MirrorBody> {
+        let path = ClientPath::of(parts.uri.path());
+        match path {
+            ClientPath::Healthz => return health::healthz(),
+            ClientPath::Readyz => return self.readiness.answer().await,
+            ClientPath::Metrics => return health::metrics(&self.metrics),
+            _ => {}
+        }
+        if let Some(refused) = self.check_login(parts).await {
+            return refused;
+        }
+        let ns = self.registries.by_ns(parts);
+        match path {
+            ClientPath::Ping => {
+                let registry = ns
+                    .clone()
+                    .unwrap_or_else(|| self.registries.default_registry().clone());
+                with_namespace(self.pull.ping(&registry, parts).await, ns)
+            }
+            ClientPath::Token(name) => match self.registries.named(name) {
+                Some(registry) => {
+                    let login = self.pull.logins().login(registry);
+                    self.token_endpoint.answer(registry, login, parts).await
+                }
+                None => registry_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such upstream"),
+            },
+            ClientPath::Pull(rest) => {
+                with_namespace(self.pull.pull(&self.registries, rest, parts).await, ns)
+            }
+            _ => registry_error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "not a registry API path",
+            ),
+        }
+    }
+
+    /// Who is asking: a refusal for a request with more than one `Authorization`, or, with
+    /// `--htpasswd`, without a login to the mirror; `None` to go on.
+    async fn check_login(&self, parts: &Parts) -> Option<Response<MirrorBody>> {
+        if parts
+            .headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            // Which one would the upstream read? Not a question to leave open.
+            return Some(registry_error(
+                StatusCode::BAD_REQUEST,
+                "UNSUPPORTED",
+                "more than one Authorization header",
+            ));
+        }
+        let users = self.users.as_ref()?;
+        let client = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.0.ip());
+        let (mut res, name, value) = match users.check(&parts.headers, client).await {
+            Check::Accepted => return None,
+            Check::Refused => (
+                registry_error(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "log in to the mirror",
+                ),
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"registry mirror\""),
+            ),
+            Check::Throttled(wait) => (
+                registry_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    "too many failed logins: try again later",
+                ),
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ),
+        };
+        res.headers_mut().insert(name, value);
+        Some(res)
+    }
+}
+
+/// `--public-url`, if given, must be `http(s)://host[:port]`.
+fn check_public_url(url: Option<&str>) -> Result<(), String> {
+    let Some(url) = url else {
+        return Ok(());
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("--public-url {url:?}: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(format!("--public-url {url:?}: use http(s)://host[:port]"));
+    }
+    Ok(())
+}

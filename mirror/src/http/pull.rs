@@ -1,0 +1,159 @@
+//! A pull, on its way: who is asking (the identity the caches key by), the caches, the
+//! upstream, and the answer back. Only `GET` and `HEAD` of the distribution API's pull paths
+//! get here.
+
+use super::answer::{Answers, SentUpstream};
+use super::exchange::Exchange;
+use super::manifest::ManifestPull;
+use super::routes::Registries;
+use crate::api::path::Endpoint;
+use crate::api::Route;
+use crate::auth::credentials::Login;
+use crate::auth::identity::Identity;
+use crate::auth::issued::IssuedTokens;
+use crate::auth::logins::Logins;
+use crate::serve::body::MirrorBody;
+use crate::serve::errors::registry_error;
+use crate::serve::verify;
+use crate::upstream::registry::Registry;
+use crate::upstream::request::RequestMarks;
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Uri};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Pulls from the upstream registries, through the caches.
+pub struct Pull {
+    logins: Logins,
+    issued: Arc<IssuedTokens>,
+    answers: Answers,
+    /// The manifest cache's way, with `--manifest-cache` above 0.
+    manifests: Option<ManifestPull>,
+    /// Whether the redirect cache is on.
+    redirect_cache: bool,
+    verify_digests: bool,
+}
+
+impl Pull {
+    /// Pulls with `logins`; the identities of clients' own logins come from `issued`.
+    pub fn new(
+        logins: Logins,
+        issued: Arc<IssuedTokens>,
+        answers: Answers,
+        manifests: Option<ManifestPull>,
+        redirect_cache: bool,
+        verify_digests: bool,
+    ) -> Pull {
+        Pull {
+            logins,
+            issued,
+            answers,
+            manifests,
+            redirect_cache,
+            verify_digests,
+        }
+    }
+
+    /// How requests go upstream with each registry's login.
+    pub fn logins(&self) -> &Logins {
+        &self.logins
+    }
+
+    /// `/v2/`: answered by `registry` (with its auth challenge pointed at this mirror).
+    pub async fn ping(&self, registry: &Arc<Registry>, parts: &Parts) -> Response<MirrorBody> {
+        self.send(registry, parts, registry.api_root(), Route::Ping)
+            .await
+    }
+
+    /// `/v2/<rest>`: a manifest, blob, tag list or referrers list, from the registry
+    /// `registries` choose for it.
+    pub async fn pull(
+        &self,
+        registries: &Registries,
+        rest: &str,
+        parts: &Parts,
+    ) -> Response<MirrorBody> {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return registry_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "this mirror is pull-only",
+            );
+        }
+        let target = match registries.target(parts, rest) {
+            Ok(target) => target,
+            Err(refused) => {
+                return registry_error(refused.status(), refused.code(), refused.message())
+            }
+        };
+        if let (true, Endpoint::Blob(digest)) = (self.verify_digests, target.endpoint) {
+            if !verify::can_verify(digest.algorithm) {
+                return registry_error(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    "--verify-digests checks sha256 and sha512 digests only",
+                );
+            }
+        }
+        let route = target.route();
+        self.send(&target.registry, parts, target.uri, route).await
+    }
+
+    /// Sends the client's `GET` or `HEAD` to `uri` on `registry` and streams the answer back,
+    /// through the caches; `route` is what the client's path asks for (parsed once, by the
+    /// caller).
+    async fn send(
+        &self,
+        registry: &Arc<Registry>,
+        parts: &Parts,
+        uri: Uri,
+        route: Route,
+    ) -> Response<MirrorBody> {
+        let exchange = Exchange {
+            registry,
+            parts,
+            logins: &self.logins,
+            answers: &self.answers,
+            started: Instant::now(),
+        };
+        // Who is asking, for the caches (worked out only for what a cache keeps: it hashes
+        // the client's credentials).
+        let who = self.identity(registry, parts, route);
+        if let (Route::Manifest, Some(manifests), Some(who)) = (route, &self.manifests, &who) {
+            return manifests.answer(&exchange, uri, who).await;
+        }
+        // Only blobs are in the redirect cache: other requests are rarely redirected, and
+        // would wait for another's round trip for nothing (single-flight).
+        let identity = who
+            .filter(|_| route == Route::Blob)
+            .map(|who| who.cache_identity());
+        let marks = RequestMarks {
+            route,
+            identity: identity.clone(),
+        };
+        let answer = exchange.send(&uri, &parts.method, marks).await;
+        let sent = SentUpstream {
+            uri,
+            identity,
+            started: exchange.started,
+            route,
+        };
+        exchange.respond(sent, answer)
+    }
+
+    /// Who the request is, for the caches: every client of a mirror that logs in itself is
+    /// its login; with clients' own logins, see [`IssuedTokens::identity`]. `None` where no
+    /// cache keeps the answer.
+    fn identity(&self, registry: &Registry, parts: &Parts, route: Route) -> Option<Identity> {
+        let cacheable = match route {
+            Route::Manifest => self.manifests.is_some(),
+            Route::Blob => self.redirect_cache,
+            _ => false,
+        };
+        match self.logins.login(registry) {
+            _ if !cacheable => None,
+            Login::PassThrough => self.issued.identity(&parts.headers),
+            _ => Some(Identity::mirror()),
+        }
+    }
+}
