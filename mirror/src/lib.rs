@@ -6,16 +6,20 @@
 //! A request's way, top to bottom, each step a room of its own ([`Mirror::handle`]):
 //!
 //! ```text
-//! serve::server     accept, TLS, one worker per core
-//!  └ http::service  the hyper service
-//!     └ http::mirror  Mirror::handle
-//!        1 parse      http::routes     what the path asks for, which registry
-//!        2 route      http::health     /healthz, /readyz, /metrics need no login
-//!        3 who        auth::htpasswd   a login to the mirror; auth::issued, the identity
-//!        4 caches     http::pull       cache::manifests, cache::redirects
-//!        5 upstream   auth::logins     the registry's login → upstream::client (the layer)
-//!        6 response   http::answer     serve::body, serve::verify, serve::log
+//! serve::server        accept, TLS, one worker per core
+//!  └ http::service     the hyper service
+//!     └ http::mirror   Mirror::handle:
+//!        1 parse       http::paths          what the path asks for, which registry
+//!        2 route       http::health         /healthz, /readyz, /metrics need no login
+//!        3 who         auth::htpasswd       a login to the mirror (--htpasswd)
+//!        4 caches      http::pull           the identity the caches key by (auth::issued),
+//!                      http::manifest_pull  the manifest cache (cache::manifests)
+//!        5 upstream    http::exchange       the registry's login (auth::logins), then
+//!                      upstream::client     the layer, which consults the redirect cache
+//!        6 response    http::answer         serve::body, serve::verify, serve::log
 //! ```
+//!
+//! (`http` here is this crate's module; the `http` crate is what it is named for.)
 //!
 //! The rooms: [`api`] (the distribution API's grammar, the ground floor), [`options`],
 //! [`metrics`], [`serve`] (what reaches the client: server, TLS, bodies, the log line,

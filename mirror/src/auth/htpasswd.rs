@@ -8,10 +8,8 @@
 //! - bcrypt runs on tokio's blocking pool (never on a worker's thread), at most
 //!   [`Users::bcrypt_permits`] at a time; a login that waits longer than [`QUEUE_WAIT`] for
 //!   its turn is told to come back;
-//! - an address with [`FREE_FAILURES`] failed (or still unanswered) logins in a row is
-//!   throttled (`throttle.rs`): its next attempts, right or wrong, remembered or not, are
-//!   refused without any bcrypt for 1 s, doubling with each further failure up to
-//!   [`MAX_LOCKOUT`]; a success clears it. An IPv6 client is counted by its /64;
+//! - an address with [`FREE_FAILURES`] failed logins in a row is throttled, without any
+//!   bcrypt, up to [`MAX_LOCKOUT`] (`throttle.rs` says how);
 //! - an accepted login (user and password, however the header spells them) is remembered,
 //!   as a SHA-256 digest, for five minutes, in a bounded LRU: floods evict the least recently
 //!   used logins, never all of them.

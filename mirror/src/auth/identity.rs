@@ -1,5 +1,5 @@
 //! Who a request is, for the caches: the identity the mirror sends it upstream with. Both
-//! caches (and the blob store) key what they keep by it, so that nothing fetched with one
+//! caches key what they keep by it, so that nothing fetched with one
 //! identity is served to another.
 
 use std::time::SystemTime;
@@ -33,12 +33,6 @@ impl Identity {
             key: key.to_vec(),
             valid_until: None,
         }
-    }
-
-    /// Whether the identity is shared by every client that has it (the mirror's login, or
-    /// anonymous), rather than one client's own login.
-    pub fn is_shared(&self) -> bool {
-        self.valid_until.is_none()
     }
 
     /// The same identity for the redirect cache.

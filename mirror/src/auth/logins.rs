@@ -14,7 +14,7 @@ use crate::api::path;
 use crate::serve::body::UpstreamBody;
 use crate::upstream::client::{TokenClient, UpstreamClient};
 use crate::upstream::registry::Registry;
-use crate::upstream::request::{upstream_request, RequestMarks};
+use crate::upstream::request::{refused_by_registry, upstream_request, RequestMarks};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-use tower_signed_redirect::{BoxError, FollowedRedirect};
+use tower_signed_redirect::BoxError;
 
 /// How long a Basic login is reused before the registry is asked again.
 const BASIC_LOGIN_TTL: Duration = Duration::from_secs(3600);
@@ -62,13 +62,6 @@ impl Logins {
         self.by_registry
             .get(&registry.name)
             .unwrap_or(&Login::PassThrough)
-    }
-
-    /// Whether any registry gets a login of the mirror's own.
-    pub fn any_own(&self) -> bool {
-        self.by_registry
-            .values()
-            .any(|l| !matches!(l, Login::PassThrough))
     }
 
     /// Sends `method` (`GET` or `HEAD`) for the client's request to `uri` on `registry`, with
@@ -124,7 +117,7 @@ impl Logins {
         let res = self.client.send(request(cached.as_ref())).await?;
         // A scope refused a moment ago is not logged in for again: clients asking for what
         // the mirror's account cannot read cost one upstream request each, not three.
-        if !refused_by_upstream(&res) || tokens.refused(&registry.name, &scope) {
+        if !refused_by_registry(&res) || tokens.refused(&registry.name, &scope) {
             return Ok(res);
         }
         tokens.forget(&registry.name, &scope);
@@ -141,7 +134,7 @@ impl Logins {
         let (auth, ttl) = self.log_in(registry, login, challenge, &scope).await?;
         tokens.put(&registry.name, &scope, auth.clone(), ttl);
         let res = self.client.send(request(Some(&auth))).await?;
-        if refused_by_upstream(&res) {
+        if refused_by_registry(&res) {
             // A fresh token, and still refused: the account cannot read this.
             tokens.forget(&registry.name, &scope);
             tokens.refuse(&registry.name, &scope);
@@ -198,11 +191,6 @@ impl Logins {
         }
         bearer(&body).ok_or_else(|| "the token service sent no token".into())
     }
-}
-
-/// Whether the registry itself (not storage, after a redirect) refused the request.
-fn refused_by_upstream(res: &Response<UpstreamBody>) -> bool {
-    res.status() == StatusCode::UNAUTHORIZED && res.extensions().get::<FollowedRedirect>().is_none()
 }
 
 /// The request for a token at `realm` for `service` and `scope`, with the mirror's

@@ -1,5 +1,5 @@
 //! Who is asking, and with which login the mirror goes upstream: the clients' logins to the
-//! mirror ([`htpasswd`]); the identity the caches key by ([`identity`]); the mirror's own
+//! mirror ([`htpasswd`], with failed logins throttled per address in [`throttle`]); the identity the caches key by ([`identity`]); the mirror's own
 //! credentials ([`credentials`]) and how each request goes upstream with its registry's
 //! login ([`logins`], [`tokens`]); the `/token/` endpoint of clients' own logins
 //! ([`token_endpoint`]) and the tokens it handed out ([`issued`]); what challenges and token

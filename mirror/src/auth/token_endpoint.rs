@@ -66,7 +66,7 @@ impl TokenEndpoint {
             Ok(uri) => uri,
             Err(res) => return res,
         };
-        // Who chose this destination: the upstream, in its own challenge (a realm is never
+        // Who chose the destination: the upstream, in its own challenge (a realm is never
         // learned from storage's answers); the credentials are the client's own.
         registry.announce_realm(&uri);
         let marks = RequestMarks::uncached(Route::of(uri.path()));

@@ -11,7 +11,7 @@
 //!
 //! Entries are keyed by the upstream, the upstream path (repository and reference), the
 //! `Accept` the client sent (an OCI index and a Docker manifest list are different answers)
-//! and the identity the request went upstream with (`proxy.rs`): the mirror's own login
+//! and the identity the request went upstream with (`http/pull.rs`): the mirror's own login
 //! (shared by all its clients), the anonymous identity (shared), or one client's login, whose
 //! entries live no longer than its token. A manifest is never served to another identity.
 
@@ -32,7 +32,7 @@ pub struct ManifestKey {
     pub upstream: String,
     /// The upstream path: `/v2/<name>/manifests/<reference>`.
     pub path: String,
-    /// The client's `Accept` values, in order.
+    /// The client's `Accept` media types, as a set (sorted, one per line).
     pub accept: Vec<u8>,
     /// The identity the request went upstream with.
     pub identity: Vec<u8>,
@@ -62,7 +62,7 @@ pub struct ManifestCache {
     fetching: Mutex<HashMap<ManifestKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// A key's turn to look up, revalidate or fetch; the next request with the key waits.
+/// A key's turn to fetch; the next request with the key waits.
 pub struct FetchTurn<'a> {
     cache: &'a ManifestCache,
     key: ManifestKey,
@@ -107,8 +107,8 @@ impl ManifestCache {
         }
     }
 
-    /// Waits for `key`'s turn: while another request with the key looks it up, revalidates
-    /// or fetches it, this one waits (and then finds the manifest the other kept). Whatever
+    /// Waits for `key`'s turn: while another request with the key fetches it, this one
+    /// waits (and then finds the manifest the other kept). Whatever
     /// the other's outcome, the turn comes: a failed fetch leaves this one to try.
     pub async fn turn(&self, key: &ManifestKey) -> FetchTurn<'_> {
         let lock = {

@@ -12,7 +12,7 @@ use crate::serve::errors::{registry_error, upstream_failure};
 use crate::serve::log::{Metered, RequestLog};
 use crate::serve::verify::{self, Verified};
 use crate::upstream::registry::Registry;
-use crate::upstream::request::remove_hop_by_hop;
+use crate::upstream::request::{refused_by_registry, remove_hop_by_hop};
 use http::header;
 use http::request::Parts;
 use http::response;
@@ -77,10 +77,7 @@ impl Answers {
             Ok(res) => res,
             Err(err) => return self.failure(registry, parts, &sent, &err),
         };
-        if !matches!(login, Login::PassThrough)
-            && res.status() == StatusCode::UNAUTHORIZED
-            && res.extensions().get::<FollowedRedirect>().is_none()
-        {
+        if !matches!(login, Login::PassThrough) && refused_by_registry(&res) {
             self.metrics.request(sent.route, 502, &registry.name);
             tracing::warn!(upstream = %registry.name, "the upstream refused the mirror's credentials");
             return registry_error(

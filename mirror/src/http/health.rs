@@ -1,7 +1,7 @@
 //! The mirror's own endpoints, which need no login: `GET /healthz` (the process is up),
 //! `GET /readyz` (the default upstream answers) and `GET /metrics`.
 
-use super::routes::plain_answer;
+use super::paths::plain_answer;
 use crate::metrics::Metrics;
 use crate::serve::body::MirrorBody;
 use crate::upstream::client::UpstreamClient;

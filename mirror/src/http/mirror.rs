@@ -2,9 +2,9 @@
 
 use super::answer::Answers;
 use super::health::{self, Readiness};
-use super::manifest::ManifestPull;
+use super::manifest_pull::ManifestPull;
+use super::paths::{with_namespace, ClientPath, Registries};
 use super::pull::Pull;
-use super::routes::{with_namespace, ClientPath, Registries};
 use crate::auth::credentials::{self, Login};
 use crate::auth::htpasswd::{Check, Users};
 use crate::auth::issued::IssuedTokens;
@@ -81,11 +81,10 @@ impl Mirror {
         let registries = Registries::parse(&options.upstreams)?;
         check_public_url(options.public_url.as_deref())?;
         let by_registry = credentials::logins(options, registries.all())?;
-        if options.redirects == RedirectMode::Naive
-            && by_registry
-                .values()
-                .any(|l| !matches!(l, Login::PassThrough))
-        {
+        let own_login = by_registry
+            .values()
+            .any(|l| !matches!(l, Login::PassThrough));
+        if options.redirects == RedirectMode::Naive && own_login {
             // The control replays requests, credentials included, to wherever a redirect
             // points: never with the mirror's own.
             return Err(
@@ -133,13 +132,15 @@ impl Mirror {
 
     /// Answers one request: the mirror's only entry point, for every server. Its way:
     ///
-    /// 1. **parse**: what the path asks for, read once ([`ClientPath`]);
+    /// 1. **parse**: what the path asks for ([`ClientPath`]);
     /// 2. **route**: `/healthz`, `/readyz` and `/metrics` need no login;
     /// 3. **who is asking**: one `Authorization` at most, and with `--htpasswd` a login to
     ///    the mirror;
-    /// 4. `/v2/` and `/token/<upstream>` go to their registry; a pull (`/v2/<name>/...`)
-    ///    goes through the caches, then upstream ([`Pull`]);
-    /// 5. **response**: the upstream's answer streams back, made the client's.
+    /// 4. **caches**: `/token/<upstream>` goes to its token service; `/v2/` and a pull
+    ///    (`/v2/<name>/...`) go through [`Pull`], which works out the identity the caches
+    ///    key by and asks them first;
+    /// 5. **upstream**: then the registry, with its login;
+    /// 6. **response**: the upstream's answer streams back, made the client's.
     pub async fn handle(&self, parts: &Parts) -> Response<MirrorBody> {
         let path = ClientPath::of(parts.uri.path());
         match path {

@@ -1,16 +1,16 @@
 //! The mirror as an HTTP service, top to bottom: the hyper service ([`service`]), one
 //! worker's mirror and the way a request takes through it ([`mirror`]), what each path asks
-//! for and which registry it goes to ([`routes`]), the mirror's own endpoints ([`health`]),
-//! a pull through the caches ([`pull`], [`manifest`]), its exchange with the registry
+//! for and which registry it goes to ([`paths`]), the mirror's own endpoints ([`health`]),
+//! a pull through the caches ([`pull`], [`manifest_pull`]), its exchange with the registry
 //! ([`exchange`]) and the answer made the client's ([`answer`]).
 
 pub mod answer;
 pub mod exchange;
 pub mod health;
-pub mod manifest;
+pub mod manifest_pull;
 pub mod mirror;
+pub mod paths;
 pub mod pull;
-pub mod routes;
 pub mod service;
 
 pub use mirror::{Mirror, Shared};

@@ -4,8 +4,8 @@
 
 use super::answer::{Answers, SentUpstream};
 use super::exchange::Exchange;
-use super::manifest::ManifestPull;
-use super::routes::Registries;
+use super::manifest_pull::ManifestPull;
+use super::paths::Registries;
 use crate::api::path::Endpoint;
 use crate::api::Route;
 use crate::auth::credentials::Login;

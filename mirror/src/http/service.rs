@@ -1,5 +1,5 @@
 //! The mirror as a hyper service: every request goes to [`Mirror::handle`]. No router
-//! framework: the mirror's paths are matched in `routes.rs`, and a router in front would
+//! framework: the mirror's paths are matched in `paths.rs`, and a router in front would
 //! only add its own per-request work (one boxed future per request here).
 
 use super::mirror::Mirror;

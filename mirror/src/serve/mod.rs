@@ -1,7 +1,8 @@
 //! What reaches the client: the workers and their accept loop ([`server`]), TLS
 //! ([`tls`]), the runtime, socket and hyper settings ([`tuning`]), the one response body
 //! type ([`body`]) with its digest check ([`verify`]) and its log line ([`log`]), and
-//! registry-style errors ([`errors`]). Nothing here knows the mirror's routes.
+//! registry-style errors ([`errors`]). The server loop takes any hyper service: nothing here
+//! calls into the mirror's routes.
 
 pub mod body;
 pub mod errors;

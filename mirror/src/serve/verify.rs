@@ -79,7 +79,8 @@ impl std::fmt::Display for DigestMismatch {
 
 impl std::error::Error for DigestMismatch {}
 
-/// A body checked against an expected sha256 (or passed through when there is none).
+/// A body checked against an expected sha256 or sha512 digest (or passed through when
+/// there is none).
 ///
 /// One frame is always held back, and the last one is sent only once the digest matched:
 /// with `Content-Length` framing, an error after the last byte would reach the client as a

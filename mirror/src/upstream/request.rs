@@ -93,6 +93,16 @@ pub fn own_get(uri: Uri) -> UpstreamRequest {
     req
 }
 
+/// Whether the registry itself (not storage, after a redirect) refused the request with a
+/// `401`: only the registry's own challenge is one the mirror answers.
+pub fn refused_by_registry<B>(res: &http::Response<B>) -> bool {
+    res.status() == http::StatusCode::UNAUTHORIZED
+        && res
+            .extensions()
+            .get::<tower_signed_redirect::FollowedRedirect>()
+            .is_none()
+}
+
 /// Removes the headers that describe the upstream connection, hashing only those present.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut found = [false; 7];

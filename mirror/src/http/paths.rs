@@ -1,5 +1,5 @@
 //! What each path asks for, and which upstream registry a request is for: the client's
-//! path read once, the registry chosen (containerd's `ns`, a path prefix, or the default),
+//! path read, the registry chosen (containerd's `ns`, a path prefix, or the default),
 //! and the upstream path built from the client's.
 
 use crate::api::path::{self, Endpoint, Refused};
@@ -47,14 +47,6 @@ impl ClientPath<'_> {
                 _ => ClientPath::Unknown,
             },
         }
-    }
-
-    /// Whether the path needs no login to the mirror (health and metrics).
-    pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            ClientPath::Healthz | ClientPath::Readyz | ClientPath::Metrics
-        )
     }
 }
 
