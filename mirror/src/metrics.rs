@@ -46,16 +46,25 @@ pub enum ManifestEvent {
     Miss,
 }
 
-impl ManifestEvent {
-    /// Its name in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ManifestEvent::Hit => "hit",
-            ManifestEvent::Revalidated => "revalidated",
-            ManifestEvent::Stale => "stale",
-            ManifestEvent::Miss => "miss",
-        }
-    }
+/// What the blob store did: for a request (`hit`, `miss`, `fill`, `joined`), or to its
+/// objects (`fill_failed`, `evicted`, `unavailable`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Served from the store, nothing sent upstream for the content.
+    Hit,
+    /// Not in the store, and not stored by this request (not storable, or the store is
+    /// unavailable): streamed from upstream as without a store.
+    Miss,
+    /// Not in the store: downloaded once, served while it was written to the store.
+    Fill,
+    /// Served from another request's download as it was written (one download per digest).
+    Joined,
+    /// A download that was not stored: short, interrupted, or not its digest.
+    FillFailed,
+    /// An object removed to keep the store within `--blob-store-max-size`.
+    Evicted,
+    /// The store failed (a full disk, an unreachable bucket): nothing stored or read there.
+    Unavailable,
 }
 
 /// Which kind of hop a latency is for.
@@ -73,12 +82,19 @@ impl EncodeLabelValue for Route {
     }
 }
 
-/// Label values in lower case, as Prometheus names go.
+/// Names in lower case, as Prometheus names go, for logs and label values alike.
 macro_rules! label_values {
     ($($ty:ident { $($variant:ident => $name:literal),+ $(,)? })+) => {$(
+        impl $ty {
+            /// Its name in logs and metrics.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+        }
+
         impl EncodeLabelValue for $ty {
             fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-                encoder.write_str(match self { $($ty::$variant => $name),+ })
+                encoder.write_str(self.as_str())
             }
         }
     )+};
@@ -90,6 +106,10 @@ label_values! {
     ManifestEvent { Hit => "hit", Revalidated => "revalidated", Stale => "stale", Miss => "miss" }
     Joined { Blob => "blob", Manifest => "manifest" }
     Hop { Upstream => "upstream", Storage => "storage" }
+    StoreEvent {
+        Hit => "hit", Miss => "miss", Fill => "fill", Joined => "joined",
+        FillFailed => "fill_failed", Evicted => "evicted", Unavailable => "unavailable",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,6 +167,10 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamRequestLabels, Counter>,
     /// By [`Joined`], in declaration order.
     joins: [Counter; 2],
+    /// By [`StoreEvent`], in declaration order.
+    store: [Counter; 7],
+    store_bytes: Gauge,
+    store_objects: Gauge,
 }
 
 /// A new metric of type `M`, registered as `name` with `help`.
@@ -230,6 +254,22 @@ impl Metrics {
                 "kind",
                 [Joined::Blob, Joined::Manifest],
             ),
+            store: series(
+                r,
+                ("blob_store", "Blob store: hits, misses, fills, joins, failed fills, evictions, store failures"),
+                "event",
+                [
+                    StoreEvent::Hit,
+                    StoreEvent::Miss,
+                    StoreEvent::Fill,
+                    StoreEvent::Joined,
+                    StoreEvent::FillFailed,
+                    StoreEvent::Evicted,
+                    StoreEvent::Unavailable,
+                ],
+            ),
+            store_bytes: register(r, "blob_store_bytes", "Bytes of blobs and manifests in the blob store"),
+            store_objects: register(r, "blob_store_objects", "Blobs and manifests in the blob store"),
             digest_mismatches: register(r, "digest_mismatches", "Blob bodies that did not match their digest (--verify-digests)"),
             registry,
         }
@@ -302,6 +342,17 @@ impl Metrics {
     /// Counts a request that waited for another's upstream round trip.
     pub fn joined(&self, kind: Joined) {
         self.joins[kind as usize].inc();
+    }
+
+    /// Counts what the blob store did.
+    pub fn store(&self, event: StoreEvent) {
+        self.store[event as usize].inc();
+    }
+
+    /// Sets what the blob store holds: `bytes` in `objects`.
+    pub fn store_holds(&self, bytes: u64, objects: u64) {
+        self.store_bytes.set(bytes.min(i64::MAX as u64) as i64);
+        self.store_objects.set(objects.min(i64::MAX as u64) as i64);
     }
 
     /// Counts a blob body whose digest did not match.

@@ -82,6 +82,47 @@ pub struct Options {
     #[arg(long, env = "MIRROR_SERVE_STALE", default_value = "24h", value_parser = parse_duration)]
     pub serve_stale: Duration,
 
+    /// Where the mirror keeps its state: the blob store (unless `--blob-store` says
+    /// otherwise) and the downloads in flight. Default: `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`), else `$XDG_DATA_HOME/registry-mirror`, else
+    /// `~/.local/share/registry-mirror`. Created at start.
+    #[arg(long, env = "MIRROR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Where blobs and manifests are kept, by digest: a directory (default:
+    /// `<data-dir>/blobs`), `s3://bucket/prefix` (any S3-compatible store: with `--s3-*`),
+    /// or `none` (stream every blob from upstream).
+    #[arg(long, env = "MIRROR_BLOB_STORE")]
+    pub blob_store: Option<String>,
+
+    /// The most the blob store holds: past it, the least recently used blobs go until it
+    /// holds 90% of it (`20GiB`, `500MiB`, or bytes).
+    #[arg(long, env = "MIRROR_BLOB_STORE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
+    pub blob_store_max_size: u64,
+
+    /// The S3 endpoint of an `s3://` blob store (`https://<account>.r2.cloudflarestorage.com`,
+    /// `http://minio.internal:9000`); default: AWS S3 in `--s3-region`.
+    #[arg(long, env = "MIRROR_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// The region of an `s3://` blob store (`auto` for R2).
+    #[arg(long, env = "MIRROR_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// The access key id of an `s3://` blob store (else `AWS_ACCESS_KEY_ID`).
+    #[arg(long, env = "MIRROR_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+
+    /// The secret access key of an `s3://` blob store (else `AWS_SECRET_ACCESS_KEY`); keep
+    /// it in the environment, out of `ps`.
+    #[arg(long, env = "MIRROR_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
+    /// Address an `s3://` blob store's bucket as `<bucket>.<endpoint>` (AWS's
+    /// virtual-hosted style) instead of `<endpoint>/<bucket>`.
+    #[arg(long, env = "MIRROR_S3_VIRTUAL_HOSTED_STYLE")]
+    pub s3_virtual_hosted_style: bool,
+
     /// The mirror's own credentials for upstreams: a Docker `config.json` (`auths`, keyed by
     /// registry host, with `auth` = base64 `user:password`, or `identitytoken`). With them
     /// the mirror logs in itself and clients need no login.
@@ -197,6 +238,64 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => Err(format!(
             "invalid duration unit in {s:?} (use ms, s, m or h)"
         )),
+    }
+}
+
+/// `20GiB`, `500MiB`, `64KiB`, `1GB` (powers of 1000), or bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let unit: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+impl Options {
+    /// `--data-dir`, or its default: `$STATE_DIRECTORY`, `$XDG_DATA_HOME/registry-mirror`,
+    /// `~/.local/share/registry-mirror`, in that order (`./registry-mirror-data` without a
+    /// home directory).
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        let env = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(dir) = env("STATE_DIRECTORY") {
+            // systemd may list several, separated by colons: the first is ours.
+            let first = dir
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return PathBuf::from(first);
+        }
+        if let Some(dir) = env("XDG_DATA_HOME") {
+            return dir.join("registry-mirror");
+        }
+        match env("HOME") {
+            Some(home) => home.join(".local/share/registry-mirror"),
+            None => PathBuf::from("registry-mirror-data"),
+        }
     }
 }
 

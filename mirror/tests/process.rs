@@ -18,11 +18,13 @@ impl Drop for Running {
     }
 }
 
-/// The binary, started with `workers` workers on a port of the OS's choosing; its address
-/// comes from its "ready" log line.
-fn start(workers: usize) -> (Running, SocketAddr) {
+/// The binary, started with `workers` workers on a port of the OS's choosing, its state in
+/// `data` (the default blob store included); its address comes from its "ready" log line.
+fn start(workers: usize, data: &std::path::Path) -> (Running, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_registry-mirror"))
         .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+        .arg("--data-dir")
+        .arg(data)
         // Never asked: only /metrics is requested.
         .args(["--upstream", "none=http://127.0.0.1:9"])
         .args(["--log", "info", "--log-format", "json"])
@@ -78,7 +80,8 @@ fn get_metrics(conn: &mut TcpStream) -> String {
 
 #[test]
 fn every_workers_connections_are_answered_and_sigterm_ends_the_process() {
-    let (mut running, addr) = start(3);
+    let data = tempfile::tempdir().unwrap();
+    let (mut running, addr) = start(3, data.path());
     let child = &mut running.0;
     // 24 connections, open at once. The kernel spreads them over the three workers'
     // listeners (`SO_REUSEPORT` hashes each connection), so a worker that did not serve

@@ -4,3 +4,4 @@
 
 pub mod manifests;
 pub mod redirects;
+pub mod store;

@@ -6,7 +6,7 @@
 use crate::api::Route;
 use crate::auth::credentials::Login;
 use crate::auth::token_endpoint::ChallengeRewriter;
-use crate::metrics::{Decision, Joined, Metrics, RedirectCacheEvent};
+use crate::metrics::{Decision, Joined, Metrics, RedirectCacheEvent, StoreEvent};
 use crate::serve::body::{IdleTimeout, MirrorBody, UpstreamBody};
 use crate::serve::errors::{registry_error, upstream_failure};
 use crate::serve::log::{Metered, RequestLog};
@@ -31,6 +31,8 @@ pub struct SentUpstream {
     pub started: Instant,
     /// What the client's request was for.
     pub route: Route,
+    /// What the blob store did for the request, if it was asked.
+    pub store: Option<StoreEvent>,
 }
 
 /// Makes upstream answers the client's.
@@ -141,14 +143,8 @@ impl Answers {
             self.challenges
                 .rewrite_challenges(&mut head.headers, parts, registry);
         }
-        let mut log = RequestLog::new(
-            parts,
-            registry.name.clone(),
-            sent.route,
-            head.status.as_u16(),
-            self.metrics.clone(),
-        );
-        self.count(&mut head, &registry.name, &mut log);
+        let mut log = self.log_upstream(registry, parts, sent.route, &mut head);
+        log.store = sent.store;
         // Any 2xx to a whole-blob GET is checked (storage's 203 or unasked-for 206 too); a
         // Range the client asked for cannot be.
         let expected = (self.verify_digests
@@ -158,19 +154,50 @@ impl Answers {
         .then(|| verify::expected_digest(sent.uri.path()))
         .flatten();
         // A body that does not match must not be served again from a cached URL.
-        if let (Some(_), Some(_), Some(cache)) = (&expected, &log.followed, &self.redirects) {
-            let mut req = Request::new(());
-            *req.uri_mut() = sent.uri;
-            if let Some(identity) = sent.identity {
-                req.extensions_mut().insert(identity);
-            }
-            log.forget = Some((cache.clone(), req));
+        if let (Some(_), Some(_)) = (&expected, &log.followed) {
+            log.forget = self.cached_redirect(&sent.uri, sent.identity);
         }
         let body = Verified::new(IdleTimeout::new(body, self.idle_timeout), expected);
         Response::from_parts(
             head,
             MirrorBody::Upstream(Metered::new(body, log, sent.started)),
         )
+    }
+
+    /// The log of a request whose upstream answer has the head `head`: what the answer says
+    /// is counted, and noted in the log.
+    pub fn log_upstream(
+        &self,
+        registry: &Registry,
+        parts: &Parts,
+        route: Route,
+        head: &mut response::Parts,
+    ) -> RequestLog {
+        let mut log = RequestLog::new(
+            parts,
+            registry.name.clone(),
+            route,
+            head.status.as_u16(),
+            self.metrics.clone(),
+        );
+        self.count(head, &registry.name, &mut log);
+        log
+    }
+
+    /// Where the redirect cache keeps the storage URL of a request for `uri` by `identity`:
+    /// to drop it when the content it led to did not match its digest.
+    pub fn cached_redirect(
+        &self,
+        uri: &Uri,
+        identity: Option<CacheIdentity>,
+    ) -> Option<(RedirectCache, Request<()>)> {
+        let cache = self.redirects.clone()?;
+        let mut req = Request::new(());
+        *req.uri_mut() = uri.clone();
+        if let Some(identity) = identity {
+            req.extensions_mut().insert(identity);
+        }
+        Some((cache, req))
     }
 
     /// Counts what the answer says (the registry's rate limit, what happened to its

@@ -19,7 +19,7 @@ pub struct Exchange<'a> {
     /// The client's request.
     pub parts: &'a Parts,
     /// How requests go upstream with each registry's login.
-    pub logins: &'a Logins,
+    pub logins: &'a Arc<Logins>,
     /// How answers are made the client's.
     pub answers: &'a Answers,
     /// When the client's request came in.

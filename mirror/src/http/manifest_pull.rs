@@ -5,10 +5,11 @@
 
 use super::answer::SentUpstream;
 use super::exchange::Exchange;
+use super::manifest_store::StoredManifests;
 use crate::api::Route;
 use crate::auth::identity::Identity;
 use crate::cache::manifests::{self, Manifest, ManifestCache, ManifestKey, MAX_MANIFEST};
-use crate::metrics::{Joined, ManifestEvent, Metrics};
+use crate::metrics::{Joined, ManifestEvent, Metrics, StoreEvent};
 use crate::serve::body::MirrorBody;
 use crate::serve::errors::{registry_error, upstream_failure};
 use crate::serve::log::RequestLog;
@@ -26,16 +27,24 @@ const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-conten
 /// Manifest pulls through the cache.
 pub struct ManifestPull {
     cache: Arc<ManifestCache>,
+    /// The cache's copy in the blob store, if there is one.
+    stored: Option<StoredManifests>,
     serve_stale: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl ManifestPull {
-    /// Pulls through `cache`, serving cached tags up to `serve_stale` after they were
-    /// fetched while the upstream fails.
-    pub fn new(cache: Arc<ManifestCache>, serve_stale: Duration, metrics: Arc<Metrics>) -> Self {
+    /// Pulls through `cache` (and what `stored` kept of it), serving cached tags up to
+    /// `serve_stale` after they were fetched while the upstream fails.
+    pub fn new(
+        cache: Arc<ManifestCache>,
+        stored: Option<StoredManifests>,
+        serve_stale: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ManifestPull {
             cache,
+            stored,
             serve_stale,
             metrics,
         }
@@ -51,12 +60,18 @@ impl ManifestPull {
         let key = manifest_key(exchange, &uri, who);
         let reference = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
         let by_digest = reference.contains(':');
-        let cached = self.cache.get(&key);
+        let (cached, store) = match self.cache.get(&key) {
+            Some(manifest) => (Some(manifest), None),
+            None => self.restore(exchange, &key, &uri, who).await,
+        };
         if let Some(manifest) = &cached {
             if by_digest {
-                return self.serve(exchange, manifest, ManifestEvent::Hit);
+                return self.serve(exchange, manifest, (ManifestEvent::Hit, store));
             }
-            if let Some(res) = self.revalidate(exchange, &uri, &key, manifest).await {
+            if let Some(res) = self
+                .revalidate(exchange, &uri, &key, (manifest, store))
+                .await
+            {
                 return res;
             }
         }
@@ -71,9 +86,21 @@ impl ManifestPull {
                 .get(&key)
                 .filter(|m| cached.as_ref().is_none_or(|old| !Arc::ptr_eq(old, m)));
             if let Some(manifest) = newer {
-                return self.serve(exchange, &manifest, ManifestEvent::Hit);
+                return self.serve(exchange, &manifest, (ManifestEvent::Hit, None));
             }
         }
+        self.fetch(exchange, (key, uri), who, (cached, store)).await
+    }
+
+    /// Fetches the manifest from the upstream (or, as it fails, serves `cached` stale), and
+    /// keeps what a `GET` fetched.
+    async fn fetch(
+        &self,
+        exchange: &Exchange<'_>,
+        (key, uri): (ManifestKey, Uri),
+        who: &Identity,
+        (cached, store): (Option<Arc<Manifest>>, Option<StoreEvent>),
+    ) -> Response<MirrorBody> {
         let method = &exchange.parts.method;
         let marks = RequestMarks::uncached(Route::Manifest);
         let answer = exchange.send(&uri, method, marks).await;
@@ -81,20 +108,21 @@ impl ManifestPull {
         if let Some(manifest) = cached.as_ref().filter(|m| self.stale_ok(m)) {
             if answer.as_ref().map_or(true, |res| failing(res.status())) {
                 tracing::warn!(upstream = %exchange.registry.name, path = exchange.parts.uri.path(), "upstream failing: serving a stale manifest");
-                return self.serve(exchange, manifest, ManifestEvent::Stale);
+                return self.serve(exchange, manifest, (ManifestEvent::Stale, store));
             }
         }
         let keep =
             *method == Method::GET && matches!(&answer, Ok(res) if res.status() == StatusCode::OK);
         let sent = SentUpstream {
-            uri,
+            uri: uri.clone(),
             identity: None,
             started: exchange.started,
             route: Route::Manifest,
+            store: None,
         };
         let res = exchange.respond(sent, answer);
         match keep {
-            true => self.keep(res, key, &reference, who).await,
+            true => self.keep(exchange, res, (key, &uri), who).await,
             false => res,
         }
     }
@@ -107,7 +135,7 @@ impl ManifestPull {
         exchange: &Exchange<'_>,
         uri: &Uri,
         key: &ManifestKey,
-        manifest: &Arc<Manifest>,
+        (manifest, store): (&Arc<Manifest>, Option<StoreEvent>),
     ) -> Option<Response<MirrorBody>> {
         let marks = RequestMarks::uncached(Route::Manifest);
         let (registry, path) = (&exchange.registry.name, exchange.parts.uri.path());
@@ -116,15 +144,15 @@ impl ManifestPull {
                 if res.status() == StatusCode::OK
                     && res.headers().get(DOCKER_CONTENT_DIGEST) == Some(&manifest.digest) =>
             {
-                Some(self.serve(exchange, manifest, ManifestEvent::Revalidated))
+                Some(self.serve(exchange, manifest, (ManifestEvent::Revalidated, store)))
             }
             Ok(res) if failing(res.status()) && self.stale_ok(manifest) => {
                 tracing::warn!(upstream = %registry, path, status = res.status().as_u16(), "upstream failing: serving a stale manifest");
-                Some(self.serve(exchange, manifest, ManifestEvent::Stale))
+                Some(self.serve(exchange, manifest, (ManifestEvent::Stale, store)))
             }
             Err(e) if self.stale_ok(manifest) => {
                 tracing::warn!(upstream = %registry, path, error = %upstream_failure(&e).1, "upstream unreachable: serving a stale manifest");
-                Some(self.serve(exchange, manifest, ManifestEvent::Stale))
+                Some(self.serve(exchange, manifest, (ManifestEvent::Stale, store)))
             }
             Ok(res) if res.status() == StatusCode::NOT_FOUND => {
                 self.cache.remove(key);
@@ -137,11 +165,12 @@ impl ManifestPull {
     /// Reads the upstream's manifest in `res` whole, keeps it for `key`, and answers with it.
     async fn keep(
         &self,
+        exchange: &Exchange<'_>,
         res: Response<MirrorBody>,
-        key: ManifestKey,
-        reference: &str,
+        (key, uri): (ManifestKey, &Uri),
         who: &Identity,
     ) -> Response<MirrorBody> {
+        let reference = uri.path().rsplit('/').next().unwrap_or_default();
         let (head, body) = res.into_parts();
         let Ok(body) = http_body_util::Limited::new(body, MAX_MANIFEST)
             .collect()
@@ -167,16 +196,17 @@ impl ManifestPull {
             );
         }
         self.metrics.manifest(ManifestEvent::Miss);
-        self.cache.put(
-            key,
-            Manifest {
-                body: body.clone(),
-                content_type: head.headers.get(header::CONTENT_TYPE).cloned(),
-                digest,
-                fetched: Instant::now(),
-                valid_until: who.valid_until,
-            },
-        );
+        let manifest = Manifest {
+            body: body.clone(),
+            content_type: head.headers.get(header::CONTENT_TYPE).cloned(),
+            digest,
+            fetched: Instant::now(),
+            valid_until: who.valid_until,
+        };
+        if let Some(stored) = &self.stored {
+            stored.keep(exchange, &key, uri, who, &manifest);
+        }
+        self.cache.put(key, manifest);
         let mut res = Response::from_parts(head, MirrorBody::Local(Full::new(body)));
         res.headers_mut().remove(header::TRANSFER_ENCODING);
         res
@@ -187,12 +217,33 @@ impl ManifestPull {
         manifests::servable_stale(manifest.fetched, self.serve_stale)
     }
 
-    /// A cached manifest as the upstream would have answered it, counted and logged.
+    /// The manifest `key` names, from the store (and now in the cache too), with the store's
+    /// event for the log.
+    async fn restore(
+        &self,
+        exchange: &Exchange<'_>,
+        key: &ManifestKey,
+        uri: &Uri,
+        who: &Identity,
+    ) -> (Option<Arc<Manifest>>, Option<StoreEvent>) {
+        let Some(stored) = &self.stored else {
+            return (None, None);
+        };
+        let Some(manifest) = stored.restore(exchange, key, uri, who).await else {
+            return (None, None);
+        };
+        self.metrics.store(StoreEvent::Hit);
+        self.cache.put(key.clone(), manifest);
+        (self.cache.get(key), Some(StoreEvent::Hit))
+    }
+
+    /// A cached manifest as the upstream would have answered it, counted and logged (with
+    /// the blob store's part, if it had one).
     fn serve(
         &self,
         exchange: &Exchange<'_>,
         manifest: &Manifest,
-        event: ManifestEvent,
+        (event, store): (ManifestEvent, Option<StoreEvent>),
     ) -> Response<MirrorBody> {
         self.metrics.manifest(event);
         let parts = exchange.parts;
@@ -213,6 +264,7 @@ impl ManifestPull {
         let registry = exchange.registry.name.clone();
         let mut log = RequestLog::new(parts, registry, Route::Manifest, 200, self.metrics.clone());
         log.manifest_cache = Some(event);
+        log.store = store;
         log.finish(body.len() as u64, "complete", exchange.started);
         res
     }

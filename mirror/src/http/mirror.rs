@@ -1,8 +1,10 @@
 //! One worker's mirror, and the way every request takes through it: [`Mirror::handle`].
 
 use super::answer::Answers;
+use super::blob_pull::BlobPull;
 use super::health::{self, Readiness};
 use super::manifest_pull::ManifestPull;
+use super::manifest_store::StoredManifests;
 use super::paths::{with_namespace, ClientPath, Registries};
 use super::pull::Pull;
 use crate::auth::credentials::{self, Login};
@@ -13,6 +15,7 @@ use crate::auth::token_endpoint::{ChallengeRewriter, TokenEndpoint};
 use crate::auth::tokens::Tokens;
 use crate::cache::manifests::ManifestCache;
 use crate::cache::redirects::redirect_cache;
+use crate::cache::store::blobs::BlobStore;
 use crate::metrics::Metrics;
 use crate::options::{Options, RedirectMode};
 use crate::serve::body::MirrorBody;
@@ -34,6 +37,8 @@ pub struct Shared {
     pub redirects: Option<RedirectCache>,
     /// The manifest cache (`--manifest-cache`), if on.
     pub manifests: Option<Arc<ManifestCache>>,
+    /// The blob store (`--blob-store`), if on.
+    pub blobs: Option<Arc<BlobStore>>,
     /// The tokens the mirror logged in for with its own credentials.
     pub tokens: Arc<Tokens>,
     /// The tokens `/token/` handed out to clients: whom to, until when.
@@ -45,21 +50,33 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The shared state `options` ask for, empty to start; the `--htpasswd` file is read
-    /// here.
+    /// [`Shared::open`], outside any runtime (the binary, before its workers start): on a
+    /// runtime of its own, for the blob store's listing. Panics inside a runtime.
     pub fn new(options: &Options) -> Result<Shared, String> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(Shared::open(options))
+    }
+
+    /// The shared state `options` ask for: the `--htpasswd` file read, the blob store
+    /// opened (what it holds read back from it), the caches empty.
+    pub async fn open(options: &Options) -> Result<Shared, String> {
         let users = match &options.htpasswd {
             Some(path) => Some(Arc::new(Users::load(path)?)),
             None => None,
         };
+        let metrics = Arc::new(Metrics::new());
         Ok(Shared {
+            blobs: BlobStore::open(options, metrics.clone()).await?,
             redirects: redirect_cache(options),
             manifests: (options.manifest_cache > 0)
                 .then(|| Arc::new(ManifestCache::new(options.manifest_cache))),
             tokens: Arc::default(),
             issued: Arc::default(),
             users,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
         })
     }
 }
@@ -109,14 +126,19 @@ impl Mirror {
             options.verify_digests,
             options.idle_timeout,
         );
+        let stored = || shared.blobs.clone().map(StoredManifests::new);
         let manifests = shared
             .manifests
-            .map(|cache| ManifestPull::new(cache, options.serve_stale, metrics.clone()));
+            .map(|cache| ManifestPull::new(cache, stored(), options.serve_stale, metrics.clone()));
+        let wait = options.connect_timeout + options.response_timeout;
+        let blobs = shared
+            .blobs
+            .map(|store| BlobPull::new(store, metrics.clone(), wait));
         let pull = Pull::new(
             logins,
             shared.issued.clone(),
             answers,
-            manifests,
+            (manifests, blobs),
             shared.redirects.is_some(),
             options.verify_digests,
         );

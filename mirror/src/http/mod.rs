@@ -5,9 +5,12 @@
 //! ([`exchange`]) and the answer made the client's ([`answer`]).
 
 pub mod answer;
+pub mod blob_answer;
+pub mod blob_pull;
 pub mod exchange;
 pub mod health;
 pub mod manifest_pull;
+pub mod manifest_store;
 pub mod mirror;
 pub mod paths;
 pub mod pull;

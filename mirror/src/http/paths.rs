@@ -59,6 +59,9 @@ pub struct Target<'a> {
     pub uri: Uri,
     /// What is asked of the repository.
     pub endpoint: Endpoint<'a>,
+    /// The repository, as the registry names it (`library/alpine` for Docker Hub's
+    /// `alpine`).
+    pub repository: std::borrow::Cow<'a, str>,
 }
 
 /// The upstream registries, the first the default.
@@ -163,10 +166,15 @@ impl Registries {
                 PathAndQuery::try_from(path).map_err(|_| Refused::NameInvalid)?
             }
         };
+        let repository = match library {
+            true => format!("library/{name}").into(),
+            false => name.into(),
+        };
         Ok(Target {
             uri: registry.uri(path),
             registry,
             endpoint: api.endpoint,
+            repository,
         })
     }
 }

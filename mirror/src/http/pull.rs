@@ -3,6 +3,7 @@
 //! get here.
 
 use super::answer::{Answers, SentUpstream};
+use super::blob_pull::{BlobAsked, BlobPull};
 use super::exchange::Exchange;
 use super::manifest_pull::ManifestPull;
 use super::paths::Registries;
@@ -12,6 +13,7 @@ use crate::auth::credentials::Login;
 use crate::auth::identity::Identity;
 use crate::auth::issued::IssuedTokens;
 use crate::auth::logins::Logins;
+use crate::cache::store::keys::{ContentDigest, Reader};
 use crate::serve::body::MirrorBody;
 use crate::serve::errors::registry_error;
 use crate::serve::verify;
@@ -24,11 +26,13 @@ use std::time::Instant;
 
 /// Pulls from the upstream registries, through the caches.
 pub struct Pull {
-    logins: Logins,
+    logins: Arc<Logins>,
     issued: Arc<IssuedTokens>,
     answers: Answers,
     /// The manifest cache's way, with `--manifest-cache` above 0.
     manifests: Option<ManifestPull>,
+    /// The blob store's way, unless `--blob-store none`.
+    blobs: Option<BlobPull>,
     /// Whether the redirect cache is on.
     redirect_cache: bool,
     verify_digests: bool,
@@ -40,15 +44,16 @@ impl Pull {
         logins: Logins,
         issued: Arc<IssuedTokens>,
         answers: Answers,
-        manifests: Option<ManifestPull>,
+        (manifests, blobs): (Option<ManifestPull>, Option<BlobPull>),
         redirect_cache: bool,
         verify_digests: bool,
     ) -> Pull {
         Pull {
-            logins,
+            logins: Arc::new(logins),
             issued,
             answers,
             manifests,
+            blobs,
             redirect_cache,
             verify_digests,
         }
@@ -96,7 +101,33 @@ impl Pull {
             }
         }
         let route = target.route();
+        if let (Endpoint::Blob(digest), Some(blobs)) = (target.endpoint, &self.blobs) {
+            let who = self.identity(&target.registry, parts, route);
+            let digest = ContentDigest::parse(&format!("{}:{}", digest.algorithm, digest.encoded));
+            if let (Some(who), Some(digest)) = (who, digest) {
+                let exchange = self.exchange(&target.registry, parts);
+                let reader = Reader::of(&who, &target.registry.name, &target.repository);
+                let asked = BlobAsked {
+                    uri: &target.uri,
+                    repository: &target.repository,
+                    digest,
+                    identity: self.redirect_cache.then(|| who.cache_identity()),
+                };
+                return blobs.answer(&exchange, asked, reader).await;
+            }
+        }
         self.send(&target.registry, parts, target.uri, route).await
+    }
+
+    /// A client's request on its way to `registry`.
+    fn exchange<'a>(&'a self, registry: &'a Arc<Registry>, parts: &'a Parts) -> Exchange<'a> {
+        Exchange {
+            registry,
+            parts,
+            logins: &self.logins,
+            answers: &self.answers,
+            started: Instant::now(),
+        }
     }
 
     /// Sends the client's `GET` or `HEAD` to `uri` on `registry` and streams the answer back,
@@ -109,13 +140,7 @@ impl Pull {
         uri: Uri,
         route: Route,
     ) -> Response<MirrorBody> {
-        let exchange = Exchange {
-            registry,
-            parts,
-            logins: &self.logins,
-            answers: &self.answers,
-            started: Instant::now(),
-        };
+        let exchange = self.exchange(registry, parts);
         // Who is asking, for the caches (worked out only for what a cache keeps: it hashes
         // the client's credentials).
         let who = self.identity(registry, parts, route);
@@ -128,8 +153,8 @@ impl Pull {
             .filter(|_| route == Route::Blob)
             .map(|who| who.cache_identity());
         let marks = RequestMarks {
-            route,
             identity: identity.clone(),
+            ..RequestMarks::uncached(route)
         };
         let answer = exchange.send(&uri, &parts.method, marks).await;
         let sent = SentUpstream {
@@ -137,6 +162,7 @@ impl Pull {
             identity,
             started: exchange.started,
             route,
+            store: None,
         };
         exchange.respond(sent, answer)
     }
@@ -147,7 +173,7 @@ impl Pull {
     fn identity(&self, registry: &Registry, parts: &Parts, route: Route) -> Option<Identity> {
         let cacheable = match route {
             Route::Manifest => self.manifests.is_some(),
-            Route::Blob => self.redirect_cache,
+            Route::Blob => self.redirect_cache || self.blobs.is_some(),
             _ => false,
         };
         match self.logins.login(registry) {

@@ -27,6 +27,8 @@ pub enum MirrorBody {
     Upstream(Metered<Verified<IdleTimeout<UpstreamBody>>>),
     /// A body the mirror wrote itself, whole.
     Local(http_body_util::Full<Bytes>),
+    /// A body from the blob store (stored, or a download as it arrives), counted and logged.
+    Stored(Metered<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>),
 }
 
 impl Body for MirrorBody {
@@ -40,6 +42,7 @@ impl Body for MirrorBody {
         match self.get_mut() {
             MirrorBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             MirrorBody::Local(body) => Pin::new(body).poll_frame(cx).map_err(|e| match e {}),
+            MirrorBody::Stored(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -47,6 +50,7 @@ impl Body for MirrorBody {
         match self {
             MirrorBody::Upstream(body) => body.is_end_stream(),
             MirrorBody::Local(body) => body.is_end_stream(),
+            MirrorBody::Stored(body) => body.is_end_stream(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Body for MirrorBody {
         match self {
             MirrorBody::Upstream(body) => body.size_hint(),
             MirrorBody::Local(body) => body.size_hint(),
+            MirrorBody::Stored(body) => body.size_hint(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::verify::DigestMismatch;
 use crate::api::Route;
-use crate::metrics::{Decision, ManifestEvent, Metrics, RedirectCacheEvent};
+use crate::metrics::{Decision, ManifestEvent, Metrics, RedirectCacheEvent, StoreEvent};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -34,6 +34,8 @@ pub struct RequestLog {
     pub redirect_cache: Option<RedirectCacheEvent>,
     /// What the manifest cache did, if it answered.
     pub manifest_cache: Option<ManifestEvent>,
+    /// What the blob store did, if it was asked.
+    pub store: Option<StoreEvent>,
     /// Set when the layer followed a redirect to storage.
     pub followed: Option<tower_signed_redirect::FollowedRedirect>,
     /// Where the request and its bytes are counted.
@@ -60,6 +62,7 @@ impl RequestLog {
             redirect: None,
             redirect_cache: None,
             manifest_cache: None,
+            store: None,
             followed: None,
             metrics,
         }
@@ -76,18 +79,8 @@ impl RequestLog {
             return;
         }
         let followed = self.followed.as_ref();
-        let redirect = match self.redirect {
-            Some(Decision::Followed) => "followed",
-            Some(Decision::Passed) => "passed",
-            Some(Decision::Refused) => "refused",
-            None => "none",
-        };
-        let cache = match self.redirect_cache {
-            Some(RedirectCacheEvent::Hit) => "hit",
-            Some(RedirectCacheEvent::Miss) => "miss",
-            Some(RedirectCacheEvent::Refresh) => "refresh",
-            None => "",
-        };
+        let redirect = self.redirect.map_or("none", Decision::as_str);
+        let cache = self.redirect_cache.map_or("", RedirectCacheEvent::as_str);
         tracing::info!(
             method = %self.method,
             path = self.uri.path(),
@@ -99,6 +92,7 @@ impl RequestLog {
             redirect,
             cache,
             manifest_cache = self.manifest_cache.map(ManifestEvent::as_str),
+            store = self.store.map(StoreEvent::as_str),
             hops = followed.map_or(0, |f| f.hops()),
             scheme = followed.map_or("", |f| f.scheme().as_str()),
             storage = followed.map_or("", |f| f.storage_url()),

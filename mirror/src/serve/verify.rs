@@ -27,6 +27,11 @@ pub enum Expected {
 /// The expected digest of a `blobs/sha256:<64 hex>` or `blobs/sha512:<128 hex>` path.
 pub fn expected_digest(path: &str) -> Option<Expected> {
     let (_, digest) = path.rsplit_once("/blobs/")?;
+    expected(digest)
+}
+
+/// What `sha256:<64 hex>` or `sha512:<128 hex>` says content must hash to.
+pub fn expected(digest: &str) -> Option<Expected> {
     let (algorithm, hex) = digest.split_once(':')?;
     match algorithm {
         "sha256" => {
@@ -44,24 +49,35 @@ pub fn expected_digest(path: &str) -> Option<Expected> {
 }
 
 /// A running hash of the algorithm a digest names.
-enum Hasher {
+pub enum DigestHasher {
+    /// Hashing with SHA-256.
     Sha256(Sha256),
+    /// Hashing with SHA-512.
     Sha512(Sha512),
 }
 
-impl Hasher {
-    fn update(&mut self, data: &[u8]) {
+impl DigestHasher {
+    /// A hash of the algorithm `expected` is of.
+    pub fn new(expected: &Expected) -> DigestHasher {
+        match expected {
+            Expected::Sha256(_) => DigestHasher::Sha256(Sha256::new()),
+            Expected::Sha512(_) => DigestHasher::Sha512(Sha512::new()),
+        }
+    }
+
+    /// Hashes `data` too.
+    pub fn update(&mut self, data: &[u8]) {
         match self {
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
+            DigestHasher::Sha256(h) => h.update(data),
+            DigestHasher::Sha512(h) => h.update(data),
         }
     }
 
     /// Whether what was hashed is `expected`.
-    fn matches(self, expected: &Expected) -> bool {
+    pub fn matches(self, expected: &Expected) -> bool {
         match (self, expected) {
-            (Hasher::Sha256(h), Expected::Sha256(e)) => h.finalize().as_slice() == e,
-            (Hasher::Sha512(h), Expected::Sha512(e)) => h.finalize().as_slice() == e,
+            (DigestHasher::Sha256(h), Expected::Sha256(e)) => h.finalize().as_slice() == e,
+            (DigestHasher::Sha512(h), Expected::Sha512(e)) => h.finalize().as_slice() == e,
             _ => false,
         }
     }
@@ -91,7 +107,7 @@ pub struct Verified<B> {
 }
 
 struct Check {
-    hasher: Option<Hasher>,
+    hasher: Option<DigestHasher>,
     expected: Expected,
     held: Option<Frame<Bytes>>,
     /// The inner body has ended (and the digest matched): only `held` is left to send.
@@ -104,10 +120,7 @@ impl<B> Verified<B> {
         Verified {
             inner,
             check: expected.map(|expected| Check {
-                hasher: Some(match expected {
-                    Expected::Sha256(_) => Hasher::Sha256(Sha256::new()),
-                    Expected::Sha512(_) => Hasher::Sha512(Sha512::new()),
-                }),
+                hasher: Some(DigestHasher::new(&expected)),
                 expected,
                 held: None,
                 ended: false,

@@ -37,6 +37,11 @@ use tower_signed_redirect::{
 /// Requests the mirror sends upstream: `GET` or `HEAD`, no body.
 pub type UpstreamRequest = Request<Empty<Bytes>>;
 
+/// Marks an upstream request that must not follow a redirect: the layer passes it, and its
+/// inner client sends it to the registry alone.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryOnly;
+
 /// hyper-util's client of the mirror's own requests (registries, token services).
 type RegistryHttpClient = Client<HttpsConnector<HttpConnector<Resolver>>, Empty<Bytes>>;
 /// hyper-util's client of storage hops: its connector is the SSRF guard's.
@@ -102,9 +107,14 @@ impl UpstreamClient {
         })
     }
 
-    /// Sends `req` and returns the answer's head with its body to stream.
+    /// Sends `req` and returns the answer's head with its body to stream. A request marked
+    /// [`RegistryOnly`] does not follow a redirect.
     pub async fn send(&self, req: UpstreamRequest) -> Result<Response<UpstreamBody>, BoxError> {
         match self.clone() {
+            UpstreamClient::Signed(client) if req.extensions().get::<RegistryOnly>().is_some() => {
+                let hops = client.into_inner();
+                Ok(hops.oneshot(req).await?.map(ResponseBody::new))
+            }
             UpstreamClient::Signed(client) => Ok(client.oneshot(req).await?),
             UpstreamClient::Naive(client) => Ok(client.oneshot(req).await?.map(ResponseBody::new)),
             UpstreamClient::Pass(client) => Ok(client.oneshot(req).await?.map(ResponseBody::new)),
@@ -203,7 +213,7 @@ impl<F: Future> Future for Timed<F> {
 }
 
 /// rustls with the webpki roots and `--upstream-ca`.
-fn tls_config(options: &Options) -> Result<rustls::ClientConfig, String> {
+pub fn tls_config(options: &Options) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &options.upstream_ca {

@@ -2,7 +2,7 @@
 //! client's headers go (an allowlist), what the mirror marks its own requests with, and which
 //! headers of the answer describe only the upstream connection.
 
-use super::client::UpstreamRequest;
+use super::client::{RegistryOnly, UpstreamRequest};
 use super::guard;
 use crate::api::Route;
 use http::header::{self, HeaderMap, HeaderName};
@@ -35,14 +35,31 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// What the mirror marks an upstream request with for its own use: the route (the
-/// upstream-request metric's label) and the request's identity in the redirect cache
-/// (none: the answer is neither cached nor served from the cache).
+/// upstream-request metric's label), the request's identity in the redirect cache (none:
+/// the answer is neither cached nor served from the cache), the part of the content it asks
+/// for, and whether a redirect may be followed.
 #[derive(Clone)]
 pub struct RequestMarks {
     /// What the client's request was for.
     pub route: Route,
     /// Who the request is in the redirect cache, if its answer may be cached.
     pub identity: Option<CacheIdentity>,
+    /// What part of the content is asked for.
+    pub range: RangeAsked,
+    /// Only the registry is asked: its redirect is the answer (a check that it would serve
+    /// the content, which needs nothing of storage).
+    pub registry_only: bool,
+}
+
+/// What part of the content an upstream request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeAsked {
+    /// What the client asked (its `Range` and `If-Range`, if any).
+    Client,
+    /// All of it (a download for the store).
+    Whole,
+    /// From this offset to the end (a download for the store, resumed).
+    From(u64),
 }
 
 impl RequestMarks {
@@ -51,6 +68,8 @@ impl RequestMarks {
         RequestMarks {
             route,
             identity: None,
+            range: RangeAsked::Client,
+            registry_only: false,
         }
     }
 }
@@ -72,10 +91,22 @@ pub fn upstream_request(
         Method::GET
     };
     *req.uri_mut() = uri;
+    let ranged = |name: &HeaderName| name == header::RANGE || name == header::IF_RANGE;
     for (name, value) in &parts.headers {
-        if FORWARDED.contains(name) && (credentials || name != header::AUTHORIZATION) {
+        if FORWARDED.contains(name)
+            && (credentials || name != header::AUTHORIZATION)
+            && (marks.range == RangeAsked::Client || !ranged(name))
+        {
             req.headers_mut().append(name.clone(), value.clone());
         }
+    }
+    if let RangeAsked::From(offset) = marks.range {
+        let range = http::HeaderValue::from_str(&format!("bytes={offset}-"))
+            .expect("a number is a valid header value");
+        req.headers_mut().insert(header::RANGE, range);
+    }
+    if marks.registry_only {
+        req.extensions_mut().insert(RegistryOnly);
     }
     req.extensions_mut().insert(guard::OwnRequest);
     req.extensions_mut().insert(marks.route);

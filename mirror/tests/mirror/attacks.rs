@@ -995,6 +995,8 @@ fn the_naive_control_never_carries_the_mirrors_login() {
         USER,
         "--upstream-password",
         PASSWORD,
+        "--blob-store",
+        "none",
     ]);
     let shared = registry_mirror::Shared::new(&options).unwrap();
     match registry_mirror::Mirror::new(&options, shared) {

@@ -14,6 +14,8 @@ mod attacks;
 mod logins;
 mod manifests;
 mod production;
+mod store;
+mod store_attacks;
 
 use bytes::Bytes;
 use clap::Parser;

@@ -1,0 +1,278 @@
+//! Where the store's objects live: a local directory or an S3-compatible bucket, both
+//! through `object_store`, and the names objects have there. Downloads in flight are
+//! written to a spool directory first (`fill.rs`); what is in the store is whole and
+//! verified.
+//!
+//! ```text
+//! blobs/sha256/ab/<hex>                     a blob
+//! manifests/sha256/ab/<hex>/<media type>    a manifest (its media type base64url-encoded)
+//! access/<identity>@<registry>/<kind>/sha256/<hex>   what a shared identity fetched (empty)
+//! tags/<identity>@<registry>/<hash>         what a tag named when it was last fetched
+//! ```
+
+use super::keys::{ContentDigest, Kind, ObjectKey};
+use crate::options::Options;
+use base64::Engine;
+use futures_util::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The store's place, and the object store that reaches it.
+pub struct Backend {
+    /// The objects.
+    pub objects: Arc<dyn ObjectStore>,
+    /// The local directory, for a local store (its spool is `<dir>/spool`, so that a
+    /// verified download is committed by a rename).
+    pub local: Option<PathBuf>,
+    /// Where downloads in flight are written.
+    pub spool: PathBuf,
+    /// Where the store's objects start (an `s3://bucket/prefix`'s prefix).
+    prefix: Path,
+    /// How the place is named in logs (`s3://bucket/prefix` or the directory).
+    pub name: String,
+}
+
+impl Backend {
+    /// The store `--blob-store` names, created if it is a directory; `None` for `none`.
+    pub fn open(options: &Options) -> Result<Option<Backend>, String> {
+        let data_dir = options.data_dir();
+        let place = match options.blob_store.as_deref() {
+            Some("none") => return Ok(None),
+            Some(place) if place.starts_with("s3://") => place.to_owned(),
+            Some(dir) => dir.strip_prefix("file://").unwrap_or(dir).to_owned(),
+            None => data_dir.join("blobs").to_string_lossy().into_owned(),
+        };
+        if let Some(bucket_and_prefix) = place.strip_prefix("s3://") {
+            let (objects, prefix) = super::s3::open(options, bucket_and_prefix)?;
+            let spool = data_dir.join("spool");
+            std::fs::create_dir_all(&spool).map_err(|e| format!("{}: {e}", spool.display()))?;
+            return Ok(Some(Backend {
+                objects,
+                local: None,
+                spool,
+                prefix,
+                name: place,
+            }));
+        }
+        let dir = PathBuf::from(&place);
+        let bad = |e: &dyn std::fmt::Display| format!("--blob-store {place}: {e}");
+        std::fs::create_dir_all(dir.join("spool")).map_err(|e| bad(&e))?;
+        let objects = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| bad(&e))?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
+        Ok(Some(Backend {
+            objects: Arc::new(objects),
+            spool: dir.join("spool"),
+            local: Some(dir),
+            prefix: Path::default(),
+            name: place,
+        }))
+    }
+
+    /// Where `key`'s content is: a manifest's name holds its media type.
+    pub fn object_path(&self, key: &ObjectKey, media_type: Option<&str>) -> Path {
+        let digest = &key.digest;
+        let mut parts = vec![
+            key.kind.folder().to_owned(),
+            digest.algorithm().to_owned(),
+            digest.hex()[..2].to_owned(),
+            digest.hex().to_owned(),
+        ];
+        if let (Kind::Manifest, Some(media_type)) = (key.kind, media_type) {
+            parts.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(media_type));
+        }
+        self.path(parts)
+    }
+
+    /// The empty object that says the shared identity `scope` fetched `key`.
+    pub fn access_path(&self, scope: &str, key: &ObjectKey) -> Path {
+        self.path([
+            "access".to_owned(),
+            scope.to_owned(),
+            key.kind.folder().to_owned(),
+            key.digest.algorithm().to_owned(),
+            key.digest.hex().to_owned(),
+        ])
+    }
+
+    /// The record of what a tag named for the shared identity `scope`; `hash` names the
+    /// tag and the media types asked for.
+    pub fn tag_path(&self, scope: &str, hash: &str) -> Path {
+        self.path(["tags".to_owned(), scope.to_owned(), hash.to_owned()])
+    }
+
+    fn path(&self, parts: impl IntoIterator<Item = String>) -> Path {
+        self.prefix
+            .parts()
+            .map(|p| p.as_ref().to_owned())
+            .chain(parts)
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|p| object_store::path::PathPart::from(p.as_str()))
+            .collect()
+    }
+
+    /// What `path` (from a listing) names: an object and its media type, or a shared
+    /// identity's access to one.
+    pub fn read_listed(&self, path: &Path) -> Option<Listed> {
+        let parts: Vec<String> = path
+            .prefix_match(&self.prefix)?
+            .map(|p| decode(p.as_ref()))
+            .collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let key = |kind, algorithm: &str, hex: &str| {
+            ContentDigest::parse(&format!("{algorithm}:{hex}"))
+                .map(|digest| ObjectKey { kind, digest })
+        };
+        let kind = |folder: &str| match folder {
+            "blobs" => Some(Kind::Blob),
+            "manifests" => Some(Kind::Manifest),
+            _ => None,
+        };
+        match parts.as_slice() {
+            ["blobs", algorithm, _, hex] => {
+                Some(Listed::Object(key(Kind::Blob, algorithm, hex)?, None))
+            }
+            ["manifests", algorithm, _, hex, media_type] => {
+                let media_type = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(media_type)
+                    .ok()
+                    .and_then(|t| String::from_utf8(t).ok())?;
+                Some(Listed::Object(
+                    key(Kind::Manifest, algorithm, hex)?,
+                    Some(media_type),
+                ))
+            }
+            ["access", scope, folder, algorithm, hex] => Some(Listed::Access(
+                (*scope).into(),
+                key(kind(folder)?, algorithm, hex)?,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Every object under `folder` (`blobs`, `manifests`, `access`), with its size and time.
+    pub async fn list(&self, folder: &str) -> Result<Vec<ObjectMeta>, object_store::Error> {
+        let prefix = self.path([folder.to_owned()]);
+        let mut listing = self.objects.list(Some(&prefix));
+        let mut out = Vec::new();
+        while let Some(meta) = listing.next().await {
+            out.push(meta?);
+        }
+        Ok(out)
+    }
+
+    /// Logs and counts a failure of the store while `doing` something: the pull goes on
+    /// without it.
+    pub fn failed(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        doing: &str,
+        error: &dyn std::fmt::Display,
+    ) {
+        metrics.store(crate::metrics::StoreEvent::Unavailable);
+        tracing::warn!(store = %self.name, error = %error, "blob store failed to {doing}: serving without it");
+    }
+
+    /// Removes what a crash left behind: downloads in flight in the spool, and a local
+    /// store's half-written files (`object_store` writes `<name>#<n>`, then renames it).
+    /// Returns how many files went.
+    pub fn clean_leftovers(&self) -> std::io::Result<usize> {
+        let mut removed = 0;
+        std::fs::create_dir_all(&self.spool)?;
+        for entry in std::fs::read_dir(&self.spool)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        if let Some(dir) = &self.local {
+            removed += remove_staged(dir)?;
+        }
+        Ok(removed)
+    }
+}
+
+/// What a listed path names.
+pub enum Listed {
+    /// An object, with a manifest's media type.
+    Object(ObjectKey, Option<String>),
+    /// A shared identity's access to an object.
+    Access(Arc<str>, ObjectKey),
+}
+
+/// A path part as it was before `object_store` percent-encoded it.
+fn decode(part: &str) -> String {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Removes the files under `dir` that `object_store` was still writing (`<name>#<n>`).
+fn remove_staged(dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() && name != "spool" {
+                pending.push(entry.path());
+            } else if kind.is_file() && is_staged(&name) {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// `<name>#<digits>`: a file `object_store`'s local store writes before renaming it.
+fn is_staged(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(base, n)| {
+        !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_names_and_listed_paths() {
+        assert!(is_staged("abc#1") && is_staged("x#123"));
+        assert!(!is_staged("abc") && !is_staged("#1") && !is_staged("a#") && !is_staged("a#1b"));
+        let dir = tempfile::tempdir().unwrap();
+        let options = <Options as clap::Parser>::parse_from([
+            "registry-mirror",
+            "--blob-store",
+            dir.path().to_str().unwrap(),
+        ]);
+        let backend = Backend::open(&options).unwrap().unwrap();
+        let digest = ContentDigest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+        let key = ObjectKey::manifest(digest.clone());
+        let path = backend.object_path(&key, Some("application/vnd.oci.image.index.v1+json"));
+        match backend.read_listed(&path) {
+            Some(Listed::Object(listed, Some(media_type))) => {
+                assert_eq!(listed, key);
+                assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+            }
+            _ => panic!("{path}"),
+        }
+        let access = backend.access_path("anonymous@registry.local:5000", &ObjectKey::blob(digest));
+        match backend.read_listed(&access) {
+            Some(Listed::Access(scope, listed)) => {
+                assert_eq!(&*scope, "anonymous@registry.local:5000");
+                assert_eq!(listed.kind, Kind::Blob);
+            }
+            _ => panic!("{access}"),
+        }
+    }
+}

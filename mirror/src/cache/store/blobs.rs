@@ -1,0 +1,390 @@
+//! The blob store: what http's pulls ask of it. It keeps blobs and manifests by digest
+//! ([`Backend`]), knows what it holds ([`Index`]) and who may read it ([`Reader`]), and
+//! fills itself while serving ([`Fill`]): one download per digest, verified before it is
+//! committed, never a failed pull when the store itself fails.
+
+use super::backend::Backend;
+use super::downloads::{Downloads, FillTicket, InFlight, Starting};
+use super::fill::{Fill, Resume};
+use super::grants::Grants;
+use super::index::{Index, Stored};
+use super::keys::{ObjectKey, Reader};
+use super::spool;
+use super::tags::TagRecord;
+use crate::metrics::{Metrics, StoreEvent};
+use crate::options::Options;
+use crate::serve::body::UpstreamBody;
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::combinators::UnsyncBoxBody;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower_signed_redirect::{BoxError, RedirectCache};
+
+/// The low watermark: eviction takes the store down to this share of its maximum.
+const LOW_WATERMARK: f64 = 0.9;
+
+/// What the store says of an object.
+pub enum Lookup {
+    /// Stored, whole and verified: its size and (for a manifest) media type.
+    Stored(Stored),
+    /// Being downloaded.
+    Filling(Arc<Fill>),
+    /// Another request is asking the upstream for it, to download it: wait, then look again.
+    Starting(Starting),
+    /// Neither: with the ticket, this request may download it (the others wait for it while
+    /// it is held), without, it goes upstream on its own.
+    Absent(Option<FillTicket>),
+}
+
+/// The store, shared by every worker.
+pub struct BlobStore {
+    backend: Arc<Backend>,
+    index: Mutex<Index>,
+    grants: Grants,
+    downloads: Arc<Downloads>,
+    max_size: u64,
+    idle_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// While the store's listing could not be read (the store unreachable at start): when
+    /// it was last tried. Until it is read, the store serves nothing it holds.
+    unlisted: Mutex<Option<Instant>>,
+}
+
+/// How often a store whose listing failed is listed again.
+const RELIST_EVERY: Duration = Duration::from_secs(30);
+
+impl BlobStore {
+    /// The store `--blob-store` names (`None` with `none`), its leftovers of a crash
+    /// removed and what it holds read back from it.
+    pub async fn open(
+        options: &Options,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Arc<BlobStore>>, String> {
+        let Some(backend) = Backend::open(options)? else {
+            return Ok(None);
+        };
+        let removed = backend
+            .clean_leftovers()
+            .map_err(|e| format!("--blob-store {}: {e}", backend.name))?;
+        let started = Instant::now();
+        let (index, unlisted) = match Index::read(&backend).await {
+            Ok(index) => (index, None),
+            Err(e) => {
+                // An unreachable store fails no pull, and no start either: the mirror serves
+                // without it, and lists it again later.
+                metrics.store(StoreEvent::Unavailable);
+                tracing::error!(store = %backend.name, error = %e, "blob store could not be listed: serving without it until it can");
+                (Index::default(), Some(Instant::now()))
+            }
+        };
+        tracing::info!(store = %backend.name, objects = index.len(), bytes = index.bytes(), leftovers_removed = removed, took_ms = started.elapsed().as_millis() as u64, "blob store opened");
+        metrics.store_holds(index.bytes(), index.len() as u64);
+        let backend = Arc::new(backend);
+        Ok(Some(Arc::new(BlobStore {
+            downloads: Downloads::new(backend.clone(), options.idle_timeout, metrics.clone()),
+            backend,
+            index: Mutex::new(index),
+            grants: Grants::default(),
+            max_size: options.blob_store_max_size,
+            idle_timeout: options.idle_timeout,
+            metrics,
+            unlisted: Mutex::new(unlisted),
+        })))
+    }
+
+    /// What the store holds of `key`; with `claim`, the right to download it if it holds
+    /// nothing and nobody is downloading it.
+    pub fn lookup(self: &Arc<Self>, key: &ObjectKey, claim: bool) -> Lookup {
+        self.relist_if_due();
+        if let Some(stored) = self.lock_index().get(key) {
+            return Lookup::Stored(stored.clone());
+        }
+        match self.downloads.find(key, claim) {
+            InFlight::Running(fill) => Lookup::Filling(fill),
+            InFlight::Starting(starting) => Lookup::Starting(starting),
+            InFlight::Claimed(ticket) => Lookup::Absent(Some(ticket)),
+            InFlight::Nothing => Lookup::Absent(None),
+        }
+    }
+
+    /// Lists a store whose listing failed again, in the background, once [`RELIST_EVERY`]
+    /// has passed since the last try.
+    fn relist_if_due(self: &Arc<Self>) {
+        {
+            let mut unlisted = self.unlisted.lock().unwrap_or_else(|e| e.into_inner());
+            match *unlisted {
+                Some(tried) if tried.elapsed() >= RELIST_EVERY => *unlisted = Some(Instant::now()),
+                _ => return,
+            }
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let Ok(listed) = Index::read(&store.backend).await else {
+                return store.metrics.store(StoreEvent::Unavailable);
+            };
+            *store.unlisted.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let mut index = store.lock_index();
+            for (key, stored) in listed.into_entries() {
+                index.insert(key, stored);
+            }
+            store.metrics.store_holds(index.bytes(), index.len() as u64);
+            tracing::info!(store = %store.backend.name, objects = index.len(), "blob store listed");
+        });
+    }
+
+    /// Whether `reader` may read `key`, stored or being downloaded, without asking the
+    /// upstream: a shared identity that fetched it, or a login the upstream accepted for
+    /// it in that repository.
+    pub fn may_read(&self, key: &ObjectKey, reader: &Reader) -> bool {
+        match reader {
+            Reader::Login(grant) => self.grants.allows(grant, key),
+            Reader::Shared(scope) => {
+                if let Some(stored) = self.lock_index().get(key) {
+                    return stored.scopes.contains(scope);
+                }
+                self.downloads.running(key).is_some_and(|fill| {
+                    fill.scopes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(scope)
+                })
+            }
+        }
+    }
+
+    /// Records that the upstream served `key` to `reader` (it answered the reader's own
+    /// request for it): a login's grant until its token ends, or a shared identity's
+    /// access, kept in the store.
+    pub fn allow(self: &Arc<Self>, key: &ObjectKey, reader: &Reader) {
+        let scope = match reader {
+            Reader::Login(grant) => return self.grants.give(grant, key),
+            Reader::Shared(scope) => scope,
+        };
+        if let Some(fill) = self.downloads.running(key) {
+            fill.add_scope(scope);
+        }
+        if self.lock_index().add_scope(key, scope) {
+            let path = self.backend.access_path(scope, key);
+            let store = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store
+                    .backend
+                    .objects
+                    .put(&path, PutPayload::default())
+                    .await
+                {
+                    store.unavailable("record an access", &e);
+                }
+            });
+        }
+    }
+
+    /// A body of `start..end` of the stored object `key` (of `media_type`, for a
+    /// manifest), or `None` when the store cannot read it now (the pull then goes
+    /// upstream; an object gone from the store is forgotten).
+    pub async fn read(
+        &self,
+        key: &ObjectKey,
+        media_type: Option<&str>,
+        (start, end): (u64, u64),
+    ) -> Option<UnsyncBoxBody<Bytes, BoxError>> {
+        let path = self.backend.object_path(key, media_type);
+        let mut options = GetOptions::default();
+        if self.backend.local.is_none() {
+            options.range = Some(GetRange::Bounded(start..end));
+        }
+        let got = match self.backend.objects.get_opts(&path, options).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                self.forget(key);
+                return None;
+            }
+            Err(e) => {
+                self.unavailable("read", &e);
+                return None;
+            }
+        };
+        Some(spool::body_of(got.payload, (start, end), self.idle_timeout))
+    }
+
+    /// A stored manifest's bytes, or `None` when the store cannot read it now (one gone
+    /// from the store is forgotten).
+    pub async fn read_manifest(&self, key: &ObjectKey, media_type: &str) -> Option<Bytes> {
+        let path = self.backend.object_path(key, Some(media_type));
+        let bytes = self.get_bytes(&path, "read a manifest").await;
+        if let Ok(None) = bytes {
+            self.forget(key);
+        }
+        bytes.ok().flatten()
+    }
+
+    /// Keeps what the tag `name` named for the shared identity `scope`.
+    pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord) {
+        let path = self.backend.tag_path(scope, name);
+        let json = PutPayload::from(record.to_json());
+        if let Err(e) = self.backend.objects.put(&path, json).await {
+            self.unavailable("record a tag", &e);
+        }
+    }
+
+    /// What the tag `name` named for the shared identity `scope`, if the store kept it.
+    pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
+        let path = self.backend.tag_path(scope, name);
+        TagRecord::parse(&self.get_bytes(&path, "read a tag").await.ok()??)
+    }
+
+    /// The whole object at `path`: `Ok(None)` if the store does not hold it, `Err` (logged
+    /// and counted) if the store failed while `doing` this.
+    async fn get_bytes(&self, path: &Path, doing: &str) -> Result<Option<Bytes>, ()> {
+        let got = match self.backend.objects.get(path).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => {
+                self.unavailable(doing, &e);
+                Err(())
+            }
+        }
+    }
+
+    /// Keeps a manifest the upstream served to `reader` (its digest checked by the caller).
+    pub async fn put_manifest(
+        self: &Arc<Self>,
+        key: ObjectKey,
+        media_type: &str,
+        bytes: Bytes,
+        reader: &Reader,
+    ) {
+        if self.lock_index().get(&key).is_none() {
+            let path = self.backend.object_path(&key, Some(media_type));
+            let size = bytes.len() as u64;
+            if let Err(e) = self
+                .backend
+                .objects
+                .put(&path, PutPayload::from(bytes))
+                .await
+            {
+                return self.unavailable("store a manifest", &e);
+            }
+            let stored = Stored {
+                size,
+                media_type: Some(media_type.into()),
+                scopes: Vec::new(),
+            };
+            self.lock_index().insert(key.clone(), stored);
+            self.evict();
+        }
+        self.allow(&key, reader);
+    }
+
+    /// Removes the least recently used objects while the store holds more than its
+    /// maximum, down to its low watermark.
+    fn evict(&self) {
+        let (victims, bytes, objects) = {
+            let mut index = self.lock_index();
+            let victims = match index.bytes() > self.max_size {
+                true => index.evict_to((self.max_size as f64 * LOW_WATERMARK) as u64),
+                false => Vec::new(),
+            };
+            (victims, index.bytes(), index.len() as u64)
+        };
+        self.metrics.store_holds(bytes, objects);
+        if victims.is_empty() {
+            return;
+        }
+        let objects = self.backend.objects.clone();
+        let paths: Vec<Path> = victims
+            .iter()
+            .flat_map(|(key, stored)| {
+                let object = self.backend.object_path(key, stored.media_type.as_deref());
+                let access = stored
+                    .scopes
+                    .iter()
+                    .map(|scope| self.backend.access_path(scope, key));
+                std::iter::once(object).chain(access).collect::<Vec<_>>()
+            })
+            .collect();
+        for _ in &victims {
+            self.metrics.store(StoreEvent::Evicted);
+        }
+        tracing::info!(
+            objects = victims.len(),
+            "blob store full: least recently used objects evicted"
+        );
+        tokio::spawn(async move {
+            for path in paths {
+                if let Err(e) = objects.delete(&path).await {
+                    tracing::warn!(error = %e, "an evicted object could not be deleted");
+                }
+            }
+        });
+    }
+
+    /// Forgets an object the store no longer has.
+    fn forget(&self, key: &ObjectKey) {
+        let mut index = self.lock_index();
+        index.remove(key);
+        self.metrics.store_holds(index.bytes(), index.len() as u64);
+    }
+
+    /// Logs and counts a failure of the store: the pull goes on without it.
+    fn unavailable(&self, doing: &str, error: &dyn std::fmt::Display) {
+        self.backend.failed(&self.metrics, doing, error);
+    }
+
+    /// Starts the download `ticket` claimed, of `size` bytes of `media_type`, from `body`,
+    /// resuming with `resume`, for `reader`; a download that does not match its digest drops
+    /// the storage URL `forget` names from the redirect cache. Hands `body` back when it
+    /// cannot be stored (larger than the store, no room for its spool): the caller streams
+    /// it as without a store.
+    pub fn start_fill(
+        self: &Arc<Self>,
+        ticket: FillTicket,
+        (size, media_type): (u64, HeaderValue),
+        (body, resume): (UpstreamBody, Resume),
+        reader: &Reader,
+        forget: Option<(RedirectCache, http::Request<()>)>,
+    ) -> Result<Arc<Fill>, UpstreamBody> {
+        if size > self.max_size {
+            return Err(body);
+        }
+        let scope = match reader {
+            Reader::Shared(scope) => Some(scope),
+            Reader::Login(_) => None,
+        };
+        let store = self.clone();
+        let committed = Box::new(move |fill: &Fill| store.committed(fill));
+        self.downloads.start(
+            ticket,
+            (size, media_type),
+            (body, resume),
+            (scope, forget),
+            committed,
+        )
+    }
+
+    /// Indexes a download that was committed to the store.
+    fn committed(&self, fill: &Fill) {
+        let stored = Stored {
+            size: fill.size,
+            media_type: None,
+            scopes: fill
+                .scopes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        };
+        self.lock_index().insert(fill.key.clone(), stored);
+        self.evict();
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

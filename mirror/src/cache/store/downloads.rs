@@ -1,0 +1,241 @@
+//! The store's downloads in flight: one per object, claimed by the first request that
+//! misses it (the others wait for it to start, then read it as it arrives), written to the
+//! spool, and committed once verified (`commit.rs`).
+
+use super::backend::Backend;
+use super::commit;
+use super::fill::{self, Fill, FillError, Resume};
+use super::keys::{ObjectKey, Scope};
+use super::spool::{self, FillState, Progress};
+use crate::metrics::{Metrics, StoreEvent};
+use crate::serve::body::UpstreamBody;
+use http::HeaderValue;
+use object_store::{ObjectStoreExt, PutPayload};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tower_signed_redirect::{BoxError, RedirectCache};
+
+/// What the store does with a download once it is committed (indexes it).
+pub type Committed = Box<dyn FnOnce(&Fill) + Send>;
+
+/// A download being started, or running.
+enum Slot {
+    /// Its first request is asking the upstream: the receiver ends when it is done asking.
+    Starting(watch::Receiver<()>),
+    Running(Arc<Fill>),
+}
+
+/// What is in flight for an object.
+pub enum InFlight {
+    /// A download, running.
+    Running(Arc<Fill>),
+    /// Another request is asking the upstream, to start one.
+    Starting(Starting),
+    /// Nothing: this request claimed the download.
+    Claimed(FillTicket),
+    /// Nothing, and nothing claimed.
+    Nothing,
+}
+
+/// A request that waits for another to start a download.
+pub struct Starting(watch::Receiver<()>);
+
+impl Starting {
+    /// Resolves once the other request started the download (or gave up), at most `bound`
+    /// from now.
+    pub async fn wait(mut self, bound: Duration) {
+        let _ = tokio::time::timeout(bound, self.0.changed()).await;
+    }
+}
+
+/// The right to download an object into the store: the requests for it that come meanwhile
+/// wait for this one. Dropped without a download started, it lets them go.
+pub struct FillTicket {
+    downloads: Arc<Downloads>,
+    key: ObjectKey,
+    _starting: watch::Sender<()>,
+}
+
+impl Drop for FillTicket {
+    fn drop(&mut self) {
+        let mut slots = self.downloads.lock();
+        if matches!(slots.get(&self.key), Some(Slot::Starting(_))) {
+            slots.remove(&self.key);
+        }
+    }
+}
+
+/// The downloads in flight, shared by every worker.
+pub struct Downloads {
+    slots: Mutex<HashMap<ObjectKey, Slot>>,
+    backend: Arc<Backend>,
+    idle_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Downloads {
+    /// Downloads into `backend`, each failed after `idle_timeout` without a byte.
+    pub fn new(
+        backend: Arc<Backend>,
+        idle_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Downloads> {
+        Arc::new(Downloads {
+            slots: Mutex::default(),
+            backend,
+            idle_timeout,
+            metrics,
+        })
+    }
+
+    /// What is in flight for `key`; with `claim`, the right to download it if nothing is.
+    pub fn find(self: &Arc<Self>, key: &ObjectKey, claim: bool) -> InFlight {
+        let mut slots = self.lock();
+        match slots.get(key) {
+            Some(Slot::Running(fill)) => InFlight::Running(fill.clone()),
+            Some(Slot::Starting(starting)) => InFlight::Starting(Starting(starting.clone())),
+            None if claim => {
+                let (tx, rx) = watch::channel(());
+                slots.insert(key.clone(), Slot::Starting(rx));
+                InFlight::Claimed(FillTicket {
+                    downloads: self.clone(),
+                    key: key.clone(),
+                    _starting: tx,
+                })
+            }
+            None => InFlight::Nothing,
+        }
+    }
+
+    /// The download of `key` under way, if there is one.
+    pub fn running(&self, key: &ObjectKey) -> Option<Arc<Fill>> {
+        match self.lock().get(key) {
+            Some(Slot::Running(fill)) => Some(fill.clone()),
+            _ => None,
+        }
+    }
+
+    /// Starts the download `ticket` claimed, of `size` bytes of `media_type`, from `body`,
+    /// resuming with `resume`, for the shared identity `scope` if it is one; `committed`
+    /// runs once it is in the store. A download that does not match its digest drops the
+    /// storage URL `forget` names from the redirect cache. Hands `body` back when the spool
+    /// has no room for it.
+    pub fn start(
+        self: &Arc<Self>,
+        ticket: FillTicket,
+        (size, media_type): (u64, HeaderValue),
+        (body, resume): (UpstreamBody, Resume),
+        (scope, forget): (Option<&Scope>, Option<(RedirectCache, http::Request<()>)>),
+        committed: Committed,
+    ) -> Result<Arc<Fill>, UpstreamBody> {
+        let spool = spool::has_room(&self.backend.spool, size).and_then(|()| {
+            spool::create(&self.backend.spool, &ticket.key).map_err(|e| e.to_string())
+        });
+        let spool = match spool {
+            Ok(spool) => spool,
+            Err(e) => {
+                self.backend.failed(&self.metrics, "spool a download", &e);
+                return Err(body);
+            }
+        };
+        let (progress, watching) = watch::channel(Progress {
+            written: 0,
+            state: FillState::Writing,
+        });
+        let key = ticket.key.clone();
+        let fill = Arc::new(Fill::new(key.clone(), size, media_type, spool, watching));
+        if let Some(scope) = scope {
+            fill.add_scope(scope);
+        }
+        self.lock().insert(key, Slot::Running(fill.clone()));
+        // The requests that waited for this one find the download now.
+        drop(ticket);
+        let upload = self.backend.local.is_none().then(|| {
+            let (backend, fill) = (self.backend.clone(), fill.clone());
+            tokio::spawn(async move { commit::upload(&backend, &fill).await })
+        });
+        let (downloads, filling) = (self.clone(), fill.clone());
+        tokio::spawn(async move {
+            let idle = downloads.idle_timeout;
+            let outcome = fill::download(&filling, &progress, body, resume, idle).await;
+            progress.send_modify(|p| p.state = fill::finished(&outcome));
+            if let (Err(FillError::DigestMismatch), Some((cache, req))) = (&outcome, forget) {
+                downloads.metrics.digest_mismatch();
+                cache.remove(&req);
+            }
+            downloads.finish(&filling, outcome, upload, committed).await;
+        });
+        Ok(fill)
+    }
+
+    /// After a download: committed to the store if it was verified (a local spool renamed
+    /// into place; an S3 upload completed), its spool removed either way.
+    async fn finish(
+        &self,
+        fill: &Fill,
+        outcome: Result<(), FillError>,
+        upload: Option<tokio::task::JoinHandle<Result<(), BoxError>>>,
+        committed: Committed,
+    ) {
+        if let Err(e) = &outcome {
+            tracing::warn!(digest = %fill.key.digest, error = %e, "blob download not stored");
+            self.metrics.store(StoreEvent::FillFailed);
+        } else {
+            // Who may read it is recorded before it is committed: a store that holds the
+            // object holds its accesses too, even after a crash in between.
+            self.record_accesses(fill).await;
+        }
+        let stored = match (outcome, upload) {
+            (Err(_), upload) => {
+                if let Some(upload) = upload {
+                    let _ = upload.await;
+                }
+                Err("not verified".into())
+            }
+            (Ok(()), Some(upload)) => upload.await.unwrap_or_else(|e| Err(e.to_string().into())),
+            (Ok(()), None) => commit::rename_into_place(&self.backend, fill).await,
+        };
+        match stored {
+            Ok(()) => {
+                // Accesses the upstream granted while the download was committed.
+                self.record_accesses(fill).await;
+                // In the index before the download leaves the slots: a request in between
+                // finds one or the other.
+                committed(fill);
+            }
+            Err(e) if fill.progress().state == FillState::Verified => {
+                self.backend.failed(&self.metrics, "store a blob", &*e);
+            }
+            Err(_) => {}
+        }
+        self.lock().remove(&fill.key);
+        let _ = std::fs::remove_file(&fill.path);
+    }
+
+    /// Records in the store the shared identities the download was served to (once each).
+    async fn record_accesses(&self, fill: &Fill) {
+        let scopes = fill
+            .scopes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut recorded = fill.recorded.lock().await;
+        let new: Vec<_> = scopes
+            .into_iter()
+            .filter(|s| !recorded.contains(s))
+            .collect();
+        for scope in &new {
+            let path = self.backend.access_path(scope, &fill.key);
+            match self.backend.objects.put(&path, PutPayload::default()).await {
+                Ok(_) => recorded.push(scope.clone()),
+                Err(e) => self.backend.failed(&self.metrics, "record an access", &e),
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,176 @@
+//! What the store holds, in memory: each object's size, a manifest's media type, the shared
+//! identities that fetched it, and how recently it was used. Rebuilt from the store's
+//! listing at start; evicts the least recently used first.
+
+use super::backend::{Backend, Listed};
+use super::keys::{ObjectKey, Scope};
+use lru::LruCache;
+use std::sync::Arc;
+
+/// One object the store holds.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// Its size in bytes.
+    pub size: u64,
+    /// A manifest's media type.
+    pub media_type: Option<Arc<str>>,
+    /// The shared identities (`anonymous@docker.io`) that fetched it, and may read it.
+    pub scopes: Vec<Scope>,
+}
+
+/// The objects the store holds, the least recently used first out.
+pub struct Index {
+    objects: LruCache<ObjectKey, Stored>,
+    bytes: u64,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            objects: LruCache::unbounded(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Index {
+    /// The object at `key`, now the most recently used.
+    pub fn get(&mut self, key: &ObjectKey) -> Option<&Stored> {
+        self.objects.get(key)
+    }
+
+    /// Adds `key` (or replaces it, keeping the scopes it had), as the most recently used.
+    pub fn insert(&mut self, key: ObjectKey, mut stored: Stored) {
+        if let Some(old) = self.objects.pop(&key) {
+            self.bytes -= old.size;
+            for scope in old.scopes {
+                if !stored.scopes.contains(&scope) {
+                    stored.scopes.push(scope);
+                }
+            }
+        }
+        self.bytes += stored.size;
+        self.objects.put(key, stored);
+    }
+
+    /// Records that `scope` may read `key`; whether that is new.
+    pub fn add_scope(&mut self, key: &ObjectKey, scope: &Scope) -> bool {
+        match self.objects.peek_mut(key) {
+            Some(stored) if !stored.scopes.contains(scope) => {
+                stored.scopes.push(scope.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&mut self, key: &ObjectKey) -> Option<Stored> {
+        let stored = self.objects.pop(key)?;
+        self.bytes -= stored.size;
+        Some(stored)
+    }
+
+    /// Takes the least recently used objects out until at most `target` bytes are held,
+    /// and returns them (to delete from the store).
+    pub fn evict_to(&mut self, target: u64) -> Vec<(ObjectKey, Stored)> {
+        let mut out = Vec::new();
+        while self.bytes > target {
+            let Some((key, stored)) = self.objects.pop_lru() else {
+                break;
+            };
+            self.bytes -= stored.size;
+            out.push((key, stored));
+        }
+        out
+    }
+
+    /// Every object, the least recently used first.
+    pub fn into_entries(mut self) -> impl Iterator<Item = (ObjectKey, Stored)> {
+        std::iter::from_fn(move || self.objects.pop_lru())
+    }
+
+    /// The bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The objects held.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+impl Index {
+    /// What the store holds, from its listing: objects, oldest first (the first evicted),
+    /// with the shared identities that may read them.
+    pub async fn read(backend: &Backend) -> Result<Index, object_store::Error> {
+        let mut objects = backend.list("blobs").await?;
+        objects.extend(backend.list("manifests").await?);
+        objects.sort_by_key(|meta| meta.last_modified);
+        let mut index = Index::default();
+        for meta in objects {
+            if let Some(Listed::Object(key, media_type)) = backend.read_listed(&meta.location) {
+                let stored = Stored {
+                    size: meta.size,
+                    media_type: media_type.map(Into::into),
+                    scopes: Vec::new(),
+                };
+                index.insert(key, stored);
+            }
+        }
+        for meta in backend.list("access").await? {
+            if let Some(Listed::Access(scope, key)) = backend.read_listed(&meta.location) {
+                index.add_scope(&key, &scope);
+            }
+        }
+        Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::keys::ContentDigest;
+
+    fn key(n: u8) -> ObjectKey {
+        ObjectKey::blob(ContentDigest::sha256_of(&[n]))
+    }
+
+    fn stored(size: u64, scope: Option<&str>) -> Stored {
+        Stored {
+            size,
+            media_type: None,
+            scopes: scope.map(|s| vec![s.into()]).unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn least_recently_used_go_first_and_scopes_add_up() {
+        let mut index = Index::default();
+        for n in 0..5 {
+            index.insert(key(n), stored(100, None));
+        }
+        assert_eq!(index.bytes(), 500);
+        index.get(&key(0));
+        let evicted: Vec<_> = index.evict_to(300).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(evicted, [key(1), key(2)]);
+        assert_eq!((index.bytes(), index.len()), (300, 3));
+        index.insert(key(0), stored(100, Some("anonymous@docker.io")));
+        assert!(index.add_scope(&key(0), &"mirror@docker.io".into()));
+        assert!(!index.add_scope(&key(0), &"mirror@docker.io".into()));
+        index.insert(key(0), stored(100, None));
+        assert_eq!(
+            index.get(&key(0)).unwrap().scopes.len(),
+            2,
+            "kept on replace"
+        );
+        assert_eq!(index.bytes(), 300);
+        assert!(index.remove(&key(3)).is_some() && index.bytes() == 200);
+    }
+}

@@ -1,0 +1,15 @@
+//! The blob store: blobs and manifests kept by digest, on a local directory or any
+//! S3-compatible store, filled while they are served, and read only by those the registry
+//! served them to.
+
+pub mod backend;
+pub mod blobs;
+pub mod commit;
+pub mod downloads;
+pub mod fill;
+pub mod grants;
+pub mod index;
+pub mod keys;
+pub mod s3;
+pub mod spool;
+pub mod tags;

@@ -1,0 +1,265 @@
+//! Reading a blob from a file: a stored blob (whole and verified), or a download's spool
+//! as it grows. A spool reader never sends the last byte of its answer before the download
+//! was verified, so a client never sees a wrong or short blob end cleanly.
+
+use super::keys::ObjectKey;
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tower_signed_redirect::BoxError;
+
+/// How much one read takes from the file.
+const READ_CHUNK: u64 = 256 * 1024;
+
+/// Where a download stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FillState {
+    /// Bytes are still coming.
+    Writing,
+    /// Every byte arrived and matched the digest.
+    Verified,
+    /// The download ended short, broke, or did not match its digest.
+    Failed,
+}
+
+/// How far a download is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes written to the spool so far.
+    pub written: u64,
+    /// Where it stands.
+    pub state: FillState,
+}
+
+/// The error a reader of a failed download ends with.
+#[derive(Debug)]
+pub struct FillFailed;
+
+impl std::fmt::Display for FillFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the blob's download failed before it was whole and verified")
+    }
+}
+
+impl std::error::Error for FillFailed {}
+
+/// A reader of `offset..end` of a file, following a download's progress if there is one.
+pub struct SpoolCursor {
+    file: Arc<File>,
+    offset: u64,
+    end: u64,
+    /// `None` for a stored blob: all of it is there.
+    progress: Option<watch::Receiver<Progress>>,
+    /// Whether the last byte waits for the download to be verified (a client's reader;
+    /// not the store's upload, which completes only on a verified download anyway).
+    hold_last: bool,
+}
+
+impl SpoolCursor {
+    /// `offset..end` of a whole, verified file.
+    pub fn stored(file: Arc<File>, offset: u64, end: u64) -> SpoolCursor {
+        SpoolCursor {
+            file,
+            offset,
+            end,
+            progress: None,
+            hold_last: false,
+        }
+    }
+
+    /// `offset..end` of a download's spool, as far as `progress` says it is written.
+    pub fn filling(
+        file: Arc<File>,
+        offset: u64,
+        end: u64,
+        progress: watch::Receiver<Progress>,
+        hold_last: bool,
+    ) -> SpoolCursor {
+        SpoolCursor {
+            file,
+            offset,
+            end,
+            progress: Some(progress),
+            hold_last,
+        }
+    }
+
+    /// The next bytes, at most `max`, once they are there; `None` at the end.
+    pub async fn next(&mut self, max: u64) -> Result<Option<Bytes>, BoxError> {
+        loop {
+            if self.offset >= self.end {
+                return Ok(None);
+            }
+            let readable = self.readable()?;
+            if self.offset < readable {
+                let len = (readable - self.offset).min(max);
+                let (file, offset) = (self.file.clone(), self.offset);
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0; len as usize];
+                    file.read_exact_at(&mut buf, offset)
+                        .map(|()| Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| BoxError::from(e.to_string()))??;
+                self.offset += len;
+                return Ok(Some(bytes));
+            }
+            self.changed().await?;
+        }
+    }
+
+    /// Waits until the download is no longer being written; whether it was verified.
+    pub async fn finished(&mut self) -> bool {
+        loop {
+            match self.state() {
+                FillState::Writing => {
+                    if self.changed().await.is_err() {
+                        return false;
+                    }
+                }
+                state => return state == FillState::Verified,
+            }
+        }
+    }
+
+    fn state(&mut self) -> FillState {
+        match &mut self.progress {
+            Some(progress) => progress.borrow_and_update().state,
+            None => FillState::Verified,
+        }
+    }
+
+    /// How far the file may be read now.
+    fn readable(&mut self) -> Result<u64, FillFailed> {
+        let (end, hold_last) = (self.end, self.hold_last);
+        let Some(progress) = &mut self.progress else {
+            return Ok(end);
+        };
+        let now = *progress.borrow_and_update();
+        match now.state {
+            FillState::Verified => Ok(end),
+            FillState::Failed => Err(FillFailed),
+            FillState::Writing if hold_last => Ok(now.written.min(end - 1)),
+            FillState::Writing => Ok(now.written.min(end)),
+        }
+    }
+
+    /// Waits for the download to move on.
+    async fn changed(&mut self) -> Result<(), FillFailed> {
+        let Some(progress) = &mut self.progress else {
+            return Ok(());
+        };
+        if progress.changed().await.is_err() && progress.borrow().state == FillState::Writing {
+            // The download went away without an end: it failed.
+            return Err(FillFailed);
+        }
+        Ok(())
+    }
+
+    /// The cursor as a response body.
+    pub fn into_body(self) -> UnsyncBoxBody<Bytes, BoxError> {
+        let chunks = futures_util::stream::try_unfold(self, |mut cursor| async move {
+            Ok::<_, BoxError>(
+                cursor
+                    .next(READ_CHUNK)
+                    .await?
+                    .map(|bytes| (Frame::data(bytes), cursor)),
+            )
+        });
+        StreamBody::new(chunks).boxed_unsync()
+    }
+}
+
+/// A body of `start..end` of what the store read: a local file (read in large pieces, not
+/// `object_store`'s 8 KiB), or an S3 object's stream (already that range), failed after
+/// `idle` without a chunk.
+pub fn body_of(
+    payload: object_store::GetResultPayload,
+    (start, end): (u64, u64),
+    idle: std::time::Duration,
+) -> UnsyncBoxBody<Bytes, BoxError> {
+    use futures_util::TryStreamExt;
+    match payload {
+        object_store::GetResultPayload::File(file, _) => {
+            SpoolCursor::stored(Arc::new(file), start, end).into_body()
+        }
+        object_store::GetResultPayload::Stream(stream) => {
+            let frames = stream.map_ok(Frame::data).map_err(BoxError::from);
+            crate::serve::body::IdleTimeout::new(StreamBody::new(frames), idle).boxed_unsync()
+        }
+    }
+}
+
+/// Room a download leaves on the spool's disk, besides the blob.
+const SPOOL_MARGIN: u64 = 64 * 1024 * 1024;
+
+/// A new spool file in `dir` for a download of `key`.
+pub fn create(
+    dir: &std::path::Path,
+    key: &ObjectKey,
+) -> std::io::Result<(std::path::PathBuf, File)> {
+    use std::hash::{BuildHasher, RandomState};
+    let unique = RandomState::new().hash_one(std::time::Instant::now());
+    let path = dir.join(format!("{}-{unique:016x}", key.digest.hex()));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((path, file))
+}
+
+/// Whether the disk of `dir` has room for `size` more bytes, and a margin; why not if not.
+pub fn has_room(dir: &std::path::Path, size: u64) -> Result<(), String> {
+    let fs = nix::sys::statvfs::statvfs(dir).map_err(|e| e.to_string())?;
+    let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+    match free >= size.saturating_add(SPOOL_MARGIN) {
+        true => Ok(()),
+        false => Err(format!("{free} bytes free on the spool's disk, for {size}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_reader_follows_the_download_and_holds_its_last_byte_until_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        std::fs::write(&path, b"").unwrap();
+        let file = Arc::new(File::options().read(true).write(true).open(&path).unwrap());
+        let (tx, rx) = watch::channel(Progress {
+            written: 0,
+            state: FillState::Writing,
+        });
+        let mut reader = SpoolCursor::filling(file.clone(), 0, 6, rx, true);
+        file.write_all_at(b"abc", 0).unwrap();
+        tx.send_modify(|p| p.written = 3);
+        assert_eq!(reader.next(100).await.unwrap().unwrap(), "abc");
+        file.write_all_at(b"def", 3).unwrap();
+        tx.send_modify(|p| p.written = 6);
+        assert_eq!(reader.next(100).await.unwrap().unwrap(), "de");
+        let last = tokio::time::timeout(Duration::from_millis(50), reader.next(100)).await;
+        assert!(last.is_err(), "the last byte waits");
+        tx.send_modify(|p| p.state = FillState::Verified);
+        assert_eq!(reader.next(100).await.unwrap().unwrap(), "f");
+        assert!(reader.next(100).await.unwrap().is_none());
+
+        let (tx, rx) = watch::channel(Progress {
+            written: 6,
+            state: FillState::Writing,
+        });
+        let mut reader = SpoolCursor::filling(file, 0, 6, rx, true);
+        assert_eq!(reader.next(100).await.unwrap().unwrap(), "abcde");
+        tx.send_modify(|p| p.state = FillState::Failed);
+        assert!(reader.next(100).await.unwrap_err().is::<FillFailed>());
+        drop(tx);
+    }
+}

@@ -1,0 +1,341 @@
+//! A blob pull through the blob store (`cache/store/`): served from the store when it holds
+//! the blob and the reader may read it there; otherwise downloaded once, into the store,
+//! while every client that asks for it meanwhile is served from the download as it
+//! arrives. Whatever the store cannot do, the pull does as without a store.
+//!
+//! Who may read a stored blob: a shared identity (the mirror's own login, anonymous) what
+//! it fetched itself from that registry; a client's own login what the registry accepted it
+//! for, in that repository, for that digest, until its token ends. Anyone else is sent
+//! upstream first: a `HEAD` (not followed to storage) that the registry answers with the
+//! content's redirect or `200` grants the read; anything else, and the pull goes upstream.
+
+use super::answer::SentUpstream;
+use super::blob_answer::{answer, blob_head, content_length, empty, slice, Slice};
+use super::exchange::Exchange;
+use crate::api::Route;
+use crate::cache::store::blobs::{BlobStore, Lookup};
+use crate::cache::store::downloads::FillTicket;
+use crate::cache::store::fill::{Fill, Resume};
+use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
+use crate::metrics::{Metrics, StoreEvent};
+use crate::serve::body::MirrorBody;
+use crate::serve::log::{Metered, RequestLog};
+use crate::upstream::request::{RangeAsked, RequestMarks};
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode, Uri};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_signed_redirect::CacheIdentity;
+
+/// A blob pull, read: where it goes upstream, from which repository, for which digest.
+pub struct BlobAsked<'a> {
+    /// The upstream URI of the blob.
+    pub uri: &'a Uri,
+    /// The upstream repository.
+    pub repository: &'a str,
+    /// The blob's digest.
+    pub digest: ContentDigest,
+    /// The request's identity in the redirect cache.
+    pub identity: Option<CacheIdentity>,
+}
+
+/// Blob pulls through the store.
+pub struct BlobPull {
+    store: Arc<BlobStore>,
+    metrics: Arc<Metrics>,
+    /// The longest a request waits for another to start the download it would join.
+    wait: Duration,
+}
+
+impl BlobPull {
+    /// Pulls through `store`; a request waits at most `wait` for another to start the
+    /// download it would join (the time an upstream has to answer).
+    pub fn new(store: Arc<BlobStore>, metrics: Arc<Metrics>, wait: Duration) -> BlobPull {
+        BlobPull {
+            store,
+            metrics,
+            wait,
+        }
+    }
+
+    /// The blob `asked` for `reader`, through the store.
+    pub async fn answer(
+        &self,
+        exchange: &Exchange<'_>,
+        asked: BlobAsked<'_>,
+        reader: Reader,
+    ) -> Response<MirrorBody> {
+        let key = ObjectKey::blob(asked.digest.clone());
+        // A HEAD does not download: it goes upstream when the store does not hold the blob.
+        let claim = exchange.parts.method != Method::HEAD;
+        let mut waits = 0;
+        loop {
+            return match self.store.lookup(&key, claim) {
+                Lookup::Stored(stored) => {
+                    if self.may_read(exchange, &asked, &key, &reader).await {
+                        if let Some(res) = self.serve_stored(exchange, &key, stored.size).await {
+                            return res;
+                        }
+                    }
+                    self.upstream(exchange, &asked, StoreEvent::Miss).await
+                }
+                Lookup::Filling(fill) => {
+                    if !self.may_read(exchange, &asked, &key, &reader).await {
+                        return self.upstream(exchange, &asked, StoreEvent::Miss).await;
+                    }
+                    let log = self.log(exchange, 200, StoreEvent::Joined);
+                    self.serve_download(exchange, &fill, log)
+                }
+                // Another request is asking the upstream for the blob: its download serves
+                // this one too (twice at most: then this one asks on its own).
+                Lookup::Starting(starting) if waits < 2 => {
+                    waits += 1;
+                    starting.wait(self.wait).await;
+                    continue;
+                }
+                Lookup::Starting(_) | Lookup::Absent(None) => {
+                    self.upstream(exchange, &asked, StoreEvent::Miss).await
+                }
+                Lookup::Absent(Some(ticket)) => self.fill(exchange, asked, ticket, reader).await,
+            };
+        }
+    }
+
+    /// Downloads the blob into the store and serves it as it arrives; what the upstream
+    /// answers otherwise goes to the client as it is.
+    async fn fill(
+        &self,
+        exchange: &Exchange<'_>,
+        asked: BlobAsked<'_>,
+        ticket: FillTicket,
+        reader: Reader,
+    ) -> Response<MirrorBody> {
+        let key = ObjectKey::blob(asked.digest.clone());
+        let marks = RequestMarks {
+            identity: asked.identity.clone(),
+            range: RangeAsked::Whole,
+            ..RequestMarks::uncached(Route::Blob)
+        };
+        let answer = exchange.send(asked.uri, &Method::GET, marks).await;
+        let (res, size) = match answer {
+            Ok(res) if res.status() == StatusCode::OK => match content_length(&res) {
+                Some(size) => (res, size),
+                None => {
+                    return exchange.respond(self.sent(exchange, &asked, StoreEvent::Miss), Ok(res))
+                }
+            },
+            other => return exchange.respond(self.sent(exchange, &asked, StoreEvent::Miss), other),
+        };
+        let (mut head, body) = res.into_parts();
+        let media_type = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        let forget = exchange
+            .answers
+            .cached_redirect(asked.uri, asked.identity.clone());
+        let resume = resume(exchange, asked.uri, asked.identity.clone());
+        match self
+            .store
+            .start_fill(ticket, (size, media_type), (body, resume), &reader, forget)
+        {
+            Ok(fill) => {
+                self.store.allow(&key, &reader);
+                self.metrics.store(StoreEvent::Fill);
+                let mut log = exchange.answers.log_upstream(
+                    exchange.registry,
+                    exchange.parts,
+                    Route::Blob,
+                    &mut head,
+                );
+                log.store = Some(StoreEvent::Fill);
+                self.serve_download(exchange, &fill, log)
+            }
+            Err(body) => {
+                self.metrics.store(StoreEvent::Miss);
+                let res = Response::from_parts(head, body);
+                exchange.respond(self.sent(exchange, &asked, StoreEvent::Miss), Ok(res))
+            }
+        }
+    }
+
+    /// Whether `reader` may read `key`: it may if the store says so, or once the registry
+    /// says it would serve it the blob from this repository (a `HEAD` whose redirect is not
+    /// followed), which the store then remembers.
+    async fn may_read(
+        &self,
+        exchange: &Exchange<'_>,
+        asked: &BlobAsked<'_>,
+        key: &ObjectKey,
+        reader: &Reader,
+    ) -> bool {
+        if self.store.may_read(key, reader) {
+            return true;
+        }
+        let marks = RequestMarks {
+            registry_only: true,
+            ..RequestMarks::uncached(Route::Blob)
+        };
+        match exchange.send(asked.uri, &Method::HEAD, marks).await {
+            Ok(res) if res.status().is_success() || res.status().is_redirection() => {
+                self.store.allow(key, reader);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The stored blob, whole or the client's range of it; `None` when the store cannot
+    /// read it now.
+    async fn serve_stored(
+        &self,
+        exchange: &Exchange<'_>,
+        key: &ObjectKey,
+        size: u64,
+    ) -> Option<Response<MirrorBody>> {
+        let parts = exchange.parts;
+        let (start, end) = match slice(parts, size) {
+            Slice::Unsatisfiable => {
+                self.metrics.store(StoreEvent::Hit);
+                return Some(self.unsatisfiable(exchange, size));
+            }
+            Slice::Whole => (0, size),
+            Slice::Part(start, end) => (start, end),
+        };
+        let body = match parts.method {
+            Method::HEAD => empty(),
+            _ => self.store.read(key, None, (start, end)).await?,
+        };
+        self.metrics.store(StoreEvent::Hit);
+        let status = if (start, end) == (0, size) { 200 } else { 206 };
+        let log = self.log(exchange, status, StoreEvent::Hit);
+        let head = blob_head(
+            &key.digest,
+            (start, end, size),
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        Some(answer(head, body, log, exchange))
+    }
+
+    /// The blob (or the client's range of it) from a download in flight, as it arrives.
+    fn serve_download(
+        &self,
+        exchange: &Exchange<'_>,
+        fill: &Fill,
+        mut log: RequestLog,
+    ) -> Response<MirrorBody> {
+        if log.store == Some(StoreEvent::Joined) {
+            self.metrics.store(StoreEvent::Joined);
+            // Logged as a fill: the client was served by one.
+            log.store = Some(StoreEvent::Fill);
+        }
+        let (start, end) = match slice(exchange.parts, fill.size) {
+            Slice::Unsatisfiable => return self.unsatisfiable(exchange, fill.size),
+            Slice::Whole => (0, fill.size),
+            Slice::Part(start, end) => (start, end),
+        };
+        log.status = if (start, end) == (0, fill.size) {
+            200
+        } else {
+            206
+        };
+        let body = match exchange.parts.method {
+            Method::HEAD => empty(),
+            _ => fill.reader(start, end).into_body(),
+        };
+        let head = blob_head(
+            &fill.key.digest,
+            (start, end, fill.size),
+            fill.media_type.clone(),
+        );
+        answer(head, body, log, exchange)
+    }
+
+    /// `416`: the client's range starts past the blob's end.
+    fn unsatisfiable(&self, exchange: &Exchange<'_>, size: u64) -> Response<MirrorBody> {
+        let log = self.log(exchange, 416, StoreEvent::Hit);
+        let mut res = Response::new(MirrorBody::Stored(Metered::new(
+            empty(),
+            log,
+            exchange.started,
+        )));
+        *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+        let range =
+            HeaderValue::from_str(&format!("bytes */{size}")).expect("a valid header value");
+        res.headers_mut().insert(header::CONTENT_RANGE, range);
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        res
+    }
+
+    /// The pull as without a store, logged with `event`.
+    async fn upstream(
+        &self,
+        exchange: &Exchange<'_>,
+        asked: &BlobAsked<'_>,
+        event: StoreEvent,
+    ) -> Response<MirrorBody> {
+        self.metrics.store(event);
+        let marks = RequestMarks {
+            identity: asked.identity.clone(),
+            ..RequestMarks::uncached(Route::Blob)
+        };
+        let answer = exchange
+            .send(asked.uri, &exchange.parts.method, marks)
+            .await;
+        exchange.respond(self.sent(exchange, asked, event), answer)
+    }
+
+    fn sent(
+        &self,
+        exchange: &Exchange<'_>,
+        asked: &BlobAsked<'_>,
+        event: StoreEvent,
+    ) -> SentUpstream {
+        SentUpstream {
+            uri: asked.uri.clone(),
+            identity: asked.identity.clone(),
+            started: exchange.started,
+            route: Route::Blob,
+            store: Some(event),
+        }
+    }
+
+    fn log(&self, exchange: &Exchange<'_>, status: u16, event: StoreEvent) -> RequestLog {
+        let registry = exchange.registry.name.clone();
+        let mut log = RequestLog::new(
+            exchange.parts,
+            registry,
+            Route::Blob,
+            status,
+            self.metrics.clone(),
+        );
+        log.store = Some(event);
+        log
+    }
+}
+
+/// How the download asks the registry again, with the client's request, from where it
+/// broke off.
+fn resume(exchange: &Exchange<'_>, uri: &Uri, identity: Option<CacheIdentity>) -> Resume {
+    let (logins, registry) = (exchange.logins.clone(), exchange.registry.clone());
+    let (parts, uri) = (exchange.parts.clone(), uri.clone());
+    Arc::new(move |offset| {
+        let (logins, registry, parts, uri) =
+            (logins.clone(), registry.clone(), parts.clone(), uri.clone());
+        let identity = identity.clone();
+        Box::pin(async move {
+            let marks = RequestMarks {
+                identity,
+                range: RangeAsked::From(offset),
+                ..RequestMarks::uncached(Route::Blob)
+            };
+            // Who chose the destination: the operator (`--upstream`), as for the request
+            // this resumes; the credentials are that request's own.
+            logins
+                .send(&registry, &parts, &uri, &Method::GET, marks)
+                .await
+        })
+    })
+}

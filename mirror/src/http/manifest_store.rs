@@ -1,0 +1,163 @@
+//! The manifest cache's copy in the blob store: manifests the mirror fetched, kept by digest
+//! (so that a restarted mirror, or another replica, serves them), and what each tag named
+//! when it was fetched with a shared identity (so that `--serve-stale` serves it after a
+//! restart). A manifest read from the store is served under the blob store's rules
+//! (`blob_pull.rs`): its shared identity, or a login the registry accepted for it.
+
+use super::exchange::Exchange;
+use crate::api::{path, Route};
+use crate::auth::identity::Identity;
+use crate::cache::manifests::{Manifest, ManifestKey};
+use crate::cache::store::blobs::{BlobStore, Lookup};
+use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
+use crate::cache::store::tags::TagRecord;
+use crate::upstream::request::RequestMarks;
+use http::{HeaderValue, Method, Uri};
+use sha2::Digest;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// The manifests kept in the blob store.
+pub struct StoredManifests {
+    store: Arc<BlobStore>,
+}
+
+impl StoredManifests {
+    /// Manifests kept in `store`.
+    pub fn new(store: Arc<BlobStore>) -> StoredManifests {
+        StoredManifests { store }
+    }
+
+    /// The manifest `key` names at `uri`, from the store: by digest, if `who` may read it
+    /// there; by tag, what it named for a shared identity when it was last fetched.
+    pub async fn restore(
+        &self,
+        exchange: &Exchange<'_>,
+        key: &ManifestKey,
+        uri: &Uri,
+        who: &Identity,
+    ) -> Option<Manifest> {
+        let reference = uri.path().rsplit('/').next().unwrap_or_default();
+        let reader = reader(exchange, uri, who)?;
+        let (digest, fetched) = match ContentDigest::parse(reference) {
+            Some(digest) => (digest, SystemTime::now()),
+            None => {
+                let Reader::Shared(scope) = &reader else {
+                    return None;
+                };
+                let record = self.store.tag(scope, &tag_name(key)).await?;
+                (ContentDigest::parse(&record.digest)?, record.fetched)
+            }
+        };
+        let object = ObjectKey::manifest(digest.clone());
+        let Lookup::Stored(stored) = self.store.lookup(&object, false) else {
+            return None;
+        };
+        let media_type = stored.media_type?;
+        if !self.may_read(exchange, uri, &object, &reader).await {
+            return None;
+        }
+        let body = self.store.read_manifest(&object, &media_type).await?;
+        // What the store holds is what it verified; checked again, it costs a hash of a few
+        // KiB, and a tampered store serves no manifest.
+        if ContentDigest::sha256_of(&body) != digest {
+            return None;
+        }
+        let age = SystemTime::now()
+            .duration_since(fetched)
+            .unwrap_or_default();
+        Some(Manifest {
+            body,
+            content_type: HeaderValue::from_str(&media_type).ok(),
+            digest: HeaderValue::from_str(&digest.to_string()).ok()?,
+            fetched: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+            valid_until: who.valid_until,
+        })
+    }
+
+    /// Keeps a manifest fetched from `uri` for `who`: by its digest, and for a tag fetched
+    /// with a shared identity, what the tag named.
+    pub fn keep(
+        &self,
+        exchange: &Exchange<'_>,
+        key: &ManifestKey,
+        uri: &Uri,
+        who: &Identity,
+        manifest: &Manifest,
+    ) {
+        let (Some(reader), Some(media_type)) = (
+            reader(exchange, uri, who),
+            manifest.content_type.as_ref().and_then(|t| t.to_str().ok()),
+        ) else {
+            return;
+        };
+        let digest = ContentDigest::sha256_of(&manifest.body);
+        let by_tag = !uri
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .contains(':');
+        let (store, body, media_type) = (
+            self.store.clone(),
+            manifest.body.clone(),
+            media_type.to_owned(),
+        );
+        let tag = match (&reader, by_tag) {
+            (Reader::Shared(scope), true) => Some((scope.clone(), tag_name(key))),
+            _ => None,
+        };
+        tokio::spawn(async move {
+            let object = ObjectKey::manifest(digest.clone());
+            store.put_manifest(object, &media_type, body, &reader).await;
+            if let Some((scope, name)) = tag {
+                let record = TagRecord {
+                    digest: digest.to_string(),
+                    fetched: SystemTime::now(),
+                };
+                store.put_tag(&scope, &name, &record).await;
+            }
+        });
+    }
+
+    /// Whether `reader` may read the stored manifest `object`: as the store says, or once
+    /// the registry answers a `HEAD` for it (free against Docker Hub's pull limit).
+    async fn may_read(
+        &self,
+        exchange: &Exchange<'_>,
+        uri: &Uri,
+        object: &ObjectKey,
+        reader: &Reader,
+    ) -> bool {
+        if self.store.may_read(object, reader) {
+            return true;
+        }
+        let marks = RequestMarks {
+            registry_only: true,
+            ..RequestMarks::uncached(Route::Manifest)
+        };
+        match exchange.send(uri, &Method::HEAD, marks).await {
+            Ok(res) if res.status().is_success() => {
+                self.store.allow(object, reader);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Who `who` is to the store, asking for the manifest at `uri`.
+fn reader(exchange: &Exchange<'_>, uri: &Uri, who: &Identity) -> Option<Reader> {
+    let api = path::parse(uri.path().strip_prefix("/v2/")?).ok()?;
+    Some(Reader::of(who, &exchange.registry.name, api.name))
+}
+
+/// The store's name for a tag and the media types asked for it (a hash of the key's path
+/// and `Accept`).
+fn tag_name(key: &ManifestKey) -> String {
+    let mut hash = sha2::Sha256::new();
+    hash.update(key.path.as_bytes());
+    hash.update(b"\n");
+    hash.update(&key.accept);
+    hex::encode(hash.finalize())
+}
