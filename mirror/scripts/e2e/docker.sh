@@ -251,7 +251,7 @@ docker_e2e() {
   # ------------------------------------------------ anonymous client, the mirror's own login
   local name=docker-anonymous port=5400 mlog="$LOGS/proxy-docker-anonymous.log"
   ok=1
-  start "proxy-$name" "$MIRROR" --listen "127.0.0.1:$port" \
+  start "proxy-$name" "$MIRROR" --data-dir "$WORK/data/proxy-$name" --listen "127.0.0.1:$port" \
     --upstream "docker.io=https://127.0.0.1:5012" --upstream-ca "$WORK/ca.crt" --allow-http-storage \
     --storage-host 127.0.0.1:9000 --log-format json \
     --upstream-user "${USER_PASS%%:*}" --upstream-password "$pw"
@@ -324,7 +324,7 @@ docker_e2e() {
   ok=1
   local client_user=docker-client client_pw=docker-client-password
   htpasswd -Bbn "$client_user" "$client_pw" >"$WORK/htpasswd-docker"
-  start "proxy-$name" "$MIRROR" --listen "127.0.0.1:$port" \
+  start "proxy-$name" "$MIRROR" --data-dir "$WORK/data/proxy-$name" --listen "127.0.0.1:$port" \
     --upstream "docker.io=http://127.0.0.1:5011" --storage-host 127.0.0.1:9001 --log-format json \
     --upstream-user "${USER_PASS%%:*}" --upstream-password "$pw" --htpasswd "$WORK/htpasswd-docker"
   wait_http "http://127.0.0.1:$port/v2/"
@@ -385,13 +385,43 @@ PY
   if [[ $ok == 1 ]]; then echo "e2e $name: PASS (401 without a login; docker login, pull, digests, 3 blobs followed)"
   else echo "e2e $name: FAIL"; fi
 
+  # ------------------------------------------------ the blob store through an outage
+  # A third dockerd, on run.sh's outage mirror (its own login, its blob store): a pull; then
+  # the registry and its storage stop, the mirror restarts on its store, and after `docker
+  # rmi` the same image pulls again, no blob asked upstream.
+  name=docker-outage port=$OUTAGE_PORT
+  ok=1
+  dockerd_up outage "$port" "$name" || return
+  if docker_pull outage before && docker_check_image; then
+    pass "$name: docker pull through a mirror that keeps what it serves: the generated image"
+  else
+    fail "$name: pull before the outage: $(pull_error outage before) ${CHECK_WHY:-}"; ok=0
+  fi
+  outage_stop
+  local blob_gets
+  blob_gets=$(outage_blob_gets)
+  if dk rmi e2e/image:v1 >"$LOGS/docker-rmi-outage.log" 2>&1 && docker_pull outage during; then
+    if docker_check_image; then
+      pass "$name: with the registry and its storage stopped, docker pull again: image ID, manifest digest and diff IDs are the generated image's"
+    else
+      fail "$name: pulled during the outage, but: $CHECK_WHY"; ok=0
+    fi
+    if [[ $(outage_blob_gets) == "$blob_gets" ]]; then pass "$name: no blob asked upstream during the outage"
+    else fail "$name: $(( $(outage_blob_gets) - blob_gets )) blob GETs went upstream during the outage"; ok=0; fi
+  else
+    fail "$name: pull during the outage: $(pull_error outage during)"; ok=0
+  fi
+  dockerd_stop outage
+  if [[ $ok == 1 ]]; then echo "e2e $name: PASS (docker pull, then again with the registry and its storage stopped)"
+  else echo "e2e $name: FAIL"; fi
+
   # ------------------------------------------------ nothing left
   docker_cleanup
   local left key=""
   left=$(docker_leftovers | tr '\n' ' ')
   if [[ $DOCKER_KEY_EXISTED == no && -e $DOCKER_KEY ]]; then key="$DOCKER_KEY is still there"; fi
   if [[ -z $left && -z $key && ! -e $DOCKER_STATE ]] && ! grep -qF -- "$DOCKER_STATE/" /proc/mounts; then
-    pass "docker: both dockerd (and their containerd) stopped, no mounts left ($DOCKER_UNMOUNTED undone), state removed$([[ $DOCKER_KEY_EXISTED == no ]] && echo ", $DOCKER_KEY removed")"
+    pass "docker: every dockerd (and its containerd) stopped, no mounts left ($DOCKER_UNMOUNTED undone), state removed$([[ $DOCKER_KEY_EXISTED == no ]] && echo ", $DOCKER_KEY removed")"
   else
     fail "docker: left behind: processes ${left:-none}; ${key:-}; state dir $([[ -e $DOCKER_STATE ]] && echo present || echo gone)"
   fi

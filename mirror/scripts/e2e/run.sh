@@ -24,6 +24,11 @@
 #   pulls `e2e/image:v1` as a Docker Hub name: anonymously through a mirror that logs in
 #   upstream itself, and after `docker login` to an `--htpasswd` mirror.
 #
+#   The blob store through an outage: skopeo, containerd and Docker pull the image through a
+#   mirror that keeps what it serves; then its registry and storage are stopped, the mirror
+#   restarts on its store, and all three pull the image again, every digest checked, no blob
+#   asked upstream. Every mirror keeps its state under the suite's own directory.
+#
 # Installs what it needs (apt, cargo install, npm), uses fixed loopback ports, stops
 # everything it started by PID. Prints one summary line per proxy and store, and a final
 # "N passed, M failed" line; exits non-zero on any failure.
@@ -264,7 +269,7 @@ port=5200
 for store in s3s-fs s3rver; do
   if [[ $store == s3s-fs ]]; then upstream=5010; storage=127.0.0.1:9000; else upstream=5011; storage=127.0.0.1:9001; fi
   name="registry-mirror-$store"
-  start "proxy-$name" "$MIRROR" --listen "127.0.0.1:$port" \
+  start "proxy-$name" "$MIRROR" --data-dir "$WORK/data/proxy-$name" --listen "127.0.0.1:$port" \
     --upstream "e2e=http://127.0.0.1:$upstream" --storage-host "$storage" --log-format json
   wait_http "http://127.0.0.1:$port/v2/"
   pull_and_check "$name" "$port"
@@ -280,7 +285,7 @@ for store in s3s-fs s3rver; do
 done
 
 log "negative control: the mirror replaying the request (--redirects naive) against s3rver"
-start proxy-naive "$MIRROR" --listen 127.0.0.1:5299 \
+start proxy-naive "$MIRROR" --data-dir "$WORK/data/proxy-naive" --listen 127.0.0.1:5299 \
   --upstream "e2e=http://127.0.0.1:5011" --redirects naive
 wait_http http://127.0.0.1:5299/v2/
 if timeout 300 skopeo copy --quiet --src-tls-verify=false --src-creds "$USER_PASS" \
@@ -330,7 +335,7 @@ port=5300
 for example in registry-mirror; do
   name="containerd-$example"
   # The first upstream answers nothing: only containerd's ?ns= can pick the right one.
-  start "proxy-$name" "$MIRROR" --listen "127.0.0.1:$port" \
+  start "proxy-$name" "$MIRROR" --data-dir "$WORK/data/proxy-$name" --listen "127.0.0.1:$port" \
     --upstream "decoy=http://127.0.0.1:1,127.0.0.1:5010=http://127.0.0.1:5010" --storage-host 127.0.0.1:9000 --log-format json
   wait_http "http://127.0.0.1:$port/v2/"
   hosts="$WORK/hosts-$example"
@@ -384,7 +389,7 @@ YAML
 start registry-tls env -u AWS_CA_BUNDLE docker-registry serve registry-tls.yml
 for _ in $(seq 1 150); do curl -s -o /dev/null --max-time 1 --cacert "$WORK/ca.crt" https://127.0.0.1:5012/v2/ && break; sleep 0.2; done
 TLS_UPSTREAM=(--upstream "e2e=https://127.0.0.1:5012" --upstream-ca "$WORK/ca.crt" --storage-host 127.0.0.1:9000 --log-format json)
-start proxy-tls-refused "$MIRROR" --listen 127.0.0.1:5310 "${TLS_UPSTREAM[@]}"
+start proxy-tls-refused "$MIRROR" --data-dir "$WORK/data/proxy-tls-refused" --listen 127.0.0.1:5310 "${TLS_UPSTREAM[@]}"
 wait_http http://127.0.0.1:5310/v2/
 body=$(curl -s --max-time 30 -u "$USER_PASS" -w ' %{http_code}' "http://127.0.0.1:5310/v2/e2e/image/blobs/$BIG")
 if [[ $body == *" 502" && $body == *"--allow-http-storage"* && $body != *X-Amz-Signature=[0-9a-f]* ]]; then
@@ -393,14 +398,14 @@ else
   fail "https registry, http storage without the flag answered: ${body:0:300}"
 fi
 name="registry-mirror-https-registry-http-storage"
-start "proxy-$name" "$MIRROR" --listen 127.0.0.1:5311 "${TLS_UPSTREAM[@]}" --allow-http-storage
+start "proxy-$name" "$MIRROR" --data-dir "$WORK/data/proxy-$name" --listen 127.0.0.1:5311 "${TLS_UPSTREAM[@]}" --allow-http-storage
 wait_http "http://127.0.0.1:5311/v2/"
 pull_and_check "$name" 5311
 
 # ---------------------------------------------------------------- the mirror's own credentials
 log "the mirror logs in to the htpasswd registry itself; skopeo sends no credentials"
 name="registry-mirror-own-credentials"
-start "proxy-$name" "$MIRROR" --listen 127.0.0.1:5320 \
+start "proxy-$name" "$MIRROR" --data-dir "$WORK/data/proxy-$name" --listen 127.0.0.1:5320 \
   --upstream "e2e=http://127.0.0.1:5011" --storage-host 127.0.0.1:9001 --log-format json \
   --upstream-user "${USER_PASS%%:*}" --upstream-password "${USER_PASS#*:}"
 wait_http http://127.0.0.1:5320/v2/
@@ -411,8 +416,116 @@ else
   pass "$name: the mirror's password is not in its log"
 fi
 
+# ---------------------------------------------------------------- the blob store through an outage
+# A registry and a store of their own (:5013 on s3s-fs :9002), and a mirror with its own
+# login and its blob store (:5330): skopeo, containerd and Docker pull the image through it;
+# then the registry and its storage stop, the mirror restarts on its store, and the same
+# image pulls again with all three, every digest checked and no blob asked upstream.
+log "the blob store: skopeo, containerd and Docker pull through a mirror that keeps what it serves"
+mkdir -p "$WORK/s3fs-outage/registry"
+cp -r "$WORK/fsreg/docker" "$WORK/s3fs-outage/registry/"
+start s3s-fs-outage s3s-fs --host 127.0.0.1 --port 9002 --access-key "${S3FS_KEYS[0]}" --secret-key "${S3FS_KEYS[1]}" "$WORK/s3fs-outage"
+wait_http http://127.0.0.1:9002/
+registry_config registry-outage.yml 5013 "$(s3_storage http://127.0.0.1:9002 "${S3FS_KEYS[@]}")"
+cat >>registry-outage.yml <<YAML
+auth:
+  htpasswd:
+    realm: e2e
+    path: $WORK/htpasswd
+YAML
+start registry-outage env -u AWS_CA_BUNDLE docker-registry serve registry-outage.yml
+wait_http http://127.0.0.1:5013/v2/
+OUTAGE_PORT=5330
+OUTAGE_MIRROR=("$MIRROR" --data-dir "$WORK/data/proxy-outage" --listen "127.0.0.1:$OUTAGE_PORT"
+  --upstream "docker.io=http://127.0.0.1:5013" --storage-host 127.0.0.1:9002 --log-format json
+  --upstream-user "${USER_PASS%%:*}" --upstream-password "${USER_PASS#*:}")
+start proxy-outage "${OUTAGE_MIRROR[@]}"
+wait_http "http://127.0.0.1:$OUTAGE_PORT/v2/"
+OUTAGE_HOSTS="$WORK/hosts-outage"
+mkdir -p "$OUTAGE_HOSTS/127.0.0.1:5013"
+cat >"$OUTAGE_HOSTS/127.0.0.1:5013/hosts.toml" <<TOML
+server = "http://127.0.0.1:5013"
+
+[host."http://127.0.0.1:$OUTAGE_PORT"]
+  capabilities = ["pull", "resolve"]
+TOML
+OUTAGE_DOWN=no
+
+# skopeo_verified NAME: skopeo pulls the image through the outage mirror without
+# credentials; every blob's sha256 is checked.
+skopeo_verified() {
+  local out="$WORK/pulled-$1" blobs=0
+  timeout 300 skopeo copy --quiet --src-tls-verify=false --src-no-creds \
+    "docker://127.0.0.1:$OUTAGE_PORT/e2e/image:v1" "dir:$out" >"$LOGS/skopeo-$1.log" 2>&1 || return 1
+  for f in "$out"/*; do
+    local base; base=$(basename "$f")
+    [[ $base == manifest.json || $base == version ]] && continue
+    [[ $(sha256sum "$f" | cut -d' ' -f1) == "$base" ]] || return 1
+    blobs=$((blobs + 1))
+  done
+  [[ $blobs -eq 3 ]]
+}
+
+# ctr_verified NAMESPACE: containerd fetches the image through the outage mirror into a
+# namespace of its own (its own copy); every digest is checked.
+ctr_verified() {
+  timeout 300 "${CTR[@]}" -n "$1" content fetch --hosts-dir "$OUTAGE_HOSTS" \
+    127.0.0.1:5013/e2e/image:v1 >"$LOGS/ctr-$1.log" 2>&1 || return 1
+  local d got
+  for d in $WANT; do
+    got=$("${CTR[@]}" -n "$1" content get "$d" | sha256sum | cut -d' ' -f1)
+    [[ "sha256:$got" == "$d" ]] || return 1
+  done
+}
+
+# The blob GETs the outage mirror has sent its upstream.
+outage_blob_gets() {
+  curl -s --max-time 5 "http://127.0.0.1:$OUTAGE_PORT/metrics" \
+    | sed -n 's/^registry_mirror_upstream_requests_total{method="GET",route="blob"} \([0-9]*\)$/\1/p' \
+    | head -n 1 | grep . || echo 0
+}
+
+# outage_stop: the registry and its storage stop; the mirror restarts on its store (so what
+# it serves next comes from the store, not from memory). Once.
+outage_stop() {
+  [[ $OUTAGE_DOWN == yes ]] && return 0
+  OUTAGE_DOWN=yes
+  stop registry-outage
+  stop s3s-fs-outage
+  stop proxy-outage
+  start proxy-outage "${OUTAGE_MIRROR[@]}"
+  wait_http "http://127.0.0.1:$OUTAGE_PORT/v2/"
+  if curl -s -o /dev/null --max-time 2 http://127.0.0.1:5013/v2/ || curl -s -o /dev/null --max-time 2 http://127.0.0.1:9002/; then
+    fail "outage: the registry or its storage still answers"
+  else
+    pass "outage: the registry (:5013) and its storage (:9002) are stopped; the mirror restarted on its store"
+  fi
+}
+
+if skopeo_verified outage-before; then pass "blob store: skopeo pulled through the mirror, digests verified"
+else fail "blob store: skopeo pull before the outage (see $LOGS/skopeo-outage-before.log)"; fi
+if ctr_verified outage-before; then pass "blob store: containerd fetched through the mirror, digests verified"
+else fail "blob store: containerd fetch before the outage (see $LOGS/ctr-outage-before.log)"; fi
+stored=$(find "$WORK/data/proxy-outage/blobs/blobs" -type f 2>/dev/null | wc -l)
+if [[ $stored -eq 3 ]]; then pass "blob store: the mirror's store holds the image's 3 blobs"
+else fail "blob store: the mirror's store holds $stored blobs"; fi
+
 # ---------------------------------------------------------------- docker
 docker_e2e
+
+# ---------------------------------------------------------------- the outage, for skopeo and containerd
+outage_stop
+gets=$(outage_blob_gets)
+ok=1
+if skopeo_verified outage-during; then pass "outage: skopeo pulled the image from the mirror's store, digests verified"
+else fail "outage: skopeo pull (see $LOGS/skopeo-outage-during.log)"; ok=0; fi
+if ctr_verified outage-during; then pass "outage: containerd fetched the image from the mirror's store, digests verified"
+else fail "outage: containerd fetch (see $LOGS/ctr-outage-during.log)"; ok=0; fi
+if [[ $(outage_blob_gets) == "$gets" ]] && grep -q '"store":"hit"' "$LOGS/proxy-outage.log"; then
+  pass "outage: no blob was asked upstream; the mirror's log says store=hit"
+else fail "outage: $(( $(outage_blob_gets) - gets )) blob GETs went upstream"; ok=0; fi
+if [[ $ok == 1 ]]; then echo "e2e blob-store-outage: PASS (skopeo, containerd, Docker: pulled with the registry and its storage stopped)"
+else echo "e2e blob-store-outage: FAIL"; fi
 
 echo "e2e: $PASSED passed, $FAILED failed in ${SECONDS}s"
 [[ $FAILED -eq 0 ]]

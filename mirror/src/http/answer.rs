@@ -164,6 +164,11 @@ impl Answers {
         )
     }
 
+    /// Where answers are counted.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// The log of a request whose upstream answer has the head `head`: what the answer says
     /// is counted, and noted in the log.
     pub fn log_upstream(

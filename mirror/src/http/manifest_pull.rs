@@ -113,6 +113,20 @@ impl ManifestPull {
         }
         let keep =
             *method == Method::GET && matches!(&answer, Ok(res) if res.status() == StatusCode::OK);
+        // A tag's HEAD says which digest it names (Docker asks HEAD by tag, then GET by
+        // digest): kept in the store, it answers the same HEAD while the upstream fails.
+        if let (Some(stored), Ok(res)) = (&self.stored, &answer) {
+            let digest = res
+                .headers()
+                .get(DOCKER_CONTENT_DIGEST)
+                .and_then(|d| d.to_str().ok());
+            if let (true, Some(digest)) = (
+                *method == Method::HEAD && res.status() == StatusCode::OK,
+                digest,
+            ) {
+                stored.keep_tag(exchange, &key, &uri, who, digest);
+            }
+        }
         let sent = SentUpstream {
             uri: uri.clone(),
             identity: None,

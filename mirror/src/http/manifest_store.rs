@@ -120,6 +120,40 @@ impl StoredManifests {
         });
     }
 
+    /// Keeps what the tag `key` names at `uri` for a shared identity, as the registry's
+    /// answer to a `HEAD` said: `digest`.
+    pub fn keep_tag(
+        &self,
+        exchange: &Exchange<'_>,
+        key: &ManifestKey,
+        uri: &Uri,
+        who: &Identity,
+        digest: &str,
+    ) {
+        let (Some(Reader::Shared(scope)), Some(digest)) =
+            (reader(exchange, uri, who), ContentDigest::parse(digest))
+        else {
+            return;
+        };
+        if uri
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .contains(':')
+        {
+            return;
+        }
+        let (store, name) = (self.store.clone(), tag_name(key));
+        tokio::spawn(async move {
+            let record = TagRecord {
+                digest: digest.to_string(),
+                fetched: SystemTime::now(),
+            };
+            store.put_tag(&scope, &name, &record).await;
+        });
+    }
+
     /// Whether `reader` may read the stored manifest `object`: as the store says, or once
     /// the registry answers a `HEAD` for it (free against Docker Hub's pull limit).
     async fn may_read(

@@ -6,7 +6,7 @@ use super::answer::{Answers, SentUpstream};
 use super::blob_pull::{BlobAsked, BlobPull};
 use super::exchange::Exchange;
 use super::manifest_pull::ManifestPull;
-use super::paths::Registries;
+use super::paths::{plain_answer, Registries};
 use crate::api::path::Endpoint;
 use crate::api::Route;
 use crate::auth::credentials::Login;
@@ -16,9 +16,11 @@ use crate::auth::logins::Logins;
 use crate::cache::store::keys::{ContentDigest, Reader};
 use crate::serve::body::MirrorBody;
 use crate::serve::errors::registry_error;
+use crate::serve::log::RequestLog;
 use crate::serve::verify;
 use crate::upstream::registry::Registry;
 use crate::upstream::request::RequestMarks;
+use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
 use std::sync::Arc;
@@ -65,9 +67,49 @@ impl Pull {
     }
 
     /// `/v2/`: answered by `registry` (with its auth challenge pointed at this mirror).
+    /// While the registry fails (`429`, `5xx`, or no answer), the mirror answers `/v2/`
+    /// itself, `200`: the ping grants nothing, and clients that stop at a failed ping (skopeo
+    /// does) go on to pull what the mirror can serve without the registry.
     pub async fn ping(&self, registry: &Arc<Registry>, parts: &Parts) -> Response<MirrorBody> {
-        self.send(registry, parts, registry.api_root(), Route::Ping)
-            .await
+        let exchange = self.exchange(registry, parts);
+        let answer = exchange
+            .send(
+                &registry.api_root(),
+                &parts.method,
+                RequestMarks::uncached(Route::Ping),
+            )
+            .await;
+        let failing = match &answer {
+            Ok(res) => {
+                res.status() == StatusCode::TOO_MANY_REQUESTS || res.status().is_server_error()
+            }
+            Err(_) => true,
+        };
+        if failing && (self.blobs.is_some() || self.manifests.is_some()) {
+            tracing::warn!(upstream = %registry.name, "upstream failing: the mirror answers /v2/ itself");
+            let log = RequestLog::new(
+                parts,
+                registry.name.clone(),
+                Route::Ping,
+                200,
+                self.answers.metrics(),
+            );
+            log.finish(2, "complete", exchange.started);
+            let mut res = plain_answer(StatusCode::OK, "application/json", "{}".into());
+            res.headers_mut().insert(
+                HeaderName::from_static("docker-distribution-api-version"),
+                HeaderValue::from_static("registry/2.0"),
+            );
+            return res;
+        }
+        let sent = SentUpstream {
+            uri: registry.api_root(),
+            identity: None,
+            started: exchange.started,
+            route: Route::Ping,
+            store: None,
+        };
+        exchange.respond(sent, answer)
     }
 
     /// `/v2/<rest>`: a manifest, blob, tag list or referrers list, from the registry

@@ -470,6 +470,12 @@ async fn a_restarted_mirror_keeps_its_store_and_pulls_an_image_through_an_outage
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(body_bytes(res.into_body()).await.unwrap(), manifest);
     }
+    // As Docker asks: HEAD by tag (with its own Accept), then GET by digest.
+    let docker_accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
+    let mut head = pull(first, Method::HEAD, by_tag, None, None);
+    head.headers_mut()
+        .insert("accept", docker_accept.parse().unwrap());
+    assert_eq!(send(head).await.status(), StatusCode::OK);
     for (data, digest) in &layers {
         let (_, body) = get_blob(first, &format!("/v2/library/alpine/blobs/{digest}"), None).await;
         assert!(same(body.as_deref(), data));
@@ -496,6 +502,23 @@ async fn a_restarted_mirror_keeps_its_store_and_pulls_an_image_through_an_outage
         hub.count(&hub.state.storage_gets),
     );
     let second = start_mirror(&flags).await;
+    // The ping, which skopeo stops at when it fails, is the mirror's own while the registry
+    // is down.
+    let res = send(pull(second, Method::GET, "/v2/", None, None)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut head = pull(second, Method::HEAD, by_tag, None, None);
+    head.headers_mut()
+        .insert("accept", docker_accept.parse().unwrap());
+    let res = send(head).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "Docker's HEAD by tag, from the store"
+    );
+    assert_eq!(
+        res.headers()["docker-content-digest"],
+        manifest_digest.as_str()
+    );
     for path in [by_tag, &by_digest] {
         let res = send(pull(second, Method::GET, path, None, None)).await;
         assert_eq!(res.status(), StatusCode::OK, "{path}");
@@ -525,7 +548,7 @@ async fn a_restarted_mirror_keeps_its_store_and_pulls_an_image_through_an_outage
     );
     super::metrics_with(
         second,
-        &["registry_mirror_manifest_cache_total{event=\"stale\"} 1".into()],
+        &["registry_mirror_manifest_cache_total{event=\"stale\"} 2".into()],
     )
     .await;
 }
