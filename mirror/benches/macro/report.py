@@ -34,10 +34,13 @@ def fmt(v, spec):
     return "" if v is None else format(v, spec)
 
 
-variants = [v for v in ["direct", "nginx", "bare", "mirror", "cached", "verify", "alt"] if v in rows]
+variants = [v for v in ["direct", "nginx", "bare", "mirror", "cached", "verify", "alt",
+                        "ncache", "store", "fill"] if v in rows]
 names = {"direct": "direct", "nginx": "nginx, tuned buffers", "bare": "bare hyper-util follower",
          "mirror": "registry_mirror", "cached": "registry_mirror, cache warm",
-         "verify": "registry_mirror --verify-digests", "alt": "ALT_BIN"}
+         "verify": "registry_mirror --verify-digests", "alt": "ALT_BIN",
+         "ncache": "nginx proxy_cache, warm", "store": "registry_mirror, store hit",
+         "fill": "registry_mirror, store filling"}
 print(f"\nmacro benchmark: medians of {rounds} interleaved rounds, 127.0.0.1, 2 shared cores\n")
 print("| | " + " | ".join(names[v] for v in variants) + " |")
 print("|---|" + "---:|" * len(variants))
@@ -51,6 +54,9 @@ lines = [
     ("16 × 64 MiB, wall s", "c_wall", float, ".2f"),
     ("16 × 64 MiB, peak RSS MiB", "c_hwm", None, ".1f"),
     ("peak RSS MiB, whole run", "hwm", lambda k: float(k) / 1024, ".1f"),
+    ("64 KiB all different (cold), req/s", "d_rps", float, ".0f"),
+    ("64 KiB all different (cold), p99 ms", "d_p99", ms, ".2f"),
+    ("64 KiB all different (cold), CPU µs per request", "d_cpu", float, ".0f"),
 ]
 
 
@@ -108,6 +114,19 @@ if "cached" in rows:
 if "verify" in rows:
     compare("cost of --verify-digests, 1 GiB: verify/mirror MB/s", "verify", "mirror", "a_mbs", None)
     compare("cost of --verify-digests, 64 KiB: verify/mirror req/s", "verify", "mirror", "b_rps", None)
+
+if "store" in rows and "ncache" in rows:
+    compare("store hit, 64 KiB: store/ncache req/s >= 1.3", "store", "ncache", "b_rps", lambda r: r >= 1.3)
+    compare("store hit, 64 KiB: store/ncache p99 <= 0.8", "store", "ncache", "b_p99", lambda r: r <= 0.8, ms)
+    compare("store hit, 1 GiB: store/ncache MB/s >= 0.9", "store", "ncache", "a_mbs", lambda r: r >= 0.9)
+    compare("store hit, 1 GiB: store/ncache CPU per GiB", "store", "ncache", "a_cpu", None)
+    compare("store hit, 16 x 64 MiB: store/ncache wall", "store", "ncache", "c_wall", None)
+if "fill" in rows and "mirror" in rows:
+    compare("cost of filling, 1 GiB: fill/mirror MB/s", "fill", "mirror", "a_mbs", None)
+    compare("cost of filling, 1 GiB: fill/mirror CPU per GiB", "fill", "mirror", "a_cpu", None)
+    compare("cost of filling, 64 KiB cold: fill/mirror req/s", "fill", "mirror", "d_rps", None)
+    compare("cost of filling, 64 KiB cold: fill/mirror p99", "fill", "mirror", "d_p99", None, ms)
+    compare("cost of filling, 16 x 64 MiB (one download): fill/mirror wall", "fill", "mirror", "c_wall", None)
 
 if "alt" in rows and "mirror" in rows:
     compare("A/B, 1 GiB: alt/mirror MB/s", "alt", "mirror", "a_mbs", None)

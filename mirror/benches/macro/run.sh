@@ -17,6 +17,17 @@
 #   verify   the mirror with --verify-digests (every blob hashed while it streams).
 #   alt      (only when listed in VARIANTS) another build of the mirror, ALT_BIN, run as
 #            `mirror` is plus ALT_FLAGS: an A/B of a change in the same interleaved rounds.
+#   store    the mirror with its blob store, warm: every blob is served from its local store
+#            (`store hit`).
+#   ncache   nginx's proxy_cache mirror recipe, the peer that stores blobs: the recipe above
+#            with `proxy_cache` keyed by the blob's path in both locations, warm (a hit is a
+#            sendfile from the cache file, nothing asked upstream).
+#   fill     the mirror with its blob store, cold: the store is emptied (the mirror started
+#            again) before each measure, so every blob is downloaded into it while it is
+#            served; against `mirror` (today's, no store) it is the cost of filling.
+#
+# The mirror variants other than store and fill run with `--blob-store none`: they stream
+# every blob from storage, as the mirror did before it had a store.
 #
 # Origin: a registry stand-in (mirror/benches/macro/registry_stand_in.rs) answering blob GETs that
 # carry the Bearer token with an empty 307 to a pre-signed-looking URL; nginx as storage
@@ -25,8 +36,9 @@
 #
 # Measures: (a) one 1 GiB blob, MB/s and the proxy's CPU seconds per GiB; (b) a 64 KiB blob
 # with wrk -t2 -c64 for 5 s: requests/s, p50, p99, proxy CPU per request; (c) 16 parallel
-# 64 MiB downloads: wall time and each proxy's peak RSS during them; and each proxy's peak RSS
-# over the whole run. Prints the table (medians of the rounds; the largest peak), the ratios
+# 64 MiB downloads: wall time and each proxy's peak RSS during them; (d) for mirror and fill,
+# 64 KiB blobs that are all different (a pool of 20,000, with wrk cycling through them): the
+# cold path per request; and each proxy's peak RSS over the whole run. Prints the table (medians of the rounds; the largest peak), the ratios
 # (of the medians, and round by round: see report.py), and which goals hold.
 #
 # usage: bash mirror/benches/macro/run.sh [ROUNDS]   (default 3; installs nginx, wrk and curl if missing)
@@ -42,7 +54,7 @@ WORK=$(mktemp -d /tmp/tsr-bench.XXXXXX)
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for f in storage peer; do [[ -f $WORK/$f.pid ]] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true; done
+  for f in storage peer cache; do [[ -f $WORK/$f.pid ]] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true; done
   sleep 0.5
   rm -rf "$WORK"
 }
@@ -63,7 +75,39 @@ chmod 755 "$WORK" "$WORK/blobs"  # nginx workers run unprivileged
 head -c 1073741824 /dev/urandom > "$WORK/blobs/$GIB"
 head -c 67108864 /dev/urandom > "$WORK/blobs/$MID"
 head -c 65536 /dev/urandom > "$WORK/blobs/$SMALL"
-
+# The store variants check digests: the blobs under their sha256 too (the stand-in maps a
+# digest to the file of that name). And phase (d)'s pool of 20,000 different 64 KiB blobs.
+for f in "$GIB" "$MID" "$SMALL"; do
+  d=$(sha256sum "$WORK/blobs/$f" | cut -d' ' -f1)
+  ln -s "$WORK/blobs/$f" "$WORK/blobs/$d"
+  eval "REAL_$f=$d"
+done
+python3 - "$WORK/blobs" "$WORK/pool" <<'PY'
+import hashlib, os, sys
+blobs, pool = sys.argv[1], sys.argv[2]
+with open(pool, "w") as out:
+    for i in range(20000):
+        data = os.urandom(65536)
+        digest = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, digest), "wb") as f:
+            f.write(data)
+        out.write(digest + "\n")
+PY
+cat > "$WORK/pool.lua" <<LUA
+-- Each thread walks the pool from its own offset: every request a different blob.
+local digests, n = {}, 0
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("offset", threads * 10000) end
+function init(args)
+  for line in io.lines("$WORK/pool") do digests[#digests + 1] = line end
+  n = offset
+end
+function request()
+  n = n + 1
+  return wrk.format("GET", "/v2/bench/blobs/sha256:" .. digests[(n % #digests) + 1],
+    { Authorization = "Bearer benchtoken" })
+end
+LUA
 cat > "$WORK/storage.conf" <<NGINX
 worker_processes 2;
 pid $WORK/storage.pid;
@@ -118,15 +162,55 @@ http {
   }
 }
 NGINX
+# The same recipe with nginx's cache: the blob's path is the key (the signed storage URL
+# changes), in both locations, so that a hit is answered before the registry is asked and a
+# miss is stored as storage answers it; one fill per key at a time (proxy_cache_lock).
+cat > "$WORK/cache.conf" <<NGINX
+worker_processes 2;
+pid $WORK/cache.pid;
+error_log $WORK/cache-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/tmp;
+  proxy_temp_path $WORK/tmp;
+  proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=blobs:10m max_size=8g inactive=7d use_temp_path=off;
+  upstream registry { server 127.0.0.1:7000; keepalive 64; }
+  server {
+    listen 127.0.0.1:7008 backlog=4096;
+    location /v2/ {
+      proxy_cache blobs; proxy_cache_key \$uri; proxy_cache_valid 200 7d; proxy_cache_lock on;
+      proxy_pass http://registry;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_intercept_errors on;
+      error_page 301 302 303 307 308 = @handle_redirect;
+    }
+    location @handle_redirect {
+      proxy_cache blobs; proxy_cache_key \$uri; proxy_cache_valid 200 7d; proxy_cache_lock on;
+      set \$saved_redirect_location \$upstream_http_location;
+      proxy_pass \$saved_redirect_location;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "";
+      proxy_buffers 16 256k; proxy_buffer_size 16k; proxy_busy_buffers_size 512k;
+    }
+  }
+}
+NGINX
 nginx -c "$WORK/storage.conf" -p "$WORK"
 nginx -c "$WORK/peer.conf" -p "$WORK"
-read -r -a VARIANTS <<<"${VARIANTS:-direct nginx bare mirror cached verify}"
+read -r -a VARIANTS <<<"${VARIANTS:-direct nginx bare mirror cached verify store ncache fill}"
 PROXIES=(); for v in "${VARIANTS[@]}"; do [[ $v != direct ]] && PROXIES+=("$v"); done
 has() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
 "$BIN/bench_registry_stand_in" 127.0.0.1:7000 http://127.0.0.1:7001 & PIDS+=($!)
 BARE='' MIRROR='' CACHED='' VERIFY='' ALT=''
 if has bare; then "$BIN/bench_bare_follower" 127.0.0.1:7004 http://127.0.0.1:7000 & PIDS+=($!); BARE=$!; fi
-MIRROR_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host 127.0.0.1:7001 --log warn)
+MIRROR_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host 127.0.0.1:7001 --log warn --blob-store none)
+STORE_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host 127.0.0.1:7001 --log warn --blob-store-max-size 8GiB)
 # The plain mirror runs with the redirect cache off: every request asks the registry.
 read -r -a COLD <<<"${COLD_FLAGS---redirect-cache 0}"
 if has mirror; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7003 "${MIRROR_FLAGS[@]}" "${COLD[@]}" & PIDS+=($!); MIRROR=$!; fi
@@ -134,6 +218,18 @@ if has cached; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:70
 if has verify; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7006 "${MIRROR_FLAGS[@]}" --redirect-cache 0 --verify-digests & PIDS+=($!); VERIFY=$!; fi
 read -r -a ALT_EXTRA <<<"${ALT_FLAGS:-}"
 if has alt; then "${ALT_BIN:?ALT_BIN names the other build}" --listen 127.0.0.1:7007 "${MIRROR_FLAGS[@]}" "${COLD[@]}" "${ALT_EXTRA[@]}" & PIDS+=($!); ALT=$!; fi
+STORE='' FILL='' NCACHE=''
+if has store; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7009 "${STORE_FLAGS[@]}" --blob-store "$WORK/store" & PIDS+=($!); STORE=$!; fi
+if has ncache; then nginx -c "$WORK/cache.conf" -p "$WORK"; NCACHE=yes; fi
+# fill_restart: the fill variant started again on an empty store (a cold start, each measure).
+fill_restart() {
+  [[ -n $FILL ]] && { kill "$FILL"; wait "$FILL" 2>/dev/null || true; }
+  rm -rf "$WORK/fill-store"
+  "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7010 "${STORE_FLAGS[@]}" "${COLD[@]}" --blob-store "$WORK/fill-store" & PIDS+=($!); FILL=$!
+  for _ in $(seq 1 100); do curl -s -o /dev/null --max-time 1 http://127.0.0.1:7010/healthz && return 0; sleep 0.05; done
+  echo "the fill variant did not start" >&2; exit 1
+}
+if has fill; then fill_restart; fi
 sleep 1
 
 # blob paths: the stand-in's digests are the file names; the mirror and the bare follower
@@ -147,37 +243,43 @@ url() { # variant name
     cached) echo "http://127.0.0.1:7005/v2/bench/blobs/sha256:$2" ;;
     verify) echo "http://127.0.0.1:7006/v2/bench/blobs/sha256:$2" ;;
     alt) echo "http://127.0.0.1:7007/v2/bench/blobs/sha256:$2" ;;
+    ncache) echo "http://127.0.0.1:7008/v2/bench/blobs/sha256:$2" ;;
+    store) echo "http://127.0.0.1:7009/v2/bench/blobs/sha256:$2" ;;
+    fill) echo "http://127.0.0.1:7010/v2/bench/blobs/sha256:$2" ;;
   esac
 }
 pids_of() { # the processes whose CPU and memory count for a variant
   case $1 in
     nginx) pgrep -P "$(cat "$WORK/peer.pid")" | tr '\n' ' ' ;;
+    ncache) pgrep -P "$(cat "$WORK/cache.pid")" | tr '\n' ' ' ;;
     mirror) echo "$MIRROR" ;; bare) echo "$BARE" ;; cached) echo "$CACHED" ;; verify) echo "$VERIFY" ;; alt) echo "$ALT" ;;
+    store) echo "$STORE" ;; fill) echo "$FILL" ;;
     *) echo "" ;;
   esac
 }
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 auth() { [[ $1 == direct ]] || echo "$TOKEN"; }
 
-# The verify variant checks digests, so it is given real ones: its own copy of the blobs.
-# (The others never look at the digest.)
-if [[ -n $VERIFY ]]; then
-  for f in "$GIB" "$MID" "$SMALL"; do
-    d=$(sha256sum "$WORK/blobs/$f" | cut -d' ' -f1)
-    ln -s "$WORK/blobs/$f" "$WORK/blobs/$d"
-    eval "VERIFY_$f=$d"
-  done
-fi
+# The variants that check digests are asked for the blobs by their real ones (the others
+# never look at the digest).
 blob() { # variant name: the blob's name as the variant is asked for it
-  if [[ $1 == verify ]]; then local v="VERIFY_$2"; echo "${!v}"; else echo "$2"; fi
+  case $1 in verify|store|fill|ncache) local v="REAL_$2"; echo "${!v}" ;; *) echo "$2" ;; esac
 }
 
-# Every variant answers correctly before anything is timed.
+# Every variant answers correctly before anything is timed; the warm stores (store, ncache)
+# hold the three blobs after it.
 for v in "${VARIANTS[@]}"; do
   a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
-  got=$(curl -s --max-time 60 "${a[@]}" -o /dev/null -w '%{http_code} %{size_download}' "$(url $v "$(blob $v $MID)")")
-  [[ $got == "200 67108864" ]] || { echo "$v answered: $got" >&2; exit 1; }
+  for b in "$MID" "$GIB" "$SMALL"; do
+    [[ $b != "$MID" && $v != store && $v != ncache ]] && continue
+    got=$(curl -s --max-time 60 "${a[@]}" -o /dev/null -w '%{http_code} %{size_download}' "$(url $v "$(blob $v $b)")")
+    [[ $got == "200 $(stat -L -c %s "$WORK/blobs/$b")" ]] || { echo "$v answered: $got" >&2; exit 1; }
+  done
 done
+if [[ -n $STORE ]]; then
+  for _ in $(seq 1 200); do [[ $(find "$WORK/store/blobs" -type f 2>/dev/null | wc -l) -ge 3 ]] && break; sleep 0.1; done
+fi
+if [[ -n $FILL ]]; then fill_restart; fi
 
 hwm_of() { # variant: its processes' high-water marks, KiB, summed
   local h=0; for p in $(pids_of $1); do h=$((h + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done; echo $h
@@ -188,10 +290,11 @@ keep_peak() { # variant: the largest high-water mark seen, across the resets of 
 }
 
 TICK=$(getconf CLK_TCK)
-declare -A A_MBS A_CPU B_RPS B_P50 B_P99 B_CPU C_WALL C_HWM
+declare -A A_MBS A_CPU B_RPS B_P50 B_P99 B_CPU C_WALL C_HWM D_RPS D_P99 D_CPU
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS" >&2
   for v in "${VARIANTS[@]}"; do
+    [[ $v == fill ]] && fill_restart
     pids=$(pids_of $v); before=$(cpu_ticks $pids)
     a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
     speed=$(curl -s --max-time 120 "${a[@]}" -o /dev/null -w '%{speed_download}' "$(url $v "$(blob $v $GIB)")")
@@ -200,6 +303,7 @@ for round in $(seq 1 "$ROUNDS"); do
     A_CPU[$v]+="$(awk -v d=$((after - before)) -v t="$TICK" 'BEGIN{printf "%.3f", d/t}') "
   done
   for v in "${VARIANTS[@]}"; do
+    [[ $v == fill ]] && continue  # after its first request, a warm store: phase (d) instead
     pids=$(pids_of $v); before=$(cpu_ticks $pids)
     a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
     out=$(wrk -t2 -c64 -d5s --latency "${a[@]}" "$(url $v "$(blob $v $SMALL)")")
@@ -211,7 +315,20 @@ for round in $(seq 1 "$ROUNDS"); do
     B_P50[$v]+="$(awk '$1=="50%" {print $2}' <<<"$out") "
     B_P99[$v]+="$(awk '$1=="99%" {print $2}' <<<"$out") "
   done
+  for v in mirror fill; do
+    has $v || continue
+    [[ $v == fill ]] && fill_restart
+    pids=$(pids_of $v); before=$(cpu_ticks $pids)
+    out=$(wrk -t2 -c64 -d5s --latency -s "$WORK/pool.lua" "$(url $v x | sed 's|/v2/.*||')")
+    after=$(cpu_ticks $pids)
+    if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "wrk saw errors for $v over the pool:" >&2; grep -E "Non-2xx|Socket errors" <<<"$out" >&2; exit 1; fi
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    D_CPU[$v]+="$(awk -v d=$((after - before)) -v t="$TICK" -v n="$requests" 'BEGIN{printf "%.1f", d/t/n*1e6}') "
+    D_RPS[$v]+="$(awk '/Requests\/sec/ {print $2}' <<<"$out") "
+    D_P99[$v]+="$(awk '$1=="99%" {print $2}' <<<"$out") "
+  done
   for v in "${PROXIES[@]}"; do
+    [[ $v == fill ]] && fill_restart
     # The peak of this phase alone: reset each process's high-water mark (Linux, root),
     # after keeping the peak so far for the whole run's figure.
     keep_peak $v
@@ -236,8 +353,10 @@ for v in "${PROXIES[@]}"; do keep_peak $v; done
   echo "rounds $ROUNDS"
   for v in "${VARIANTS[@]}"; do
     echo "$v a_mbs ${A_MBS[$v]}"; echo "$v a_cpu ${A_CPU[$v]}"
-    echo "$v b_rps ${B_RPS[$v]}"; echo "$v b_p50 ${B_P50[$v]}"; echo "$v b_p99 ${B_P99[$v]}"; echo "$v b_cpu ${B_CPU[$v]}"
+    [[ -n ${B_RPS[$v]:-} ]] && { echo "$v b_rps ${B_RPS[$v]}"; echo "$v b_p50 ${B_P50[$v]}"; echo "$v b_p99 ${B_P99[$v]}"; echo "$v b_cpu ${B_CPU[$v]}"; }
+    [[ -n ${B_RPS[$v]:-} ]] || true
     [[ -n ${C_WALL[$v]:-} ]] && echo "$v c_wall ${C_WALL[$v]}" && echo "$v c_hwm ${C_HWM[$v]}"
+    [[ -n ${D_RPS[$v]:-} ]] && echo "$v d_rps ${D_RPS[$v]}" && echo "$v d_p99 ${D_P99[$v]}" && echo "$v d_cpu ${D_CPU[$v]}"
     [[ -n ${HWM[$v]:-} ]] && echo "$v hwm ${HWM[$v]}"
   done
 } > "$WORK/results"

@@ -60,9 +60,11 @@ impl Backend {
         let dir = PathBuf::from(&place);
         let bad = |e: &dyn std::fmt::Display| format!("--blob-store {place}: {e}");
         std::fs::create_dir_all(dir.join("spool")).map_err(|e| bad(&e))?;
+        // No fsync of what object_store writes (manifests, which are hashed again when
+        // read, and access and tag records, whose loss costs a question upstream); a blob's
+        // spool is synced before it is renamed into place (`fill.rs`).
         let objects = LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| bad(&e))?
-            .with_fsync(true)
             .with_automatic_cleanup(true);
         Ok(Some(Backend {
             objects: Arc::new(objects),

@@ -12,8 +12,11 @@ use tower_signed_redirect::BoxError;
 /// The parts of an S3 upload (S3 wants 5 MiB at least, but for the last).
 const PART: u64 = 8 * 1024 * 1024;
 
-/// Renames a verified local download from the spool into the store.
+/// Renames a verified local download from the spool into the store, once its bytes are on
+/// disk (synced first: a store must never hold a blob that a crash left half-written).
 pub(super) async fn rename_into_place(backend: &Backend, fill: &Fill) -> Result<(), BoxError> {
+    let file = fill.file.clone();
+    tokio::task::spawn_blocking(move || file.sync_data()).await??;
     let name = fill
         .path
         .file_name()

@@ -144,6 +144,7 @@ impl Downloads {
             written: 0,
             state: FillState::Writing,
         });
+        let progress = Arc::new(progress);
         let key = ticket.key.clone();
         let fill = Arc::new(Fill::new(key.clone(), size, media_type, spool, watching));
         if let Some(scope) = scope {
@@ -159,7 +160,7 @@ impl Downloads {
         let (downloads, filling) = (self.clone(), fill.clone());
         tokio::spawn(async move {
             let idle = downloads.idle_timeout;
-            let outcome = fill::download(&filling, &progress, body, resume, idle).await;
+            let outcome = fill::download(&filling, progress.clone(), body, resume, idle).await;
             progress.send_modify(|p| p.state = fill::finished(&outcome));
             if let (Err(FillError::DigestMismatch), Some((cache, req))) = (&outcome, forget) {
                 downloads.metrics.digest_mismatch();

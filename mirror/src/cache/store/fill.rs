@@ -7,9 +7,8 @@ use super::keys::{ObjectKey, Scope};
 use super::spool::{FillState, Progress, SpoolCursor};
 use crate::serve::body::{IdleTimeout, UpstreamBody};
 use crate::serve::verify::DigestHasher;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::fs::File;
@@ -23,8 +22,8 @@ use tower_signed_redirect::BoxError;
 /// How many times a broken download is resumed with `Range` before it is given up.
 const MAX_RESUMES: u32 = 3;
 
-/// The most a download writes at once: what arrived since its last write, up to this.
-const WRITE_BATCH: usize = 1024 * 1024;
+/// How many chunks a download's writer may be behind its receiver.
+const QUEUED: usize = 8;
 
 /// Asks the upstream for the blob again from an offset (`Range: bytes=<offset>-`), for a
 /// download that broke off there.
@@ -130,79 +129,103 @@ impl std::fmt::Display for FillError {
 
 /// Downloads `fill` from `body` into its spool, resuming with `resume`, and reports each
 /// write and the end to `progress`. `Ok` when the whole blob arrived and matched its
-/// digest (its spool synced to disk).
+/// digest: its readers may have it all then (the spool is synced to disk when it is
+/// committed, not before they do).
+///
+/// The bytes are hashed and written by a thread of the blocking pool behind a bounded queue
+/// ([`QUEUED`] chunks): the worker's thread goes on receiving while the last chunks are
+/// hashed and written, so the two take a core each.
 pub(super) async fn download(
     fill: &Fill,
-    progress: &watch::Sender<Progress>,
+    progress: Arc<watch::Sender<Progress>>,
     body: UpstreamBody,
     resume: Resume,
     idle: Duration,
 ) -> Result<(), FillError> {
     let expected = fill.key.digest.expected();
-    let mut hasher = DigestHasher::new(&expected);
+    let (queue, chunks) = tokio::sync::mpsc::channel::<Bytes>(QUEUED);
+    let writer = {
+        let (file, hasher) = (fill.file.clone(), DigestHasher::new(&expected));
+        tokio::task::spawn_blocking(move || write_spool(&file, hasher, chunks, &progress))
+    };
+    let received = receive(fill, body, resume, idle, queue).await;
+    // The queue is closed: the writer ends once it wrote what was queued.
+    let hasher = writer
+        .await
+        .map_err(|e| FillError::Spool(std::io::Error::other(e.to_string())))?
+        .map_err(FillError::Spool)?;
+    received?;
+    match hasher.matches(&expected) {
+        true => Ok(()),
+        false => Err(FillError::DigestMismatch),
+    }
+}
+
+/// Receives the blob from `body` (and the bodies `resume` asks for where it broke off) into
+/// `queue`, all of it and no more.
+async fn receive(
+    fill: &Fill,
+    body: UpstreamBody,
+    resume: Resume,
+    idle: Duration,
+    queue: tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<(), FillError> {
     let mut body = IdleTimeout::new(body, idle);
-    let (mut written, mut skip, mut resumes) = (0u64, 0u64, 0);
+    let (mut received, mut skip, mut resumes) = (0u64, 0u64, 0);
     loop {
-        match next_batch(&mut body).await {
-            Ok(Some(mut batch)) => {
-                let dropped = skip.min(batch.len() as u64);
-                let _ = batch.split_to(dropped as usize);
+        match next_data(&mut body).await {
+            Ok(Some(mut chunk)) => {
+                let dropped = skip.min(chunk.len() as u64);
+                let _ = chunk.split_to(dropped as usize);
                 skip -= dropped;
-                if written + batch.len() as u64 > fill.size {
+                if received + chunk.len() as u64 > fill.size {
                     return Err(FillError::TooLong);
                 }
-                let len = batch.len() as u64;
-                hasher = write(&fill.file, hasher, batch, written).await?;
-                written += len;
-                progress.send_modify(|p| p.written = written);
+                received += chunk.len() as u64;
+                if !chunk.is_empty() && queue.send(chunk).await.is_err() {
+                    // The writer stopped: its error is the download's.
+                    return Ok(());
+                }
             }
-            Ok(None) if written == fill.size => break,
+            Ok(None) if received == fill.size => return Ok(()),
             outcome if resumes < MAX_RESUMES => {
                 resumes += 1;
                 let why = match outcome {
                     Err(e) => e.to_string(),
-                    Ok(_) => format!("ended after {written} of {} bytes", fill.size),
+                    Ok(_) => format!("ended after {received} of {} bytes", fill.size),
                 };
-                tracing::warn!(digest = %fill.key.digest, written, error = %why, "blob download broke off: resuming");
-                let (resumed, from) = resumed_body(&resume, written).await?;
-                skip = written - from;
+                tracing::warn!(digest = %fill.key.digest, received, error = %why, "blob download broke off: resuming");
+                let (resumed, from) = resumed_body(&resume, received).await?;
+                skip = received - from;
                 body = IdleTimeout::new(resumed, idle);
             }
             Ok(_) => {
                 return Err(FillError::Interrupted(format!(
-                    "{written} of {} bytes",
+                    "{received} of {} bytes",
                     fill.size
                 )))
             }
             Err(e) => return Err(FillError::Interrupted(e.to_string())),
         }
     }
-    if !hasher.matches(&expected) {
-        return Err(FillError::DigestMismatch);
-    }
-    let file = fill.file.clone();
-    tokio::task::spawn_blocking(move || file.sync_data())
-        .await
-        .map_err(|e| FillError::Spool(std::io::Error::other(e.to_string())))?
-        .map_err(FillError::Spool)
 }
 
-/// Hashes `batch` and writes it to the spool at `at`, on the blocking pool (a worker's
-/// thread is for the network); returns the hash.
-async fn write(
-    file: &Arc<File>,
+/// The writer: hashes each queued chunk and writes it to the spool after the last, telling
+/// `progress` how much is written; returns the hash once the queue is closed and empty.
+fn write_spool(
+    file: &File,
     mut hasher: DigestHasher,
-    batch: BytesMut,
-    at: u64,
-) -> Result<DigestHasher, FillError> {
-    let file = file.clone();
-    tokio::task::spawn_blocking(move || {
-        hasher.update(&batch);
-        file.write_all_at(&batch, at).map(|()| hasher)
-    })
-    .await
-    .map_err(|e| FillError::Spool(std::io::Error::other(e.to_string())))?
-    .map_err(FillError::Spool)
+    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    progress: &watch::Sender<Progress>,
+) -> std::io::Result<DigestHasher> {
+    let mut written = 0u64;
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+        file.write_all_at(&chunk, written)?;
+        written += chunk.len() as u64;
+        progress.send_modify(|p| p.written = written);
+    }
+    Ok(hasher)
 }
 
 /// The upstream's body from `written` on, asked for with `Range`: a `206` from there, or a
@@ -228,29 +251,6 @@ async fn resumed_body(resume: &Resume, written: u64) -> Result<(UpstreamBody, u6
             "resuming was answered {status}"
         ))),
     }
-}
-
-/// What `body` has ready, at least one frame's data (waiting for it) and at most about
-/// [`WRITE_BATCH`]: frames that are already there are taken together, so that a download
-/// writes in large pieces but never holds back bytes it has.
-async fn next_batch<B>(body: &mut B) -> Result<Option<BytesMut>, BoxError>
-where
-    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    let mut batch = BytesMut::new();
-    let Some(first) = next_data(body).await? else {
-        return Ok(None);
-    };
-    batch.extend_from_slice(&first);
-    while batch.len() < WRITE_BATCH {
-        match next_data(body).now_or_never() {
-            Some(Ok(Some(data))) => batch.extend_from_slice(&data),
-            // What arrived before an error is kept: the body ends there, and is resumed
-            // from its end.
-            Some(Ok(None)) | Some(Err(_)) | None => break,
-        }
-    }
-    Ok(Some(batch))
 }
 
 /// The next data frame of `body` (trailers are skipped).
