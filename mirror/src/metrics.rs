@@ -67,6 +67,19 @@ pub enum StoreEvent {
     Unavailable,
 }
 
+impl StoreEvent {
+    /// Every event, in the order `/metrics` lists them.
+    const ALL: [StoreEvent; 7] = [
+        StoreEvent::Hit,
+        StoreEvent::Miss,
+        StoreEvent::Fill,
+        StoreEvent::Joined,
+        StoreEvent::FillFailed,
+        StoreEvent::Evicted,
+        StoreEvent::Unavailable,
+    ];
+}
+
 /// Which kind of hop a latency is for.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Hop {
@@ -104,7 +117,7 @@ label_values! {
     Decision { Followed => "followed", Passed => "passed", Refused => "refused" }
     RedirectCacheEvent { Hit => "hit", Miss => "miss", Refresh => "refresh" }
     ManifestEvent { Hit => "hit", Revalidated => "revalidated", Stale => "stale", Miss => "miss" }
-    Joined { Blob => "blob", Manifest => "manifest" }
+    Joined { Blob => "blob", Manifest => "manifest", Replica => "replica" }
     Hop { Upstream => "upstream", Storage => "storage" }
     StoreEvent {
         Hit => "hit", Miss => "miss", Fill => "fill", Joined => "joined",
@@ -131,6 +144,8 @@ pub enum Joined {
     Blob,
     /// A manifest's fetch or revalidation.
     Manifest,
+    /// Another replica's download or fetch (the shared state's lease).
+    Replica,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,7 +181,8 @@ pub struct Metrics {
     manifests: [Counter; 4],
     upstream_requests: Family<UpstreamRequestLabels, Counter>,
     /// By [`Joined`], in declaration order.
-    joins: [Counter; 2],
+    joins: [Counter; 3],
+    shared_state_errors: Counter,
     /// By [`StoreEvent`], in declaration order.
     store: [Counter; 7],
     store_bytes: Gauge,
@@ -252,21 +268,18 @@ impl Metrics {
                 r,
                 ("single_flight_joins", "Requests that waited for another's upstream round trip instead of sending their own"),
                 "kind",
-                [Joined::Blob, Joined::Manifest],
+                [Joined::Blob, Joined::Manifest, Joined::Replica],
             ),
             store: series(
                 r,
                 ("blob_store", "Blob store: hits, misses, fills, joins, failed fills, evictions, store failures"),
                 "event",
-                [
-                    StoreEvent::Hit,
-                    StoreEvent::Miss,
-                    StoreEvent::Fill,
-                    StoreEvent::Joined,
-                    StoreEvent::FillFailed,
-                    StoreEvent::Evicted,
-                    StoreEvent::Unavailable,
-                ],
+                StoreEvent::ALL,
+            ),
+            shared_state_errors: register(
+                r,
+                "shared_state_errors",
+                "Calls to the replicas' shared state (Redis) that failed or timed out",
             ),
             store_bytes: register(r, "blob_store_bytes", "Bytes of blobs and manifests in the blob store"),
             store_objects: register(r, "blob_store_objects", "Blobs and manifests in the blob store"),
@@ -353,6 +366,11 @@ impl Metrics {
     pub fn store_holds(&self, bytes: u64, objects: u64) {
         self.store_bytes.set(bytes.min(i64::MAX as u64) as i64);
         self.store_objects.set(objects.min(i64::MAX as u64) as i64);
+    }
+
+    /// Counts a call to the shared state that failed.
+    pub fn shared_state_error(&self) {
+        self.shared_state_errors.inc();
     }
 
     /// Counts a blob body whose digest did not match.

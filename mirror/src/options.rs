@@ -123,6 +123,21 @@ pub struct Options {
     #[arg(long, env = "MIRROR_S3_VIRTUAL_HOSTED_STYLE")]
     pub s3_virtual_hosted_style: bool,
 
+    /// State the replicas of a fleet share: `redis://host:6379/0` or `rediss://` (Redis or
+    /// Valkey): what tags named, clients' read grants, and leases on the downloads in flight.
+    /// Without it, each replica knows only what it did itself.
+    #[arg(long, env = "MIRROR_SHARED_STATE")]
+    pub shared_state: Option<String>,
+
+    /// The password of `--shared-state` (rather than in its URL, out of `ps`).
+    #[arg(long, env = "MIRROR_SHARED_STATE_PASSWORD", hide_env_values = true)]
+    pub shared_state_password: Option<String>,
+
+    /// The key the replicas hash identities with in the shared state (HMAC-SHA256), the same
+    /// on every replica; default: the Redis password.
+    #[arg(long, env = "MIRROR_SHARED_STATE_KEY", hide_env_values = true)]
+    pub shared_state_key: Option<String>,
+
     /// The mirror's own credentials for upstreams: a Docker `config.json` (`auths`, keyed by
     /// registry host, with `auth` = base64 `user:password`, or `identitytoken`). With them
     /// the mirror logs in itself and clients need no login.

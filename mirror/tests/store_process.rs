@@ -9,65 +9,14 @@ mod support;
 mod harness;
 
 use bytes::Bytes;
+use harness::binary::Running;
 use harness::store_hub::StoreHub;
 use http_body_util::{BodyExt, Empty};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::Duration;
 use support::bounded;
 use support::net::http_client;
-
-/// A child process, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The binary with `flags`, on a port of the OS's choosing; its address from its "ready"
-/// log line.
-fn start(flags: &[String]) -> (Running, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-mirror"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the registry-mirror binary");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let child = Running(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if json["fields"]["message"] == "registry mirror ready" {
-                let listen = json["fields"]["listen"].as_str().unwrap_or_default();
-                let _ = tx.send(listen.parse::<SocketAddr>());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a ready line within 30 s")
-        .expect("the listen address in it");
-    (child, addr)
-}
 
 fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -97,7 +46,8 @@ async fn a_mirror_killed_mid_download_serves_nothing_partial_and_cleans_up_at_st
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap().to_owned();
     let flags = hub.flags(&["--blob-store", &store]);
-    let (running, mirror) = start(&flags);
+    let running = Running::start(&flags);
+    let mirror = running.addr;
     let url = format!("http://{mirror}/v2/library/alpine/blobs/{digest}");
     let req = http::Request::get(&url)
         .body(Empty::<Bytes>::new())
@@ -134,7 +84,8 @@ async fn a_mirror_killed_mid_download_serves_nothing_partial_and_cleans_up_at_st
     // Started again on the same store: the crash's leftovers are gone, and the blob is
     // downloaded again, whole.
     hub.state.storage_delay_ms.store(0, Ordering::SeqCst);
-    let (_running, mirror) = start(&flags);
+    let running = Running::start(&flags);
+    let mirror = running.addr;
     assert!(
         files_in(&dir.path().join("spool")).is_empty(),
         "the spool was cleaned at start"

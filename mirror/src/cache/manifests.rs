@@ -39,7 +39,7 @@ pub struct ManifestKey {
 }
 
 /// One cached manifest: its bytes and the headers that describe them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Manifest {
     /// The manifest's bytes.
     pub body: Bytes,

@@ -17,6 +17,8 @@ use crate::cache::store::blobs::{BlobStore, Lookup};
 use crate::cache::store::downloads::FillTicket;
 use crate::cache::store::fill::{Fill, Resume};
 use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
+use crate::cache::store::replicas::DownloadTurn;
+use crate::cache::store::shared::LeaseGuard;
 use crate::metrics::{Metrics, StoreEvent};
 use crate::serve::body::MirrorBody;
 use crate::serve::log::{Metered, RequestLog};
@@ -68,7 +70,7 @@ impl BlobPull {
         let key = ObjectKey::blob(asked.digest.clone());
         // A HEAD does not download: it goes upstream when the store does not hold the blob.
         let claim = exchange.parts.method != Method::HEAD;
-        let mut waits = 0;
+        let (mut waits, mut discovered) = (0, false);
         loop {
             return match self.store.lookup(&key, claim) {
                 Lookup::Stored(stored) => {
@@ -93,22 +95,54 @@ impl BlobPull {
                     starting.wait(self.wait).await;
                     continue;
                 }
+                // Another replica may have stored it since this one listed the store.
+                Lookup::Absent(ticket) if !discovered => {
+                    discovered = true;
+                    if self.store.discover(&key, &reader).await.is_some() {
+                        continue;
+                    }
+                    match ticket {
+                        Some(ticket) => self.claimed(exchange, asked, ticket, reader).await,
+                        None => self.upstream(exchange, &asked, StoreEvent::Miss).await,
+                    }
+                }
                 Lookup::Starting(_) | Lookup::Absent(None) => {
                     self.upstream(exchange, &asked, StoreEvent::Miss).await
                 }
-                Lookup::Absent(Some(ticket)) => self.fill(exchange, asked, ticket, reader).await,
+                Lookup::Absent(Some(ticket)) => self.claimed(exchange, asked, ticket, reader).await,
             };
         }
     }
 
-    /// Downloads the blob into the store and serves it as it arrives; what the upstream
-    /// answers otherwise goes to the client as it is.
+    /// The download this request claimed on this replica, once the fleet's lease on it says
+    /// so: this replica downloads it, or another replica's download, once stored, serves it.
+    async fn claimed(
+        &self,
+        exchange: &Exchange<'_>,
+        asked: BlobAsked<'_>,
+        ticket: FillTicket,
+        reader: Reader,
+    ) -> Response<MirrorBody> {
+        let key = ObjectKey::blob(asked.digest.clone());
+        match self.store.download_turn(&key, &reader, self.wait).await {
+            DownloadTurn::Fetch(lease) => self.fill(exchange, asked, ticket, reader, lease).await,
+            DownloadTurn::Stored => {
+                drop(ticket);
+                Box::pin(self.answer(exchange, asked, reader)).await
+            }
+        }
+    }
+
+    /// Downloads the blob into the store (under the fleet's `lease`, if this replica holds
+    /// it) and serves it as it arrives; what the upstream answers otherwise goes to the
+    /// client as it is.
     async fn fill(
         &self,
         exchange: &Exchange<'_>,
         asked: BlobAsked<'_>,
         ticket: FillTicket,
         reader: Reader,
+        lease: Option<LeaseGuard>,
     ) -> Response<MirrorBody> {
         let key = ObjectKey::blob(asked.digest.clone());
         let marks = RequestMarks {
@@ -136,10 +170,13 @@ impl BlobPull {
             .answers
             .cached_redirect(asked.uri, asked.identity.clone());
         let resume = resume(exchange, asked.uri, asked.identity.clone());
-        match self
-            .store
-            .start_fill(ticket, (size, media_type), (body, resume), &reader, forget)
-        {
+        match self.store.start_fill(
+            ticket,
+            (size, media_type),
+            (body, resume),
+            &reader,
+            (forget, lease),
+        ) {
             Ok(fill) => {
                 self.store.allow(&key, &reader);
                 self.metrics.store(StoreEvent::Fill);
@@ -170,7 +207,7 @@ impl BlobPull {
         key: &ObjectKey,
         reader: &Reader,
     ) -> bool {
-        if self.store.may_read(key, reader) {
+        if self.store.may_read(key, reader) || self.store.shared_allows(key, reader).await {
             return true;
         }
         let marks = RequestMarks {

@@ -5,12 +5,13 @@
 
 use super::answer::SentUpstream;
 use super::exchange::Exchange;
-use super::manifest_store::StoredManifests;
+use super::manifest_store::{FleetTurn, StoredManifests};
 use crate::api::Route;
 use crate::auth::identity::Identity;
 use crate::cache::manifests::{self, Manifest, ManifestCache, ManifestKey, MAX_MANIFEST};
+use crate::cache::store::shared::LeaseGuard;
 use crate::metrics::{Joined, ManifestEvent, Metrics, StoreEvent};
-use crate::serve::body::MirrorBody;
+use crate::serve::body::{MirrorBody, UpstreamBody};
 use crate::serve::errors::{registry_error, upstream_failure};
 use crate::serve::log::RequestLog;
 use crate::upstream::request::RequestMarks;
@@ -30,22 +31,26 @@ pub struct ManifestPull {
     /// The cache's copy in the blob store, if there is one.
     stored: Option<StoredManifests>,
     serve_stale: Duration,
+    /// The longest a fetch waits for another replica's fetch of the same tag.
+    wait: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl ManifestPull {
     /// Pulls through `cache` (and what `stored` kept of it), serving cached tags up to
-    /// `serve_stale` after they were fetched while the upstream fails.
+    /// `serve_stale` after they were fetched while the upstream fails; a fetch waits at most
+    /// `wait` for another replica's fetch of the same tag.
     pub fn new(
         cache: Arc<ManifestCache>,
         stored: Option<StoredManifests>,
-        serve_stale: Duration,
+        (serve_stale, wait): (Duration, Duration),
         metrics: Arc<Metrics>,
     ) -> Self {
         ManifestPull {
             cache,
             stored,
             serve_stale,
+            wait,
             metrics,
         }
     }
@@ -68,11 +73,20 @@ impl ManifestPull {
             if by_digest {
                 return self.serve(exchange, manifest, (ManifestEvent::Hit, store));
             }
-            if let Some(res) = self
+            match self
                 .revalidate(exchange, &uri, &key, (manifest, store))
                 .await
             {
-                return res;
+                Ok(res) => return res,
+                Err(Some(named)) => {
+                    if let Some(res) = self
+                        .restore_named(exchange, (&key, &uri), who, &named)
+                        .await
+                    {
+                        return res;
+                    }
+                }
+                Err(None) => {}
             }
         }
         // One fetch per key at a time: concurrent pulls of a new or moved tag spend one
@@ -102,6 +116,19 @@ impl ManifestPull {
         (cached, store): (Option<Arc<Manifest>>, Option<StoreEvent>),
     ) -> Response<MirrorBody> {
         let method = &exchange.parts.method;
+        let mut lease = None;
+        if let (Some(stored), &Method::GET) = (&self.stored, method) {
+            match stored
+                .fleet_turn(exchange, (&key, &uri), who, self.wait)
+                .await
+            {
+                FleetTurn::Fetch(held) => lease = held,
+                FleetTurn::Restored(manifest) => {
+                    self.metrics.joined(Joined::Replica);
+                    return self.keep_restored(exchange, &key, manifest);
+                }
+            }
+        }
         let marks = RequestMarks::uncached(Route::Manifest);
         let answer = exchange.send(&uri, method, marks).await;
         // The same failure on the GET itself.
@@ -113,19 +140,8 @@ impl ManifestPull {
         }
         let keep =
             *method == Method::GET && matches!(&answer, Ok(res) if res.status() == StatusCode::OK);
-        // A tag's HEAD says which digest it names (Docker asks HEAD by tag, then GET by
-        // digest): kept in the store, it answers the same HEAD while the upstream fails.
-        if let (Some(stored), Ok(res)) = (&self.stored, &answer) {
-            let digest = res
-                .headers()
-                .get(DOCKER_CONTENT_DIGEST)
-                .and_then(|d| d.to_str().ok());
-            if let (true, Some(digest)) = (
-                *method == Method::HEAD && res.status() == StatusCode::OK,
-                digest,
-            ) {
-                stored.keep_tag(exchange, &key, &uri, who, digest);
-            }
+        if let (Some(stored), Ok(res), &Method::HEAD) = (&self.stored, &answer, method) {
+            keep_head(stored, exchange, (&key, &uri), who, res);
         }
         let sent = SentUpstream {
             uri: uri.clone(),
@@ -135,22 +151,26 @@ impl ManifestPull {
             store: None,
         };
         let res = exchange.respond(sent, answer);
-        match keep {
-            true => self.keep(exchange, res, (key, &uri), who).await,
-            false => res,
+        match (keep, lease) {
+            (true, lease) => self.keep(exchange, res, (key, &uri), who, lease).await,
+            (false, Some(lease)) => {
+                tokio::spawn(lease.release());
+                res
+            }
+            (false, None) => res,
         }
     }
 
     /// Asks the upstream with a `HEAD` whether the tag still names `manifest`: the cached
-    /// manifest if it does (or, while the upstream fails, if it may be served stale); `None`
-    /// to fetch it.
+    /// manifest if it does (or, while the upstream fails, if it may be served stale); else
+    /// `Err` with the digest the tag names now, if the `HEAD` said.
     async fn revalidate(
         &self,
         exchange: &Exchange<'_>,
         uri: &Uri,
         key: &ManifestKey,
         (manifest, store): (&Arc<Manifest>, Option<StoreEvent>),
-    ) -> Option<Response<MirrorBody>> {
+    ) -> Result<Response<MirrorBody>, Option<String>> {
         let marks = RequestMarks::uncached(Route::Manifest);
         let (registry, path) = (&exchange.registry.name, exchange.parts.uri.path());
         match exchange.send(uri, &Method::HEAD, marks).await {
@@ -158,22 +178,61 @@ impl ManifestPull {
                 if res.status() == StatusCode::OK
                     && res.headers().get(DOCKER_CONTENT_DIGEST) == Some(&manifest.digest) =>
             {
-                Some(self.serve(exchange, manifest, (ManifestEvent::Revalidated, store)))
+                Ok(self.serve(exchange, manifest, (ManifestEvent::Revalidated, store)))
             }
             Ok(res) if failing(res.status()) && self.stale_ok(manifest) => {
                 tracing::warn!(upstream = %registry, path, status = res.status().as_u16(), "upstream failing: serving a stale manifest");
-                Some(self.serve(exchange, manifest, (ManifestEvent::Stale, store)))
+                Ok(self.serve(exchange, manifest, (ManifestEvent::Stale, store)))
             }
             Err(e) if self.stale_ok(manifest) => {
                 tracing::warn!(upstream = %registry, path, error = %upstream_failure(&e).1, "upstream unreachable: serving a stale manifest");
-                Some(self.serve(exchange, manifest, (ManifestEvent::Stale, store)))
+                Ok(self.serve(exchange, manifest, (ManifestEvent::Stale, store)))
             }
             Ok(res) if res.status() == StatusCode::NOT_FOUND => {
                 self.cache.remove(key);
-                None
+                Err(None)
             }
-            _ => None,
+            Ok(res) if res.status() == StatusCode::OK => Err(res
+                .headers()
+                .get(DOCKER_CONTENT_DIGEST)
+                .and_then(|d| d.to_str().ok())
+                .map(str::to_owned)),
+            _ => Err(None),
         }
+    }
+
+    /// The manifest a tag's `HEAD` just named (`named`), from the store (where another
+    /// replica, or this one, kept it), as the cache's answer: a moved tag costs no `GET`.
+    async fn restore_named(
+        &self,
+        exchange: &Exchange<'_>,
+        (key, uri): (&ManifestKey, &Uri),
+        who: &Identity,
+        named: &str,
+    ) -> Option<Response<MirrorBody>> {
+        let manifest = self
+            .stored
+            .as_ref()?
+            .restore_named(exchange, uri, who, named)
+            .await?;
+        Some(self.keep_restored(exchange, key, manifest))
+    }
+
+    /// A manifest from the store, kept in the cache and served.
+    fn keep_restored(
+        &self,
+        exchange: &Exchange<'_>,
+        key: &ManifestKey,
+        manifest: Manifest,
+    ) -> Response<MirrorBody> {
+        self.metrics.store(StoreEvent::Hit);
+        let res = self.serve(
+            exchange,
+            &manifest,
+            (ManifestEvent::Revalidated, Some(StoreEvent::Hit)),
+        );
+        self.cache.put(key.clone(), manifest);
+        res
     }
 
     /// Reads the upstream's manifest in `res` whole, keeps it for `key`, and answers with it.
@@ -183,6 +242,7 @@ impl ManifestPull {
         res: Response<MirrorBody>,
         (key, uri): (ManifestKey, &Uri),
         who: &Identity,
+        lease: Option<LeaseGuard>,
     ) -> Response<MirrorBody> {
         let reference = uri.path().rsplit('/').next().unwrap_or_default();
         let (head, body) = res.into_parts();
@@ -218,7 +278,7 @@ impl ManifestPull {
             valid_until: who.valid_until,
         };
         if let Some(stored) = &self.stored {
-            stored.keep(exchange, &key, uri, who, &manifest);
+            stored.keep(exchange, (&key, uri), who, &manifest, lease);
         }
         self.cache.put(key, manifest);
         let mut res = Response::from_parts(head, MirrorBody::Local(Full::new(body)));
@@ -317,4 +377,22 @@ fn sha256_digest(body: &[u8]) -> HeaderValue {
     use sha2::Digest;
     let hex = hex::encode(sha2::Sha256::digest(body));
     HeaderValue::from_str(&format!("sha256:{hex}")).expect("hex is a valid header value")
+}
+
+/// A tag's `HEAD` says which digest it names (Docker asks `HEAD` by tag, then `GET` by
+/// digest): kept in the store, it answers the same `HEAD` while the upstream fails.
+fn keep_head(
+    stored: &StoredManifests,
+    exchange: &Exchange<'_>,
+    (key, uri): (&ManifestKey, &Uri),
+    who: &Identity,
+    res: &Response<UpstreamBody>,
+) {
+    let digest = res
+        .headers()
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|d| d.to_str().ok());
+    if let (StatusCode::OK, Some(digest)) = (res.status(), digest) {
+        stored.keep_tag(exchange, key, uri, who, digest);
+    }
 }

@@ -10,12 +10,24 @@ use crate::auth::identity::Identity;
 use crate::cache::manifests::{Manifest, ManifestKey};
 use crate::cache::store::blobs::{BlobStore, Lookup};
 use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
+use crate::cache::store::shared::{Lease, LeaseGuard};
 use crate::cache::store::tags::TagRecord;
 use crate::upstream::request::RequestMarks;
 use http::{HeaderValue, Method, Uri};
 use sha2::Digest;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often a replica waiting for another's manifest fetch looks for it.
+const FLEET_POLL: Duration = Duration::from_millis(100);
+
+/// What the fleet says to a replica that would fetch a tag's manifest.
+pub enum FleetTurn {
+    /// Fetch it (holding the lease, if there is a fleet to hold it against).
+    Fetch(Option<LeaseGuard>),
+    /// Another replica fetched it meanwhile: here it is.
+    Restored(Manifest),
+}
 
 /// The manifests kept in the blob store.
 pub struct StoredManifests {
@@ -49,12 +61,27 @@ impl StoredManifests {
                 (ContentDigest::parse(&record.digest)?, record.fetched)
             }
         };
+        self.by_digest(exchange, uri, who, &reader, (digest, fetched))
+            .await
+    }
+
+    /// The stored manifest with `digest`, fetched at `fetched`, if `reader` may read it.
+    async fn by_digest(
+        &self,
+        exchange: &Exchange<'_>,
+        uri: &Uri,
+        who: &Identity,
+        reader: &Reader,
+        (digest, fetched): (ContentDigest, SystemTime),
+    ) -> Option<Manifest> {
         let object = ObjectKey::manifest(digest.clone());
-        let Lookup::Stored(stored) = self.store.lookup(&object, false) else {
-            return None;
+        let stored = match self.store.lookup(&object, false) {
+            Lookup::Stored(stored) => stored,
+            // Another replica may have stored it since this one listed the store.
+            _ => self.store.discover(&object, reader).await?,
         };
         let media_type = stored.media_type?;
-        if !self.may_read(exchange, uri, &object, &reader).await {
+        if !self.may_read(exchange, uri, &object, reader).await {
             return None;
         }
         let body = self.store.read_manifest(&object, &media_type).await?;
@@ -76,14 +103,15 @@ impl StoredManifests {
     }
 
     /// Keeps a manifest fetched from `uri` for `who`: by its digest, and for a tag fetched
-    /// with a shared identity, what the tag named.
+    /// with a shared identity, what the tag named; then releases the fleet's `lease` on
+    /// fetching it. In the background: the client is answered meanwhile.
     pub fn keep(
         &self,
         exchange: &Exchange<'_>,
-        key: &ManifestKey,
-        uri: &Uri,
+        (key, uri): (&ManifestKey, &Uri),
         who: &Identity,
         manifest: &Manifest,
+        lease: Option<LeaseGuard>,
     ) {
         let (Some(reader), Some(media_type)) = (
             reader(exchange, uri, who),
@@ -107,7 +135,7 @@ impl StoredManifests {
             (Reader::Shared(scope), true) => Some((scope.clone(), tag_name(key))),
             _ => None,
         };
-        tokio::spawn(async move {
+        let kept = tokio::spawn(async move {
             let object = ObjectKey::manifest(digest.clone());
             store.put_manifest(object, &media_type, body, &reader).await;
             if let Some((scope, name)) = tag {
@@ -118,6 +146,85 @@ impl StoredManifests {
                 store.put_tag(&scope, &name, &record).await;
             }
         });
+        if let Some(lease) = lease {
+            // Released once the tag's record is written: a replica that waited finds it.
+            tokio::spawn(async move {
+                let _ = kept.await;
+                lease.release().await;
+            });
+        }
+    }
+
+    /// The fleet's turn to fetch the manifest a tag names for a shared identity: this
+    /// replica's (holding the lease; `None` without a shared state, for a digest or a
+    /// client's own login), or what another replica fetched meanwhile, once it recorded the
+    /// tag (waited for at most `wait`; then this replica fetches too).
+    pub async fn fleet_turn(
+        &self,
+        exchange: &Exchange<'_>,
+        (key, uri): (&ManifestKey, &Uri),
+        who: &Identity,
+        wait: Duration,
+    ) -> FleetTurn {
+        let (Some(Reader::Shared(scope)), false) = (reader(exchange, uri, who), by_digest(uri))
+        else {
+            return FleetTurn::Fetch(None);
+        };
+        let name = [
+            b"manifest".to_vec(),
+            scope.as_bytes().to_vec(),
+            tag_name(key).into_bytes(),
+        ];
+        let since = SystemTime::now() - Duration::from_secs(1);
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.store.lease_on(&name).await {
+                Lease::Held(lease) => return FleetTurn::Fetch(Some(lease)),
+                Lease::Unknown => return FleetTurn::Fetch(None),
+                Lease::Taken => {}
+            }
+            loop {
+                tokio::time::sleep(FLEET_POLL).await;
+                let fresh = self
+                    .store
+                    .tag(&scope, &tag_name(key))
+                    .await
+                    .is_some_and(|r| r.fetched >= since);
+                if let (true, Some(manifest)) = (fresh, self.restore(exchange, key, uri, who).await)
+                {
+                    return FleetTurn::Restored(manifest);
+                }
+                if Instant::now() >= deadline {
+                    return FleetTurn::Fetch(None);
+                }
+                match self.store.leased_on(&name).await {
+                    Some(true) => continue,
+                    Some(false) => break,
+                    None => return FleetTurn::Fetch(None),
+                }
+            }
+        }
+    }
+
+    /// The manifest with `digest` (what a tag's `HEAD` just named), from the store, for `who`
+    /// asking at `uri`: a moved tag that another replica (or this one, earlier) fetched
+    /// costs no `GET`.
+    pub async fn restore_named(
+        &self,
+        exchange: &Exchange<'_>,
+        uri: &Uri,
+        who: &Identity,
+        digest: &str,
+    ) -> Option<Manifest> {
+        let reader = reader(exchange, uri, who)?;
+        self.by_digest(
+            exchange,
+            uri,
+            who,
+            &reader,
+            (ContentDigest::parse(digest)?, SystemTime::now()),
+        )
+        .await
     }
 
     /// Keeps what the tag `key` names at `uri` for a shared identity, as the registry's
@@ -163,7 +270,7 @@ impl StoredManifests {
         object: &ObjectKey,
         reader: &Reader,
     ) -> bool {
-        if self.store.may_read(object, reader) {
+        if self.store.may_read(object, reader) || self.store.shared_allows(object, reader).await {
             return true;
         }
         let marks = RequestMarks {
@@ -178,6 +285,15 @@ impl StoredManifests {
             _ => false,
         }
     }
+}
+
+/// Whether `uri` asks for a manifest by digest.
+fn by_digest(uri: &Uri) -> bool {
+    uri.path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .contains(':')
 }
 
 /// Who `who` is to the store, asking for the manifest at `uri`.

@@ -25,6 +25,7 @@ use crate::upstream::client::{self, UpstreamClient};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tower_signed_redirect::RedirectCache;
@@ -92,23 +93,28 @@ pub struct Mirror {
     metrics: Arc<Metrics>,
 }
 
+/// `--redirects naive` (the control) replays requests, credentials included, to wherever a
+/// redirect points: never with the mirror's own login.
+fn check_naive(options: &Options, by_registry: &HashMap<Arc<str>, Login>) -> Result<(), String> {
+    let own_login = by_registry
+        .values()
+        .any(|l| !matches!(l, Login::PassThrough));
+    if options.redirects == RedirectMode::Naive && own_login {
+        return Err(
+            "--redirects naive replays credentials to storage: not with the mirror's own login"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 impl Mirror {
     /// A worker's mirror, sharing `shared` with the others.
     pub fn new(options: &Options, shared: Shared) -> Result<Mirror, String> {
         let registries = Registries::parse(&options.upstreams)?;
         check_public_url(options.public_url.as_deref())?;
         let by_registry = credentials::logins(options, registries.all())?;
-        let own_login = by_registry
-            .values()
-            .any(|l| !matches!(l, Login::PassThrough));
-        if options.redirects == RedirectMode::Naive && own_login {
-            // The control replays requests, credentials included, to wherever a redirect
-            // points: never with the mirror's own.
-            return Err(
-                "--redirects naive replays credentials to storage: not with the mirror's own login"
-                    .into(),
-            );
-        }
+        check_naive(options, &by_registry)?;
         let metrics = shared.metrics;
         let client = UpstreamClient::new(options, shared.redirects.clone(), metrics.clone())?;
         let logins = Logins::new(
@@ -127,10 +133,15 @@ impl Mirror {
             options.idle_timeout,
         );
         let stored = || shared.blobs.clone().map(StoredManifests::new);
-        let manifests = shared
-            .manifests
-            .map(|cache| ManifestPull::new(cache, stored(), options.serve_stale, metrics.clone()));
         let wait = options.connect_timeout + options.response_timeout;
+        let manifests = shared.manifests.map(|cache| {
+            ManifestPull::new(
+                cache,
+                stored(),
+                (options.serve_stale, wait),
+                metrics.clone(),
+            )
+        });
         let blobs = shared
             .blobs
             .map(|store| BlobPull::new(store, metrics.clone(), wait));

@@ -2,7 +2,9 @@
 //! (`../../tests/support`): one way to start the mirror, and a Docker-Hub-like hub.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod hub;
+pub mod redis;
 pub mod store_hub;
 
 use clap::Parser;

@@ -9,8 +9,8 @@ use super::fill::{Fill, Resume};
 use super::grants::Grants;
 use super::index::{Index, Stored};
 use super::keys::{ObjectKey, Reader};
+use super::shared::{LeaseGuard, SharedState};
 use super::spool;
-use super::tags::TagRecord;
 use crate::metrics::{Metrics, StoreEvent};
 use crate::options::Options;
 use crate::serve::body::UpstreamBody;
@@ -41,13 +41,17 @@ pub enum Lookup {
 
 /// The store, shared by every worker.
 pub struct BlobStore {
-    backend: Arc<Backend>,
+    pub(super) backend: Arc<Backend>,
     index: Mutex<Index>,
-    grants: Grants,
+    pub(super) grants: Grants,
     downloads: Arc<Downloads>,
     max_size: u64,
     idle_timeout: Duration,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
+    /// What the replicas share, on Redis (`--shared-state`).
+    pub(super) shared: Option<Arc<SharedState>>,
+    /// How long a tag's record is kept (`--serve-stale`).
+    pub(super) serve_stale: Duration,
     /// While the store's listing could not be read (the store unreachable at start): when
     /// it was last tried. Until it is read, the store serves nothing it holds.
     unlisted: Mutex<Option<Instant>>,
@@ -63,7 +67,14 @@ impl BlobStore {
         options: &Options,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Arc<BlobStore>>, String> {
+        let shared = SharedState::open(options, metrics.clone())?;
         let Some(backend) = Backend::open(options)? else {
+            if shared.is_some() {
+                return Err(
+                    "--shared-state needs a blob store the replicas share (--blob-store s3://...)"
+                        .into(),
+                );
+            }
             return Ok(None);
         };
         let removed = backend
@@ -91,6 +102,8 @@ impl BlobStore {
             max_size: options.blob_store_max_size,
             idle_timeout: options.idle_timeout,
             metrics,
+            shared,
+            serve_stale: options.serve_stale,
             unlisted: Mutex::new(unlisted),
         })))
     }
@@ -160,7 +173,14 @@ impl BlobStore {
     /// access, kept in the store.
     pub fn allow(self: &Arc<Self>, key: &ObjectKey, reader: &Reader) {
         let scope = match reader {
-            Reader::Login(grant) => return self.grants.give(grant, key),
+            Reader::Login(grant) => {
+                self.grants.give(grant, key);
+                if let Some(shared) = self.shared.clone() {
+                    let (grant, key) = (grant.clone(), key.clone());
+                    tokio::spawn(async move { shared.give(&grant, &key).await });
+                }
+                return;
+            }
             Reader::Shared(scope) => scope,
         };
         if let Some(fill) = self.downloads.running(key) {
@@ -221,24 +241,9 @@ impl BlobStore {
         bytes.ok().flatten()
     }
 
-    /// Keeps what the tag `name` named for the shared identity `scope`.
-    pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord) {
-        let path = self.backend.tag_path(scope, name);
-        let json = PutPayload::from(record.to_json());
-        if let Err(e) = self.backend.objects.put(&path, json).await {
-            self.unavailable("record a tag", &e);
-        }
-    }
-
-    /// What the tag `name` named for the shared identity `scope`, if the store kept it.
-    pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
-        let path = self.backend.tag_path(scope, name);
-        TagRecord::parse(&self.get_bytes(&path, "read a tag").await.ok()??)
-    }
-
     /// The whole object at `path`: `Ok(None)` if the store does not hold it, `Err` (logged
     /// and counted) if the store failed while `doing` this.
-    async fn get_bytes(&self, path: &Path, doing: &str) -> Result<Option<Bytes>, ()> {
+    pub(super) async fn get_bytes(&self, path: &Path, doing: &str) -> Result<Option<Bytes>, ()> {
         let got = match self.backend.objects.get(path).await {
             Ok(got) => got.bytes().await,
             Err(e) => Err(e),
@@ -334,13 +339,14 @@ impl BlobStore {
     }
 
     /// Logs and counts a failure of the store: the pull goes on without it.
-    fn unavailable(&self, doing: &str, error: &dyn std::fmt::Display) {
+    pub(super) fn unavailable(&self, doing: &str, error: &dyn std::fmt::Display) {
         self.backend.failed(&self.metrics, doing, error);
     }
 
     /// Starts the download `ticket` claimed, of `size` bytes of `media_type`, from `body`,
-    /// resuming with `resume`, for `reader`; a download that does not match its digest drops
-    /// the storage URL `forget` names from the redirect cache. Hands `body` back when it
+    /// resuming with `resume`, for `reader`, under the fleet's `lease` on it (released once it
+    /// ends); a download that does not match its digest drops the storage URL `forget` names
+    /// from the redirect cache. Hands `body` back when it
     /// cannot be stored (larger than the store, no room for its spool): the caller streams
     /// it as without a store.
     pub fn start_fill(
@@ -349,7 +355,10 @@ impl BlobStore {
         (size, media_type): (u64, HeaderValue),
         (body, resume): (UpstreamBody, Resume),
         reader: &Reader,
-        forget: Option<(RedirectCache, http::Request<()>)>,
+        (forget, lease): (
+            Option<(RedirectCache, http::Request<()>)>,
+            Option<LeaseGuard>,
+        ),
     ) -> Result<Arc<Fill>, UpstreamBody> {
         if size > self.max_size {
             return Err(body);
@@ -365,7 +374,7 @@ impl BlobStore {
             (size, media_type),
             (body, resume),
             (scope, forget),
-            committed,
+            (committed, lease),
         )
     }
 
@@ -384,7 +393,7 @@ impl BlobStore {
         self.evict();
     }
 
-    fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
+    pub(super) fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -6,6 +6,7 @@ use super::backend::Backend;
 use super::commit;
 use super::fill::{self, Fill, FillError, Resume};
 use super::keys::{ObjectKey, Scope};
+use super::shared::LeaseGuard;
 use super::spool::{self, FillState, Progress};
 use crate::metrics::{Metrics, StoreEvent};
 use crate::serve::body::UpstreamBody;
@@ -119,7 +120,8 @@ impl Downloads {
 
     /// Starts the download `ticket` claimed, of `size` bytes of `media_type`, from `body`,
     /// resuming with `resume`, for the shared identity `scope` if it is one; `committed`
-    /// runs once it is in the store. A download that does not match its digest drops the
+    /// runs once it is in the store, and the fleet's `lease` on it (if any) is released
+    /// after that. A download that does not match its digest drops the
     /// storage URL `forget` names from the redirect cache. Hands `body` back when the spool
     /// has no room for it.
     pub fn start(
@@ -128,7 +130,7 @@ impl Downloads {
         (size, media_type): (u64, HeaderValue),
         (body, resume): (UpstreamBody, Resume),
         (scope, forget): (Option<&Scope>, Option<(RedirectCache, http::Request<()>)>),
-        committed: Committed,
+        (committed, lease): (Committed, Option<LeaseGuard>),
     ) -> Result<Arc<Fill>, UpstreamBody> {
         let spool = spool::has_room(&self.backend.spool, size).and_then(|()| {
             spool::create(&self.backend.spool, &ticket.key).map_err(|e| e.to_string())
@@ -167,6 +169,9 @@ impl Downloads {
                 cache.remove(&req);
             }
             downloads.finish(&filling, outcome, upload, committed).await;
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
         });
         Ok(fill)
     }

@@ -10,6 +10,8 @@ pub mod fill;
 pub mod grants;
 pub mod index;
 pub mod keys;
+pub mod replicas;
 pub mod s3;
+pub mod shared;
 pub mod spool;
 pub mod tags;

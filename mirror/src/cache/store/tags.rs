@@ -2,6 +2,8 @@
 //! that a restarted mirror (or another replica) serves it while the upstream fails
 //! (`--serve-stale`).
 
+use super::blobs::BlobStore;
+use object_store::{ObjectStoreExt, PutPayload};
 use std::time::{Duration, SystemTime};
 
 /// What a tag named, and when.
@@ -31,6 +33,33 @@ impl TagRecord {
             digest: json.get("digest")?.as_str()?.to_owned(),
             fetched: SystemTime::UNIX_EPOCH + Duration::from_secs(json.get("fetched")?.as_u64()?),
         })
+    }
+}
+
+impl BlobStore {
+    /// Keeps what the tag `name` named for the shared identity `scope`: in the shared state
+    /// (for the other replicas) and in the store.
+    pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord) {
+        if let Some(shared) = &self.shared {
+            shared.put_tag(scope, name, record, self.serve_stale).await;
+        }
+        let path = self.backend.tag_path(scope, name);
+        let json = PutPayload::from(record.to_json());
+        if let Err(e) = self.backend.objects.put(&path, json).await {
+            self.unavailable("record a tag", &e);
+        }
+    }
+
+    /// What the tag `name` named for the shared identity `scope`, if a replica recorded it
+    /// in the shared state, or the store kept it.
+    pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
+        if let Some(shared) = &self.shared {
+            if let Some(record) = shared.tag(scope, name).await {
+                return Some(record);
+            }
+        }
+        let path = self.backend.tag_path(scope, name);
+        TagRecord::parse(&self.get_bytes(&path, "read a tag").await.ok()??)
     }
 }
 

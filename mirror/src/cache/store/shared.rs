@@ -1,0 +1,326 @@
+//! What replicas share beside the store, on Redis (or Valkey): what tags named (so that one
+//! replica's `GET` serves the others' pulls of an unchanged tag, and every replica can serve
+//! a tag stale), the reads the registry granted clients' logins, and leases on the
+//! downloads and manifest fetches in flight (one replica fetches; the others wait for it,
+//! or take over when its lease lapses because it died).
+//!
+//! Nothing secret is written: identities are HMAC-SHA256'd with a key the replicas share
+//! (`MIRROR_SHARED_STATE_KEY`, else the Redis password), and no token, password or signed
+//! URL is ever a key or a value. Every call is bounded: a Redis that is down or slow costs a
+//! request at most [`CALL_TIMEOUT`], and then none for [`DOWN_FOR`]; the mirror falls back
+//! to what each replica knows alone, logged and counted, and `/readyz` does not change.
+
+use super::keys::{Grant, ObjectKey};
+use super::tags::TagRecord;
+use crate::metrics::Metrics;
+use crate::options::Options;
+use hmac::{Hmac, Mac};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The longest one call to Redis may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How long Redis is left alone after a call failed.
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
+
+/// How long a lease lives unless it is renewed; its holder renews it every third of that.
+pub const LEASE: Duration = Duration::from_secs(15);
+
+/// Renews the lease if `owner` holds it.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Releases the lease if `owner` holds it.
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// The replicas' shared state.
+pub struct SharedState {
+    client: redis::Client,
+    /// One multiplexed connection per worker thread (each on its worker's runtime).
+    connections: Mutex<HashMap<ThreadId, ConnectionManager>>,
+    /// Until when Redis is left alone, after a failure.
+    down_until: Mutex<Option<Instant>>,
+    /// The HMAC key identities are hashed with.
+    key: Vec<u8>,
+    /// This replica, as its leases name it.
+    owner: String,
+    metrics: Arc<Metrics>,
+}
+
+/// A lease on a fetch in flight.
+pub enum Lease {
+    /// This replica holds it: it fetches, and releases it when done.
+    Held(LeaseGuard),
+    /// Another replica holds it: wait for what it fetches.
+    Taken,
+    /// Redis cannot say: fetch as if alone.
+    Unknown,
+}
+
+/// A lease this replica holds, renewed in the background until it is released or dropped.
+pub struct LeaseGuard {
+    state: Arc<SharedState>,
+    name: String,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl SharedState {
+    /// The shared state `--shared-state` names (`redis://`, `rediss://`; the password in
+    /// `MIRROR_SHARED_STATE_PASSWORD` or the URL), or `None` without it.
+    pub fn open(
+        options: &Options,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Arc<SharedState>>, String> {
+        let Some(url) = &options.shared_state else {
+            return Ok(None);
+        };
+        let bad = |e: &dyn std::fmt::Display| format!("--shared-state: {e}");
+        let mut info: redis::ConnectionInfo =
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| bad(&e))?;
+        if let Some(password) = &options.shared_state_password {
+            info.redis.password = Some(password.clone());
+        }
+        let key = match (&options.shared_state_key, &info.redis.password) {
+            (Some(key), _) => key.as_bytes().to_vec(),
+            (None, Some(password)) => password.as_bytes().to_vec(),
+            (None, None) => {
+                return Err(bad(&"give the replicas a key to hash identities with: MIRROR_SHARED_STATE_KEY (or a Redis password)"))
+            }
+        };
+        let client = match &options.upstream_ca {
+            Some(ca) if url.starts_with("rediss://") => {
+                let root = std::fs::read(ca).map_err(|e| bad(&e))?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                };
+                redis::Client::build_with_tls(info, certs).map_err(|e| bad(&e))?
+            }
+            _ => redis::Client::open(info).map_err(|e| bad(&e))?,
+        };
+        use std::hash::{BuildHasher, RandomState};
+        let owner = format!("{:016x}", RandomState::new().hash_one(Instant::now()));
+        Ok(Some(Arc::new(SharedState {
+            client,
+            connections: Mutex::default(),
+            down_until: Mutex::new(None),
+            key,
+            owner,
+            metrics,
+        })))
+    }
+
+    /// Runs `command` on this worker's connection, bounded; `None` (logged and counted
+    /// once per outage) when Redis cannot answer.
+    async fn call<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Option<T> {
+        if self.lock_down().is_some_and(|until| Instant::now() < until) {
+            return None;
+        }
+        let mut connection = self.connection().await?;
+        match tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) if !e.is_io_error() && !e.is_timeout() && !e.is_connection_dropped() => {
+                self.metrics.shared_state_error();
+                tracing::warn!(error = %e, "shared state: Redis refused a command");
+                None
+            }
+            Ok(Err(e)) => self.down(&e),
+            Err(elapsed) => self.down(&elapsed),
+        }
+    }
+
+    /// This worker's connection, made (bounded) if it has none.
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let thread = std::thread::current().id();
+        if let Some(connection) = self.lock_connections().get(&thread) {
+            return Some(connection.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CALL_TIMEOUT * 2)
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(1);
+        let made = tokio::time::timeout(
+            CALL_TIMEOUT * 4,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        );
+        match made.await {
+            Ok(Ok(connection)) => {
+                self.lock_connections().insert(thread, connection.clone());
+                Some(connection)
+            }
+            Ok(Err(e)) => self.down(&e),
+            Err(elapsed) => self.down(&elapsed),
+        }
+    }
+
+    /// Redis failed: left alone for [`DOWN_FOR`], counted, and logged if it was up.
+    fn down<T>(&self, error: &dyn std::fmt::Display) -> Option<T> {
+        self.metrics.shared_state_error();
+        let was_up = self
+            .lock_down()
+            .replace(Instant::now() + DOWN_FOR)
+            .is_none_or(|until| Instant::now() >= until + DOWN_FOR);
+        if was_up {
+            tracing::warn!(error = %error, "shared state: Redis does not answer; each replica goes on alone");
+        }
+        None
+    }
+
+    /// The key `parts` name, identities hashed: `rm:<kind>:<hmac>`.
+    fn hashed<P: AsRef<[u8]>>(&self, kind: &str, parts: &[P]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        for part in parts {
+            let part = part.as_ref();
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
+        format!("rm:{kind}:{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// What the tag `name` named for the shared identity `scope`, if a replica recorded it.
+    pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
+        let key = self.hashed("tag", &[scope, name]);
+        let json: Option<String> = self.call(redis::cmd("GET").arg(&key)).await?;
+        TagRecord::parse(json?.as_bytes())
+    }
+
+    /// Records what the tag `name` named for `scope`, for `keep` (at least a day).
+    pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord, keep: Duration) {
+        let key = self.hashed("tag", &[scope, name]);
+        let keep = keep.max(Duration::from_secs(24 * 3600)).as_millis() as u64;
+        let _: Option<()> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(record.to_json())
+                    .arg("PX")
+                    .arg(keep),
+            )
+            .await;
+    }
+
+    /// Records that the registry accepted `grant`'s login for `object`, until its token ends.
+    pub async fn give(&self, grant: &Grant, object: &ObjectKey) {
+        let Ok(left) = grant.until.duration_since(SystemTime::now()) else {
+            return;
+        };
+        let key = self.grant_key(grant, object);
+        let _: Option<()> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(left.as_millis().max(1) as u64),
+            )
+            .await;
+    }
+
+    /// Whether a replica recorded that the registry accepted `grant`'s login for `object`.
+    pub async fn allows(&self, grant: &Grant, object: &ObjectKey) -> bool {
+        let key = self.grant_key(grant, object);
+        self.call::<Option<i64>>(redis::cmd("GET").arg(&key))
+            .await
+            .flatten()
+            .is_some()
+    }
+
+    fn grant_key(&self, grant: &Grant, object: &ObjectKey) -> String {
+        let digest = object.digest.to_string();
+        let parts: [&[u8]; 5] = [
+            &grant.identity,
+            grant.registry.as_bytes(),
+            grant.repository.as_bytes(),
+            object.kind.folder().as_bytes(),
+            digest.as_bytes(),
+        ];
+        self.hashed("grant", &parts)
+    }
+
+    /// A lease on fetching `what` (a digest, or a manifest key's hash), for [`LEASE`].
+    pub async fn lease(self: &Arc<Self>, what: &[Vec<u8>]) -> Lease {
+        let name = self.hashed("lease", what);
+        let took: Option<Option<String>> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(&name)
+                    .arg(&self.owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(LEASE.as_millis() as u64),
+            )
+            .await;
+        match took {
+            Some(Some(_)) => {
+                let (state, renewed) = (self.clone(), name.clone());
+                let renewing = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(LEASE / 3).await;
+                        let renew = redis::Script::new(RENEW);
+                        let mut command = renew.prepare_invoke();
+                        command
+                            .key(&renewed)
+                            .arg(&state.owner)
+                            .arg(LEASE.as_millis() as u64);
+                        let Some(mut connection) = state.connection().await else {
+                            continue;
+                        };
+                        let _ = tokio::time::timeout(
+                            CALL_TIMEOUT,
+                            command.invoke_async::<i64>(&mut connection),
+                        )
+                        .await;
+                    }
+                });
+                Lease::Held(LeaseGuard {
+                    state: self.clone(),
+                    name,
+                    renewing,
+                })
+            }
+            Some(None) => Lease::Taken,
+            None => Lease::Unknown,
+        }
+    }
+
+    /// Whether the lease on `what` is still held by some replica (`None`: Redis cannot say).
+    pub async fn leased(&self, what: &[Vec<u8>]) -> Option<bool> {
+        let name = self.hashed("lease", what);
+        let held: i64 = self.call(redis::cmd("EXISTS").arg(&name)).await?;
+        Some(held > 0)
+    }
+
+    fn lock_down(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.down_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, ConnectionManager>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl LeaseGuard {
+    /// Releases the lease (if this replica still holds it): the others stop waiting.
+    pub async fn release(self) {
+        self.renewing.abort();
+        let release = redis::Script::new(RELEASE);
+        let mut command = release.prepare_invoke();
+        command.key(&self.name).arg(&self.state.owner);
+        if let Some(mut connection) = self.state.connection().await {
+            let _ =
+                tokio::time::timeout(CALL_TIMEOUT, command.invoke_async::<i64>(&mut connection))
+                    .await;
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        // Not released: it lapses within LEASE.
+        self.renewing.abort();
+    }
+}

@@ -1,0 +1,69 @@
+//! The `registry-mirror` binary as operators run it, for the tests of processes: started
+//! with flags on a port of the OS's choosing, its address read from its "ready" log line,
+//! killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running mirror process.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    /// The binary with `flags` (one worker, JSON logs to nowhere but its ready line).
+    pub fn start(flags: &[String]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_registry-mirror"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--log-format",
+                "json",
+            ])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the registry-mirror binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if json["fields"]["message"] == "registry mirror ready" {
+                    let listen = json["fields"]["listen"].as_str().unwrap_or_default();
+                    let _ = tx.send(listen.parse::<SocketAddr>());
+                }
+            }
+        });
+        let mut running = Running {
+            child,
+            addr: ([127, 0, 0, 1], 0).into(),
+        };
+        running.addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a ready line within 30 s")
+            .expect("the listen address in it");
+        running
+    }
+
+    /// Kills the process (`SIGKILL`: no shutdown of its own).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,148 @@
+//! A throw-away `redis-server` (Debian's) on 127.0.0.1 for the replicas' tests: a free port,
+//! a password, no persistence, its state in a temporary directory; stopped when dropped.
+//!
+//! Without `redis-server` on the machine the tests that need it say so and pass, unless
+//! `MIRROR_TESTS_NEED_REDIS` is set (as `.ci/run` sets it, after installing it): then they
+//! fail.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PASSWORD: &str = "redis-test-password-0f3a";
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// A server on a free loopback port; `None` (with a line on stderr) when `redis-server`
+    /// is not installed and the tests do not require it.
+    pub fn start() -> Option<RedisServer> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            assert!(
+                std::env::var_os("MIRROR_TESTS_NEED_REDIS").is_none(),
+                "MIRROR_TESTS_NEED_REDIS is set, and redis-server is not installed"
+            );
+            eprintln!("skipped: redis-server is not installed (apt-get install redis-server; .ci/run installs it)");
+            return None;
+        }
+        let mut last = String::new();
+        for _ in 0..5 {
+            // The port is free when asked; another process may take it before redis binds
+            // it: then redis exits, and another port is tried.
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            match RedisServer::start_on(port) {
+                Ok(server) => return Some(server),
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server did not start: {last}");
+    }
+
+    fn start_on(port: u16) -> Result<RedisServer, String> {
+        let dir = tempfile::tempdir().unwrap();
+        // On stdin: the password stays out of the process list.
+        let config = format!(
+            "bind 127.0.0.1\nport {port}\nsave \"\"\nappendonly no\nrequirepass \"{PASSWORD}\"\n\
+             dir \"{0}\"\nlogfile \"{0}/redis.log\"\ndaemonize no\n",
+            dir.path().display()
+        );
+        let mut child = Command::new("redis-server")
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(config.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut server = RedisServer {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = server.child.as_mut().unwrap().try_wait() {
+                server.child = None;
+                return Err(format!("redis-server exited: {status}"));
+            }
+            if server.answers() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("redis-server did not answer PING within 10 s".into())
+    }
+
+    /// `redis://127.0.0.1:<port>/0` (the password goes separately).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A connection (the `redis` crate's, synchronous), bounded.
+    fn connection(&self) -> Option<redis::Connection> {
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", self.port);
+        let client = redis::Client::open(url).ok()?;
+        let conn = client
+            .get_connection_with_timeout(Duration::from_millis(200))
+            .ok()?;
+        conn.set_read_timeout(Some(Duration::from_millis(500)))
+            .ok()?;
+        Some(conn)
+    }
+
+    /// Whether it answers `PING`.
+    pub fn answers(&self) -> bool {
+        self.connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
+            .is_some_and(|pong| pong == "PONG")
+    }
+
+    /// Every key, and every string value: what an attacker with the Redis password reads.
+    pub fn dump(&self) -> Vec<String> {
+        let mut conn = self.connection().expect("a connection to redis");
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        let mut out = keys.clone();
+        for key in keys {
+            if let Ok(Some(value)) = redis::cmd("GET")
+                .arg(&key)
+                .query::<Option<String>>(&mut conn)
+            {
+                out.push(value);
+            }
+        }
+        out
+    }
+
+    /// Stops the server (the tests of an outage).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,320 @@
+//! Several replicas, one cache: three mirror processes on one S3 store (s3s-fs, every
+//! request SigV4-checked) and one Redis (Debian's `redis-server` on loopback), against the
+//! counting hub. A fleet spends one manifest `GET` per tag change and one download per
+//! blob; a replica that dies mid-download leaves the blob to another; Redis stopped, each
+//! replica goes on alone; nothing secret is written to Redis.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use bytes::Bytes;
+use harness::binary::Running;
+use harness::redis::{RedisServer, PASSWORD};
+use harness::store_hub::{StoreHub, MANIFEST_TYPE};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::bounded;
+use support::net::http_client;
+use support::s3::{AuthRule, Store, ACCESS_KEY, BUCKET, SECRET_KEY};
+use support::setup::test_blob;
+
+/// The fleet: the hub, the shared S3 store, Redis, and three replicas.
+struct Fleet {
+    hub: StoreHub,
+    _s3: Store,
+    redis: RedisServer,
+    replicas: Vec<Running>,
+    layers: Vec<(Vec<u8>, String)>,
+    flags: Vec<String>,
+    _data: Vec<tempfile::TempDir>,
+}
+
+impl Fleet {
+    /// `None` when redis-server is not installed (and not required).
+    async fn start(layer_size: usize) -> Option<Fleet> {
+        let redis = RedisServer::start()?;
+        let s3 = Store::start(AuthRule::S3).await;
+        let hub = StoreHub::start().await;
+        hub.repo("library/app", true, &[]);
+        let layers: Vec<(Vec<u8>, String)> = (0..2u8)
+            .map(|i| {
+                let data: Vec<u8> = test_blob(layer_size).into_iter().map(|b| b ^ i).collect();
+                let digest = hub.blob("library/app", &data);
+                (data, digest)
+            })
+            .collect();
+        hub.manifest("library/app", "v1", &[&layers[0].1, &layers[1].1]);
+        let flags = hub.flags(&[
+            "--blob-store",
+            &format!("s3://{BUCKET}/fleet"),
+            "--s3-endpoint",
+            &format!("http://{}", s3.addr),
+            "--s3-access-key-id",
+            ACCESS_KEY,
+            "--s3-secret-access-key",
+            SECRET_KEY,
+            "--shared-state",
+            &redis.url(),
+            "--shared-state-password",
+            PASSWORD,
+        ]);
+        let mut fleet = Fleet {
+            hub,
+            _s3: s3,
+            redis,
+            replicas: Vec::new(),
+            layers,
+            flags,
+            _data: Vec::new(),
+        };
+        for _ in 0..3 {
+            fleet.add_replica();
+        }
+        Some(fleet)
+    }
+
+    fn add_replica(&mut self) -> SocketAddr {
+        let data = tempfile::tempdir().unwrap();
+        let mut flags = self.flags.clone();
+        flags.extend([
+            "--data-dir".to_owned(),
+            data.path().to_str().unwrap().to_owned(),
+        ]);
+        self._data.push(data);
+        let running = Running::start(&flags);
+        let addr = running.addr;
+        self.replicas.push(running);
+        addr
+    }
+
+    fn replica(&self, i: usize) -> SocketAddr {
+        self.replicas[i % self.replicas.len()].addr
+    }
+
+    fn count(&self, counter: &std::sync::atomic::AtomicUsize) -> usize {
+        counter.load(Ordering::SeqCst)
+    }
+}
+
+/// `method` on `path` at `mirror` (anonymous unless `token`): status and body (if whole).
+async fn ask(
+    mirror: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, Option<Bytes>) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{mirror}{path}"))
+        .header("accept", MANIFEST_TYPE);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let res = bounded(http_client(&[]).request(req.body(Empty::<Bytes>::new()).unwrap()))
+        .await
+        .unwrap();
+    let status = res.status();
+    (
+        status,
+        res.into_body().collect().await.ok().map(|b| b.to_bytes()),
+    )
+}
+
+/// A pull of `library/app:v1` through `mirror`, as a client does it (manifest by tag, then
+/// its layers), every digest checked; the manifest's digest.
+async fn pull(fleet: &Fleet, mirror: SocketAddr) -> String {
+    let (status, manifest) = ask(mirror, Method::GET, "/v2/library/app/manifests/v1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let manifest = manifest.unwrap();
+    for (data, digest) in &fleet.layers {
+        assert!(manifest
+            .windows(digest.len())
+            .any(|w| w == digest.as_bytes()));
+        let (status, body) = ask(
+            mirror,
+            Method::GET,
+            &format!("/v2/library/app/blobs/{digest}"),
+            None,
+        )
+        .await;
+        let same = body.as_deref() == Some(&data[..]);
+        assert!(status == StatusCode::OK && same, "{status} for {digest}");
+    }
+    support::registry::digest(&manifest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_pulls_over_three_replicas_spend_one_manifest_get_and_one_download_per_blob() {
+    let Some(fleet) = Fleet::start(400_000).await else {
+        return;
+    };
+    // Storage slow enough (about 0.4 s a layer) that the first pulls overlap.
+    fleet.hub.state.storage_delay_ms.store(15, Ordering::SeqCst);
+    for wave in 0..3 {
+        let pulls = (0..10).map(|i| pull(&fleet, fleet.replica(wave * 10 + i)));
+        bounded(futures_util::future::join_all(pulls)).await;
+    }
+    assert_eq!(
+        fleet.count(&fleet.hub.state.manifest_gets),
+        1,
+        "one manifest GET for 30 pulls"
+    );
+    assert_eq!(
+        fleet.count(&fleet.hub.state.storage_gets),
+        2,
+        "one download per blob"
+    );
+    assert_eq!(
+        fleet.count(&fleet.hub.state.blob_gets),
+        2,
+        "one registry GET per blob"
+    );
+
+    // The tag moves: each replica sees it on its next pull, and the fleet spends one GET.
+    let (moved, _) = fleet.hub.manifest(
+        "library/app",
+        "v1",
+        &[&fleet.layers[1].1, &fleet.layers[0].1],
+    );
+    for i in 0..3 {
+        assert_eq!(
+            pull(&fleet, fleet.replica(i)).await,
+            moved,
+            "replica {i} sees the moved tag"
+        );
+    }
+    assert_eq!(
+        fleet.count(&fleet.hub.state.manifest_gets),
+        2,
+        "one more GET for the move"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_stopped_every_replica_goes_on_alone() {
+    let Some(mut fleet) = Fleet::start(100_000).await else {
+        return;
+    };
+    pull(&fleet, fleet.replica(0)).await;
+    fleet.redis.stop();
+    for i in 0..6 {
+        pull(&fleet, fleet.replica(i)).await;
+    }
+    for i in 0..3 {
+        let (status, _) = ask(fleet.replica(i), Method::GET, "/readyz", None).await;
+        assert_eq!(status, StatusCode::OK, "replica {i} is ready without Redis");
+        let (_, metrics) = ask(fleet.replica(i), Method::GET, "/metrics", None).await;
+        let metrics = String::from_utf8(metrics.unwrap().to_vec()).unwrap();
+        let errors = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("registry_mirror_shared_state_errors_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap();
+        assert!(
+            errors > 0 || i == 0,
+            "replica {i} counted no failure of Redis"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_download_leaves_the_blob_to_another() {
+    let Some(mut fleet) = Fleet::start(1_000_000).await else {
+        return;
+    };
+    // 62 chunks of 16 KiB, 50 ms apart: a download of about 3 s.
+    fleet.hub.state.storage_delay_ms.store(50, Ordering::SeqCst);
+    let (data, digest) = fleet.layers[0].clone();
+    let path = format!("/v2/library/app/blobs/{digest}");
+    let first = fleet.replica(0);
+    let req = Request::get(format!("http://{first}{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = bounded(http_client(&[]).request(req)).await.unwrap();
+    let mut cut = res.into_body();
+    bounded(cut.frame()).await.unwrap().unwrap();
+    // Replica 1's client asks for the same blob: it waits for replica 0's download...
+    let second = fleet.replica(1);
+    let waiting = tokio::spawn(async move { ask(second, Method::GET, &path, None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... which dies with it: its lease lapses, and replica 1 downloads the blob itself.
+    fleet.hub.state.storage_delay_ms.store(0, Ordering::SeqCst);
+    fleet.replicas[0].kill();
+    let rest = async {
+        while let Some(frame) = cut.frame().await {
+            frame?;
+        }
+        Ok::<(), hyper::Error>(())
+    };
+    assert!(
+        bounded(rest).await.is_err(),
+        "the dead replica's client never got a clean end"
+    );
+    let (status, body) = bounded(waiting).await.unwrap();
+    assert!(
+        status == StatusCode::OK && body.as_deref() == Some(&data[..]),
+        "{status}"
+    );
+    assert_eq!(
+        fleet.count(&fleet.hub.state.storage_gets),
+        2,
+        "the dead replica's, and replica 1's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_is_written_to_redis() {
+    let Some(fleet) = Fleet::start(50_000).await else {
+        return;
+    };
+    let token = "client-login-token-9c1e5d77";
+    fleet.hub.repo("team/private", false, &[token]);
+    let layer = test_blob(40_000);
+    let digest = fleet.hub.blob("team/private", &layer);
+    fleet.hub.manifest("team/private", "v1", &[&digest]);
+    for i in 0..3 {
+        pull(&fleet, fleet.replica(i)).await;
+        let (status, _) = ask(
+            fleet.replica(i),
+            Method::GET,
+            "/v2/team/private/manifests/v1",
+            Some(token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = ask(
+            fleet.replica(i),
+            Method::GET,
+            &format!("/v2/team/private/blobs/{digest}"),
+            Some(token),
+        )
+        .await;
+        assert!(status == StatusCode::OK && body.as_deref() == Some(&layer[..]));
+    }
+    let dump = fleet.redis.dump();
+    assert!(
+        dump.iter().any(|k| k.starts_with("rm:grant:")),
+        "the logins' grants are there: {dump:?}"
+    );
+    for entry in &dump {
+        for secret in [
+            token,
+            "Bearer",
+            SECRET_KEY,
+            ACCESS_KEY,
+            PASSWORD,
+            "s1gn4ture",
+            "sig=",
+            "team/private",
+            "X-Amz",
+        ] {
+            assert!(!entry.contains(secret), "{secret:?} is in Redis: {entry:?}");
+        }
+    }
+}
