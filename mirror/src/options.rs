@@ -100,6 +100,14 @@ pub struct Options {
     #[arg(long, env = "MIRROR_BLOB_STORE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
     pub blob_store_max_size: u64,
 
+    /// How long a shared identity (the mirror's own login, or clients without one) reads
+    /// what the blob store holds after the registry last said it serves it; past that, a
+    /// `HEAD` (not followed to storage, free against Docker Hub's pull limit) asks again.
+    /// While the registry fails, what it served within `--serve-stale` is served (`0`: ask
+    /// every time).
+    #[arg(long, env = "MIRROR_BLOB_STORE_RECHECK", default_value = "1h", value_parser = parse_duration)]
+    pub blob_store_recheck: Duration,
+
     /// The S3 endpoint of an `s3://` blob store (`https://<account>.r2.cloudflarestorage.com`,
     /// `http://minio.internal:9000`); default: AWS S3 in `--s3-region`.
     #[arg(long, env = "MIRROR_S3_ENDPOINT")]

@@ -2,7 +2,8 @@
 //! request SigV4-checked) and one Redis (Debian's `redis-server` on loopback), against the
 //! counting hub. A fleet spends one manifest `GET` per tag change and one download per
 //! blob; a replica that dies mid-download leaves the blob to another; Redis stopped, each
-//! replica goes on alone; nothing secret is written to Redis.
+//! replica goes on alone; nothing secret is written to Redis, and what an attacker with
+//! its password writes there does not change what a tag names.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -316,5 +317,57 @@ async fn nothing_secret_is_written_to_redis() {
         ] {
             assert!(!entry.contains(secret), "{secret:?} is in Redis: {entry:?}");
         }
+    }
+}
+
+/// An attacker with the Redis password swaps the values of the tag records (the keys are
+/// HMACs: which tag is which, it cannot tell) and writes a record of its own. With the
+/// registry down, a replica that never served the tag serves what the tag named, as the
+/// store recorded it: the records whose MAC fails are none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_record_forged_in_redis_names_nothing() {
+    let Some(fleet) = Fleet::start(30_000).await else {
+        return;
+    };
+    let (v2, _) = fleet.hub.manifest(
+        "library/app",
+        "v2",
+        &[&fleet.layers[1].1, &fleet.layers[0].1],
+    );
+    let v1 = pull(&fleet, fleet.replica(0)).await;
+    let (status, _) = ask(
+        fleet.replica(0),
+        Method::GET,
+        "/v2/library/app/manifests/v2",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let keys = bounded(async {
+        loop {
+            let keys = fleet.redis.keys("rm:tag:");
+            if keys.len() >= 2 {
+                return keys;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let values: Vec<String> = keys.iter().map(|k| fleet.redis.get(k).unwrap()).collect();
+    for (i, key) in keys.iter().enumerate() {
+        fleet.redis.set(key, &values[(i + 1) % values.len()]);
+    }
+    let forged = format!(r#"{{"digest":"{v2}","fetched":4102444800}}"#);
+    fleet.redis.set(&keys[0], &forged);
+    fleet.hub.state.registry_down.store(true, Ordering::SeqCst);
+    for (tag, named) in [("v1", &v1), ("v2", &v2)] {
+        let path = format!("/v2/library/app/manifests/{tag}");
+        let (status, body) = ask(fleet.replica(1), Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{tag} served stale");
+        assert_eq!(
+            &support::registry::digest(&body.unwrap()),
+            named,
+            "what {tag} named"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! `identitytoken`) and from `--upstream-user`/`--upstream-password` for the default
 //! upstream. What the mirror does with them is `logins.rs`.
 
+use super::identity::Identity;
 use crate::options::Options;
 use crate::upstream::registry::Registry;
 use base64::Engine;
@@ -58,6 +59,21 @@ impl fmt::Debug for Login {
             Login::PassThrough => f.write_str("PassThrough"),
             Login::Anonymous => f.write_str("Anonymous"),
             Login::Secret(s) => write!(f, "Secret({s:?})"),
+        }
+    }
+}
+
+impl Login {
+    /// Who the mirror is upstream with this login, for the caches and the store: every
+    /// client with it. `None` for [`Login::PassThrough`] (each client is its own login).
+    pub fn identity(&self) -> Option<Identity> {
+        match self {
+            Login::PassThrough => None,
+            Login::Anonymous => Some(Identity::anonymous()),
+            Login::Secret(Secret::Basic { user, password }) => {
+                Some(Identity::mirror(user, password))
+            }
+            Login::Secret(Secret::IdentityToken(token)) => Some(Identity::mirror("", token)),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use super::challenge::Challenge;
 use super::credentials::{Login, Secret};
+use super::identity::Identity;
 use super::token_service::{TokenAnswer, TOKEN_BODY_LIMIT};
 use super::tokens::Tokens;
 use crate::api::path;
@@ -35,6 +36,8 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(10);
 /// Sends the mirror's requests upstream, each with its registry's login.
 pub struct Logins {
     by_registry: HashMap<Arc<str>, Login>,
+    /// Who the mirror is where it logs in itself ([`Login::identity`]).
+    identities: HashMap<Arc<str>, Identity>,
     tokens: Arc<Tokens>,
     client: UpstreamClient,
     token_client: TokenClient,
@@ -49,8 +52,13 @@ impl Logins {
         client: UpstreamClient,
         token_client: TokenClient,
     ) -> Logins {
+        let identities = by_registry
+            .iter()
+            .filter_map(|(name, login)| Some((name.clone(), login.identity()?)))
+            .collect();
         Logins {
             by_registry,
+            identities,
             tokens,
             client,
             token_client,
@@ -62,6 +70,12 @@ impl Logins {
         self.by_registry
             .get(&registry.name)
             .unwrap_or(&Login::PassThrough)
+    }
+
+    /// Who the mirror is on `registry` where it logs in itself (`None`: the clients' own
+    /// logins pass through).
+    pub fn identity(&self, registry: &Registry) -> Option<&Identity> {
+        self.identities.get(&registry.name)
     }
 
     /// Sends `method` (`GET` or `HEAD`) for the client's request to `uri` on `registry`, with

@@ -147,12 +147,22 @@ impl Answers {
         log.store = sent.store;
         // Any 2xx to a whole-blob GET is checked (storage's 203 or unasked-for 206 too); a
         // Range the client asked for cannot be.
-        let expected = (self.verify_digests
-            && parts.method == Method::GET
+        let whole_blob = (parts.method == Method::GET
             && head.status.is_success()
             && !parts.headers.contains_key(header::RANGE))
         .then(|| verify::expected_digest(sent.uri.path()))
         .flatten();
+        // An empty body for a digest of something, refused whatever `--verify-digests`
+        // says: it costs nothing to see, and has no last byte to hold back.
+        if whole_blob.as_ref().is_some_and(|e| !e.is_of_nothing())
+            && http_body::Body::size_hint(&body).exact() == Some(0)
+        {
+            if log.followed.is_some() {
+                log.forget = self.cached_redirect(&sent.uri, sent.identity);
+            }
+            return self.empty_blob(log, sent.started);
+        }
+        let expected = whole_blob.filter(|_| self.verify_digests);
         // A body that does not match must not be served again from a cached URL.
         if let (Some(_), Some(_)) = (&expected, &log.followed) {
             log.forget = self.cached_redirect(&sent.uri, sent.identity);
@@ -161,6 +171,22 @@ impl Answers {
         Response::from_parts(
             head,
             MirrorBody::Upstream(Metered::new(body, log, sent.started)),
+        )
+    }
+
+    /// A `200` without a byte for a digest of something: refused with a `502` (counted as
+    /// a mismatch, its cached redirect forgotten), since an empty body ends cleanly.
+    fn empty_blob(&self, mut log: RequestLog, started: Instant) -> Response<MirrorBody> {
+        self.metrics.digest_mismatch();
+        if let Some((cache, req)) = log.forget.take() {
+            cache.remove(&req);
+        }
+        log.status = 502;
+        log.finish(0, "digest mismatch", started);
+        registry_error(
+            StatusCode::BAD_GATEWAY,
+            "BLOB_UNKNOWN",
+            "the upstream answered an empty body for a digest of content",
         )
     }
 

@@ -12,6 +12,7 @@
 use super::answer::SentUpstream;
 use super::blob_answer::{answer, blob_head, content_length, empty, slice, Slice};
 use super::exchange::Exchange;
+use super::store_access::may_read;
 use crate::api::Route;
 use crate::cache::store::blobs::{BlobStore, Lookup};
 use crate::cache::store::downloads::FillTicket;
@@ -20,7 +21,7 @@ use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
 use crate::cache::store::replicas::DownloadTurn;
 use crate::cache::store::shared::LeaseGuard;
 use crate::metrics::{Metrics, StoreEvent};
-use crate::serve::body::MirrorBody;
+use crate::serve::body::{MirrorBody, UpstreamBody};
 use crate::serve::log::{Metered, RequestLog};
 use crate::upstream::request::{RangeAsked, RequestMarks};
 use http::header::{self, HeaderValue};
@@ -74,7 +75,7 @@ impl BlobPull {
         loop {
             return match self.store.lookup(&key, claim) {
                 Lookup::Stored(stored) => {
-                    if self.may_read(exchange, &asked, &key, &reader).await {
+                    if may_read(&self.store, exchange, asked.uri, &key, &reader).await {
                         if let Some(res) = self.serve_stored(exchange, &key, stored.size).await {
                             return res;
                         }
@@ -82,7 +83,7 @@ impl BlobPull {
                     self.upstream(exchange, &asked, StoreEvent::Miss).await
                 }
                 Lookup::Filling(fill) => {
-                    if !self.may_read(exchange, &asked, &key, &reader).await {
+                    if !may_read(&self.store, exchange, asked.uri, &key, &reader).await {
                         return self.upstream(exchange, &asked, StoreEvent::Miss).await;
                     }
                     let log = self.log(exchange, 200, StoreEvent::Joined);
@@ -152,7 +153,7 @@ impl BlobPull {
         };
         let answer = exchange.send(asked.uri, &Method::GET, marks).await;
         let (res, size) = match answer {
-            Ok(res) if res.status() == StatusCode::OK => match content_length(&res) {
+            Ok(res) => match storable_size(&res, &asked.digest) {
                 Some(size) => (res, size),
                 None => {
                     return exchange.respond(self.sent(exchange, &asked, StoreEvent::Miss), Ok(res))
@@ -194,32 +195,6 @@ impl BlobPull {
                 let res = Response::from_parts(head, body);
                 exchange.respond(self.sent(exchange, &asked, StoreEvent::Miss), Ok(res))
             }
-        }
-    }
-
-    /// Whether `reader` may read `key`: it may if the store says so, or once the registry
-    /// says it would serve it the blob from this repository (a `HEAD` whose redirect is not
-    /// followed), which the store then remembers.
-    async fn may_read(
-        &self,
-        exchange: &Exchange<'_>,
-        asked: &BlobAsked<'_>,
-        key: &ObjectKey,
-        reader: &Reader,
-    ) -> bool {
-        if self.store.may_read(key, reader) || self.store.shared_allows(key, reader).await {
-            return true;
-        }
-        let marks = RequestMarks {
-            registry_only: true,
-            ..RequestMarks::uncached(Route::Blob)
-        };
-        match exchange.send(asked.uri, &Method::HEAD, marks).await {
-            Ok(res) if res.status().is_success() || res.status().is_redirection() => {
-                self.store.allow(key, reader);
-                true
-            }
-            _ => false,
         }
     }
 
@@ -351,6 +326,17 @@ impl BlobPull {
         log.store = Some(event);
         log
     }
+}
+
+/// The size of the blob `digest` names in the upstream's answer, if the store can keep it:
+/// a `200` of a known length (none, only for the digest of nothing: an empty body has no
+/// last byte to hold back until it is verified). Any other answer goes to the client as
+/// without the store.
+fn storable_size(res: &Response<UpstreamBody>, digest: &ContentDigest) -> Option<u64> {
+    if res.status() != StatusCode::OK {
+        return None;
+    }
+    content_length(res).filter(|&size| size > 0 || digest.expected().is_of_nothing())
 }
 
 /// How the download asks the registry again, with the client's request, from where it

@@ -11,7 +11,7 @@ use crate::auth::identity::Identity;
 use crate::cache::manifests::{self, Manifest, ManifestCache, ManifestKey, MAX_MANIFEST};
 use crate::cache::store::shared::LeaseGuard;
 use crate::metrics::{Joined, ManifestEvent, Metrics, StoreEvent};
-use crate::serve::body::{MirrorBody, UpstreamBody};
+use crate::serve::body::MirrorBody;
 use crate::serve::errors::{registry_error, upstream_failure};
 use crate::serve::log::RequestLog;
 use crate::upstream::request::RequestMarks;
@@ -21,6 +21,7 @@ use http::{Method, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower_signed_redirect::FollowedRedirect;
 
 /// The header registries name a manifest's digest with.
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -138,10 +139,15 @@ impl ManifestPull {
                 return self.serve(exchange, manifest, (ManifestEvent::Stale, store));
             }
         }
-        let keep =
-            *method == Method::GET && matches!(&answer, Ok(res) if res.status() == StatusCode::OK);
-        if let (Some(stored), Ok(res), &Method::HEAD) = (&self.stored, &answer, method) {
-            keep_head(stored, exchange, (&key, &uri), who, res);
+        // What is kept is what the registry itself answered: a storage host it redirected
+        // to names no tag and fills no cache.
+        let from_registry = matches!(&answer, Ok(res) if res.status() == StatusCode::OK
+            && res.extensions().get::<FollowedRedirect>().is_none());
+        let keep = *method == Method::GET && from_registry;
+        if let (Some(stored), Ok(res), &Method::HEAD, true) =
+            (&self.stored, &answer, method, from_registry)
+        {
+            stored.keep_tag(exchange, (&key, &uri), who, res.headers());
         }
         let sent = SentUpstream {
             uri: uri.clone(),
@@ -377,22 +383,4 @@ fn sha256_digest(body: &[u8]) -> HeaderValue {
     use sha2::Digest;
     let hex = hex::encode(sha2::Sha256::digest(body));
     HeaderValue::from_str(&format!("sha256:{hex}")).expect("hex is a valid header value")
-}
-
-/// A tag's `HEAD` says which digest it names (Docker asks `HEAD` by tag, then `GET` by
-/// digest): kept in the store, it answers the same `HEAD` while the upstream fails.
-fn keep_head(
-    stored: &StoredManifests,
-    exchange: &Exchange<'_>,
-    (key, uri): (&ManifestKey, &Uri),
-    who: &Identity,
-    res: &Response<UpstreamBody>,
-) {
-    let digest = res
-        .headers()
-        .get(DOCKER_CONTENT_DIGEST)
-        .and_then(|d| d.to_str().ok());
-    if let (StatusCode::OK, Some(digest)) = (res.status(), digest) {
-        stored.keep_tag(exchange, key, uri, who, digest);
-    }
 }

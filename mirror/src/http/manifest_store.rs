@@ -5,16 +5,15 @@
 //! (`blob_pull.rs`): its shared identity, or a login the registry accepted for it.
 
 use super::exchange::Exchange;
-use crate::api::{path, Route};
+use super::store_access::may_read;
+use crate::api::path;
 use crate::auth::identity::Identity;
 use crate::cache::manifests::{Manifest, ManifestKey};
 use crate::cache::store::blobs::{BlobStore, Lookup};
 use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
 use crate::cache::store::shared::{Lease, LeaseGuard};
-use crate::cache::store::tags::TagRecord;
-use crate::upstream::request::RequestMarks;
-use http::{HeaderValue, Method, Uri};
-use sha2::Digest;
+use crate::cache::store::tags::{self, TagRecord};
+use http::{HeaderValue, Uri};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,7 +80,7 @@ impl StoredManifests {
             _ => self.store.discover(&object, reader).await?,
         };
         let media_type = stored.media_type?;
-        if !self.may_read(exchange, uri, &object, reader).await {
+        if !may_read(&self.store, exchange, uri, &object, reader).await {
             return None;
         }
         let body = self.store.read_manifest(&object, &media_type).await?;
@@ -228,29 +227,23 @@ impl StoredManifests {
     }
 
     /// Keeps what the tag `key` names at `uri` for a shared identity, as the registry's
-    /// answer to a `HEAD` said: `digest`.
+    /// answer to a `HEAD` (its `headers`) said. Docker asks `HEAD` by tag, then `GET` by
+    /// digest: kept, the tag answers the same `HEAD` while the upstream fails.
     pub fn keep_tag(
         &self,
         exchange: &Exchange<'_>,
-        key: &ManifestKey,
-        uri: &Uri,
+        (key, uri): (&ManifestKey, &Uri),
         who: &Identity,
-        digest: &str,
+        headers: &http::HeaderMap,
     ) {
-        let (Some(Reader::Shared(scope)), Some(digest)) =
-            (reader(exchange, uri, who), ContentDigest::parse(digest))
+        let digest = headers
+            .get("docker-content-digest")
+            .and_then(|d| ContentDigest::parse(d.to_str().ok()?));
+        let (Some(Reader::Shared(scope)), Some(digest), false) =
+            (reader(exchange, uri, who), digest, by_digest(uri))
         else {
             return;
         };
-        if uri
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .contains(':')
-        {
-            return;
-        }
         let (store, name) = (self.store.clone(), tag_name(key));
         tokio::spawn(async move {
             let record = TagRecord {
@@ -259,31 +252,6 @@ impl StoredManifests {
             };
             store.put_tag(&scope, &name, &record).await;
         });
-    }
-
-    /// Whether `reader` may read the stored manifest `object`: as the store says, or once
-    /// the registry answers a `HEAD` for it (free against Docker Hub's pull limit).
-    async fn may_read(
-        &self,
-        exchange: &Exchange<'_>,
-        uri: &Uri,
-        object: &ObjectKey,
-        reader: &Reader,
-    ) -> bool {
-        if self.store.may_read(object, reader) || self.store.shared_allows(object, reader).await {
-            return true;
-        }
-        let marks = RequestMarks {
-            registry_only: true,
-            ..RequestMarks::uncached(Route::Manifest)
-        };
-        match exchange.send(uri, &Method::HEAD, marks).await {
-            Ok(res) if res.status().is_success() => {
-                self.store.allow(object, reader);
-                true
-            }
-            _ => false,
-        }
     }
 }
 
@@ -302,12 +270,7 @@ fn reader(exchange: &Exchange<'_>, uri: &Uri, who: &Identity) -> Option<Reader> 
     Some(Reader::of(who, &exchange.registry.name, api.name))
 }
 
-/// The store's name for a tag and the media types asked for it (a hash of the key's path
-/// and `Accept`).
+/// The store's name for the tag `key` names and the manifest types its client accepts.
 fn tag_name(key: &ManifestKey) -> String {
-    let mut hash = sha2::Sha256::new();
-    hash.update(key.path.as_bytes());
-    hash.update(b"\n");
-    hash.update(&key.accept);
-    hex::encode(hash.finalize())
+    tags::record_name(&key.path, &key.accept)
 }

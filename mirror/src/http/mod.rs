@@ -15,6 +15,7 @@ pub mod mirror;
 pub mod paths;
 pub mod pull;
 pub mod service;
+pub mod store_access;
 
 pub use mirror::{Mirror, Shared};
 pub use service::MirrorService;

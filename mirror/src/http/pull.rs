@@ -9,7 +9,6 @@ use super::manifest_pull::ManifestPull;
 use super::paths::{plain_answer, Registries};
 use crate::api::path::Endpoint;
 use crate::api::Route;
-use crate::auth::credentials::Login;
 use crate::auth::identity::Identity;
 use crate::auth::issued::IssuedTokens;
 use crate::auth::logins::Logins;
@@ -218,10 +217,10 @@ impl Pull {
             Route::Blob => self.redirect_cache || self.blobs.is_some(),
             _ => false,
         };
-        match self.logins.login(registry) {
+        match self.logins.identity(registry) {
             _ if !cacheable => None,
-            Login::PassThrough => self.issued.identity(&parts.headers),
-            _ => Some(Identity::mirror()),
+            Some(own) => Some(own.clone()),
+            None => self.issued.identity(&parts.headers),
         }
     }
 }

@@ -48,6 +48,18 @@ pub fn expected(digest: &str) -> Option<Expected> {
     }
 }
 
+impl Expected {
+    /// Whether this is the digest of no bytes at all. Any other digest's body of
+    /// `Content-Length: 0` must be refused before its head is sent: it has no last byte
+    /// to hold back, and its head alone is a complete answer.
+    pub fn is_of_nothing(&self) -> bool {
+        match self {
+            Expected::Sha256(e) => Sha256::digest(b"").as_slice() == e,
+            Expected::Sha512(e) => Sha512::digest(b"").as_slice() == e,
+        }
+    }
+}
+
 /// A running hash of the algorithm a digest names.
 pub enum DigestHasher {
     /// Hashing with SHA-256.
@@ -228,5 +240,15 @@ mod tests {
         assert_eq!(ok.collect().await.unwrap().to_bytes(), "hello world");
         let bad = Verified::new(frames(&[b"hello w0rld"]), expected_digest(&path));
         assert!(bad.collect().await.is_err());
+    }
+
+    #[test]
+    fn only_the_digest_of_nothing_admits_an_empty_body() {
+        let nothing = format!("sha256:{}", hex::encode(Sha256::digest(b"")));
+        assert!(expected(&nothing).unwrap().is_of_nothing());
+        let nothing = format!("sha512:{}", hex::encode(Sha512::digest(b"")));
+        assert!(expected(&nothing).unwrap().is_of_nothing());
+        let something = format!("sha256:{}", hex::encode(Sha256::digest(b"x")));
+        assert!(!expected(&something).unwrap().is_of_nothing());
     }
 }

@@ -132,6 +132,31 @@ impl RedisServer {
         out
     }
 
+    /// Sets `key` to `value`: what an attacker with the Redis password writes.
+    pub fn set(&self, key: &str, value: &str) {
+        let mut conn = self.connection().expect("a connection to redis");
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query::<()>(&mut conn)
+            .unwrap();
+    }
+
+    /// The string value at `key`.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let mut conn = self.connection().expect("a connection to redis");
+        redis::cmd("GET").arg(key).query(&mut conn).unwrap()
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut conn = self.connection().expect("a connection to redis");
+        redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut conn)
+            .unwrap()
+    }
+
     /// Stops the server (the tests of an outage).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -48,6 +48,15 @@ pub struct HubState {
     pub storage_delay_ms: AtomicU64,
     /// Storage breaks off the next whole-blob answer after this many bytes (0: never).
     pub storage_reset_after: AtomicU64,
+    /// (attack tests) The registry's challenge names a token service on the registry
+    /// itself (`/token`): a Basic login's password is its token; no login: `anonymous-token`.
+    pub token_service: AtomicBool,
+    /// (attack tests) The registry reads the *last* `Authorization` header, not the first.
+    pub auth_last: AtomicBool,
+    /// (attack tests) Storage answers every blob `200` with an empty body.
+    pub storage_empty: AtomicBool,
+    /// (attack tests) The registry's own address.
+    pub own: std::sync::OnceLock<SocketAddr>,
 }
 
 pub struct StoreHub {
@@ -63,6 +72,7 @@ impl StoreHub {
         let storage = net::serve(move |req| storage(s.clone(), req)).await;
         let s = state.clone();
         let registry = net::serve(move |req| registry(s.clone(), storage, req)).await;
+        let _ = state.own.set(registry);
         StoreHub {
             registry,
             storage,
@@ -151,9 +161,30 @@ async fn registry(
     if path == "/v2/" {
         return status(200);
     }
-    let token = req
-        .headers()
-        .get("authorization")
+    if path == "/token" && state.token_service.load(Ordering::SeqCst) {
+        use base64::Engine;
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|up| up.split_once(':').map(|(_, p)| p.to_owned()))
+            .unwrap_or_else(|| "anonymous-token".to_owned());
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(net::full(format!(
+                r#"{{"token":"{token}","expires_in":300}}"#
+            )))
+            .unwrap();
+    }
+    let auths: Vec<_> = req.headers().get_all("authorization").iter().collect();
+    let chosen = match state.auth_last.load(Ordering::SeqCst) {
+        true => auths.last().copied(),
+        false => auths.first().copied(),
+    };
+    let token = chosen
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
@@ -176,7 +207,14 @@ async fn registry(
             .status(401)
             .header(
                 "www-authenticate",
-                "Bearer realm=\"http://auth.invalid/token\",service=\"hub\"",
+                if state.token_service.load(Ordering::SeqCst) {
+                    format!(
+                        "Bearer realm=\"http://{}/token\",service=\"hub\"",
+                        state.own.get().unwrap()
+                    )
+                } else {
+                    "Bearer realm=\"http://auth.invalid/token\",service=\"hub\"".to_owned()
+                },
             )
             .body(net::empty())
             .unwrap();
@@ -237,6 +275,13 @@ async fn storage(state: Arc<HubState>, req: Request<Incoming>) -> Response<Serve
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         data = Bytes::from(bad);
+    }
+    if state.storage_empty.load(Ordering::SeqCst) {
+        return Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-length", 0)
+            .body(net::empty())
+            .unwrap();
     }
     let size = data.len();
     let range = req

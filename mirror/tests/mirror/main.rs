@@ -16,6 +16,8 @@ mod manifests;
 mod production;
 mod store;
 mod store_attacks;
+mod store_bounds;
+mod store_shared;
 
 use bytes::Bytes;
 use clap::Parser;

@@ -104,6 +104,16 @@ pub fn count_stored(dir: &Path) -> usize {
     stored_blobs(dir).len()
 }
 
+/// Waits until no download is in the spool of the local store at `dir`.
+async fn until_spool_empty(dir: &Path) {
+    bounded(async {
+        while std::fs::read_dir(dir.join("spool")).is_ok_and(|mut d| d.next().is_some()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// Waits until the store holds `n` blobs.
 async fn until_stored(dir: &Path, n: usize) {
     bounded(async {
@@ -410,6 +420,8 @@ async fn eviction_keeps_the_store_within_its_size_least_recently_used_first() {
             )],
         )
         .await;
+        // Committed before the next (the spool holds 250 kB at most: two in flight).
+        until_spool_empty(dir.path()).await;
         if i == 1 {
             // The first is used again: the second is now the least recently used.
             get_blob(mirror, &path(&blobs[0].1), None).await;

@@ -7,10 +7,11 @@ use super::backend::Backend;
 use super::downloads::{Downloads, FillTicket, InFlight, Starting};
 use super::fill::{Fill, Resume};
 use super::grants::Grants;
-use super::index::{Index, Stored};
+use super::index::{Access, Index, Stored};
 use super::keys::{ObjectKey, Reader};
 use super::shared::{LeaseGuard, SharedState};
 use super::spool;
+use super::tags::{TagRecord, TagRecords};
 use crate::metrics::{Metrics, StoreEvent};
 use crate::options::Options;
 use crate::serve::body::UpstreamBody;
@@ -20,7 +21,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tower_signed_redirect::{BoxError, RedirectCache};
 
 /// The low watermark: eviction takes the store down to this share of its maximum.
@@ -42,16 +43,22 @@ pub enum Lookup {
 /// The store, shared by every worker.
 pub struct BlobStore {
     pub(super) backend: Arc<Backend>,
-    index: Mutex<Index>,
+    pub(super) index: Mutex<Index>,
+    /// The tag records it holds (`tags.rs`).
+    pub(super) tag_records: TagRecords,
     pub(super) grants: Grants,
-    downloads: Arc<Downloads>,
+    pub(super) downloads: Arc<Downloads>,
     max_size: u64,
     idle_timeout: Duration,
     pub(super) metrics: Arc<Metrics>,
     /// What the replicas share, on Redis (`--shared-state`).
     pub(super) shared: Option<Arc<SharedState>>,
-    /// How long a tag's record is kept (`--serve-stale`).
+    /// How long a tag's record is kept, and a shared identity reads what the registry
+    /// served it while the registry fails (`--serve-stale`).
     pub(super) serve_stale: Duration,
+    /// How long a shared identity reads what the registry served it without asking again
+    /// (`--blob-store-recheck`).
+    pub(super) recheck: Duration,
     /// While the store's listing could not be read (the store unreachable at start): when
     /// it was last tried. Until it is read, the store serves nothing it holds.
     unlisted: Mutex<Option<Instant>>,
@@ -91,19 +98,26 @@ impl BlobStore {
                 (Index::default(), Some(Instant::now()))
             }
         };
-        tracing::info!(store = %backend.name, objects = index.len(), bytes = index.bytes(), leftovers_removed = removed, took_ms = started.elapsed().as_millis() as u64, "blob store opened");
+        let tag_records = TagRecords::read(&backend).await;
+        tracing::info!(store = %backend.name, objects = index.len(), bytes = index.bytes(), tags = tag_records.len(), leftovers_removed = removed, took_ms = started.elapsed().as_millis() as u64, "blob store opened");
         metrics.store_holds(index.bytes(), index.len() as u64);
         let backend = Arc::new(backend);
         Ok(Some(Arc::new(BlobStore {
-            downloads: Downloads::new(backend.clone(), options.idle_timeout, metrics.clone()),
+            downloads: Downloads::new(
+                backend.clone(),
+                (options.idle_timeout, options.blob_store_max_size),
+                metrics.clone(),
+            ),
             backend,
             index: Mutex::new(index),
+            tag_records,
             grants: Grants::default(),
             max_size: options.blob_store_max_size,
             idle_timeout: options.idle_timeout,
             metrics,
             shared,
             serve_stale: options.serve_stale,
+            recheck: options.blob_store_recheck,
             unlisted: Mutex::new(unlisted),
         })))
     }
@@ -148,60 +162,6 @@ impl BlobStore {
         });
     }
 
-    /// Whether `reader` may read `key`, stored or being downloaded, without asking the
-    /// upstream: a shared identity that fetched it, or a login the upstream accepted for
-    /// it in that repository.
-    pub fn may_read(&self, key: &ObjectKey, reader: &Reader) -> bool {
-        match reader {
-            Reader::Login(grant) => self.grants.allows(grant, key),
-            Reader::Shared(scope) => {
-                if let Some(stored) = self.lock_index().get(key) {
-                    return stored.scopes.contains(scope);
-                }
-                self.downloads.running(key).is_some_and(|fill| {
-                    fill.scopes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .contains(scope)
-                })
-            }
-        }
-    }
-
-    /// Records that the upstream served `key` to `reader` (it answered the reader's own
-    /// request for it): a login's grant until its token ends, or a shared identity's
-    /// access, kept in the store.
-    pub fn allow(self: &Arc<Self>, key: &ObjectKey, reader: &Reader) {
-        let scope = match reader {
-            Reader::Login(grant) => {
-                self.grants.give(grant, key);
-                if let Some(shared) = self.shared.clone() {
-                    let (grant, key) = (grant.clone(), key.clone());
-                    tokio::spawn(async move { shared.give(&grant, &key).await });
-                }
-                return;
-            }
-            Reader::Shared(scope) => scope,
-        };
-        if let Some(fill) = self.downloads.running(key) {
-            fill.add_scope(scope);
-        }
-        if self.lock_index().add_scope(key, scope) {
-            let path = self.backend.access_path(scope, key);
-            let store = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store
-                    .backend
-                    .objects
-                    .put(&path, PutPayload::default())
-                    .await
-                {
-                    store.unavailable("record an access", &e);
-                }
-            });
-        }
-    }
-
     /// A body of `start..end` of the stored object `key` (of `media_type`, for a
     /// manifest), or `None` when the store cannot read it now (the pull then goes
     /// upstream; an object gone from the store is forgotten).
@@ -239,6 +199,36 @@ impl BlobStore {
             self.forget(key);
         }
         bytes.ok().flatten()
+    }
+
+    /// Keeps what the tag `name` named for the shared identity `scope`: in the shared state
+    /// (for the other replicas) and in the store.
+    pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord) {
+        if let Some(shared) = &self.shared {
+            shared.put_tag(scope, name, record, self.serve_stale).await;
+        }
+        let path = self.backend.tag_path(scope, name);
+        let json = PutPayload::from(record.to_json());
+        if let Err(e) = self.backend.objects.put(&path, json).await {
+            return self.unavailable("record a tag", &e);
+        }
+        for gone in self.tag_records.written(path) {
+            if let Err(e) = self.backend.objects.delete(&gone).await {
+                tracing::warn!(error = %e, "an old tag record could not be deleted");
+            }
+        }
+    }
+
+    /// What the tag `name` named for the shared identity `scope`, if a replica recorded it
+    /// in the shared state, or the store kept it.
+    pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
+        if let Some(shared) = &self.shared {
+            if let Some(record) = shared.tag(scope, name).await {
+                return Some(record);
+            }
+        }
+        let path = self.backend.tag_path(scope, name);
+        TagRecord::parse(&self.get_bytes(&path, "read a tag").await.ok()??)
     }
 
     /// The whole object at `path`: `Ok(None)` if the store does not hold it, `Err` (logged
@@ -311,7 +301,7 @@ impl BlobStore {
                 let access = stored
                     .scopes
                     .iter()
-                    .map(|scope| self.backend.access_path(scope, key));
+                    .map(|access| self.backend.access_path(&access.scope, key));
                 std::iter::once(object).chain(access).collect::<Vec<_>>()
             })
             .collect();
@@ -387,7 +377,12 @@ impl BlobStore {
                 .scopes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+                .iter()
+                .map(|scope| Access {
+                    scope: scope.clone(),
+                    checked: SystemTime::now(),
+                })
+                .collect(),
         };
         self.lock_index().insert(fill.key.clone(), stored);
         self.evict();

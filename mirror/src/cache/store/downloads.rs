@@ -18,6 +18,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tower_signed_redirect::{BoxError, RedirectCache};
 
+/// The most downloads in flight into the store at once (each holds a part of at most 8 MiB
+/// in memory on its way to S3); a request beyond them is served as without a store.
+pub const MAX_FILLS: usize = 64;
+
 /// What the store does with a download once it is committed (indexes it).
 pub type Committed = Box<dyn FnOnce(&Fill) + Send>;
 
@@ -71,33 +75,39 @@ impl Drop for FillTicket {
 /// The downloads in flight, shared by every worker.
 pub struct Downloads {
     slots: Mutex<HashMap<ObjectKey, Slot>>,
+    /// The most bytes the downloads in flight may spool at once (the store's maximum):
+    /// clients that ask for a byte of many blobs do not make the mirror spool them all.
+    spool_budget: u64,
     backend: Arc<Backend>,
     idle_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Downloads {
-    /// Downloads into `backend`, each failed after `idle_timeout` without a byte.
+    /// Downloads into `backend`, each failed after `idle_timeout` without a byte, spooling
+    /// `spool_budget` bytes at most together.
     pub fn new(
         backend: Arc<Backend>,
-        idle_timeout: Duration,
+        (idle_timeout, spool_budget): (Duration, u64),
         metrics: Arc<Metrics>,
     ) -> Arc<Downloads> {
         Arc::new(Downloads {
             slots: Mutex::default(),
+            spool_budget,
             backend,
             idle_timeout,
             metrics,
         })
     }
 
-    /// What is in flight for `key`; with `claim`, the right to download it if nothing is.
+    /// What is in flight for `key`; with `claim`, the right to download it if nothing is
+    /// (and the downloads in flight leave room for another: [`MAX_FILLS`], the budget).
     pub fn find(self: &Arc<Self>, key: &ObjectKey, claim: bool) -> InFlight {
         let mut slots = self.lock();
         match slots.get(key) {
             Some(Slot::Running(fill)) => InFlight::Running(fill.clone()),
             Some(Slot::Starting(starting)) => InFlight::Starting(Starting(starting.clone())),
-            None if claim => {
+            None if claim && slots.len() < MAX_FILLS && spooling(&slots) < self.spool_budget => {
                 let (tx, rx) = watch::channel(());
                 slots.insert(key.clone(), Slot::Starting(rx));
                 InFlight::Claimed(FillTicket {
@@ -132,7 +142,13 @@ impl Downloads {
         (scope, forget): (Option<&Scope>, Option<(RedirectCache, http::Request<()>)>),
         (committed, lease): (Committed, Option<LeaseGuard>),
     ) -> Result<Arc<Fill>, UpstreamBody> {
-        let spool = spool::has_room(&self.backend.spool, size).and_then(|()| {
+        let spooling = spooling(&self.lock());
+        if spooling + size > self.spool_budget {
+            tracing::debug!(size, spooling, "no room in the spool budget: not stored");
+            return Err(body);
+        }
+        // The disk must hold this download and what the others will still write.
+        let spool = spool::has_room(&self.backend.spool, spooling + size).and_then(|()| {
             spool::create(&self.backend.spool, &ticket.key).map_err(|e| e.to_string())
         });
         let spool = match spool {
@@ -244,4 +260,15 @@ impl Downloads {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Slot>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The bytes the downloads running now spool, once whole.
+fn spooling(slots: &HashMap<ObjectKey, Slot>) -> u64 {
+    slots
+        .values()
+        .map(|slot| match slot {
+            Slot::Running(fill) => fill.size,
+            Slot::Starting(_) => 0,
+        })
+        .sum()
 }

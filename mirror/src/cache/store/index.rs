@@ -1,11 +1,25 @@
 //! What the store holds, in memory: each object's size, a manifest's media type, the shared
-//! identities that fetched it, and how recently it was used. Rebuilt from the store's
+//! identities that fetched it (and when the registry last said they may), and how recently
+//! it was used. Rebuilt from the store's
 //! listing at start; evicts the least recently used first.
 
 use super::backend::{Backend, Listed};
 use super::keys::{ObjectKey, Scope};
 use lru::LruCache;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How much newer a check must be than the one recorded to be written to the store again.
+const RECORD_AGAIN: Duration = Duration::from_secs(60);
+
+/// A shared identity's access to an object: when the registry last said it serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The shared identity (`anonymous@docker.io`).
+    pub scope: Scope,
+    /// When the registry last served it (or answered its `HEAD`).
+    pub checked: SystemTime,
+}
 
 /// One object the store holds.
 #[derive(Clone, Debug)]
@@ -14,8 +28,33 @@ pub struct Stored {
     pub size: u64,
     /// A manifest's media type.
     pub media_type: Option<Arc<str>>,
-    /// The shared identities (`anonymous@docker.io`) that fetched it, and may read it.
-    pub scopes: Vec<Scope>,
+    /// The shared identities (`anonymous@docker.io`) that fetched it, and when.
+    pub scopes: Vec<Access>,
+}
+
+impl Stored {
+    /// When the registry last said `scope` may read it.
+    pub fn checked(&self, scope: &Scope) -> Option<SystemTime> {
+        self.scopes
+            .iter()
+            .find(|a| &a.scope == scope)
+            .map(|a| a.checked)
+    }
+
+    /// Records `access`; whether the store should record it too (new, or a newer check).
+    fn add(&mut self, access: Access) -> bool {
+        match self.scopes.iter_mut().find(|a| a.scope == access.scope) {
+            Some(old) => {
+                let record = old.checked + RECORD_AGAIN < access.checked;
+                old.checked = old.checked.max(access.checked);
+                record
+            }
+            None => {
+                self.scopes.push(access);
+                true
+            }
+        }
+    }
 }
 
 /// The objects the store holds, the least recently used first out.
@@ -43,25 +82,20 @@ impl Index {
     pub fn insert(&mut self, key: ObjectKey, mut stored: Stored) {
         if let Some(old) = self.objects.pop(&key) {
             self.bytes -= old.size;
-            for scope in old.scopes {
-                if !stored.scopes.contains(&scope) {
-                    stored.scopes.push(scope);
-                }
+            for access in old.scopes {
+                stored.add(access);
             }
         }
         self.bytes += stored.size;
         self.objects.put(key, stored);
     }
 
-    /// Records that `scope` may read `key`; whether that is new.
-    pub fn add_scope(&mut self, key: &ObjectKey, scope: &Scope) -> bool {
-        match self.objects.peek_mut(key) {
-            Some(stored) if !stored.scopes.contains(scope) => {
-                stored.scopes.push(scope.clone());
-                true
-            }
-            _ => false,
-        }
+    /// Records that the registry said `access.scope` may read `key`; whether the store
+    /// should record it too (new, or a newer check).
+    pub fn add_scope(&mut self, key: &ObjectKey, access: Access) -> bool {
+        self.objects
+            .peek_mut(key)
+            .is_some_and(|stored| stored.add(access))
     }
 
     /// Forgets `key`.
@@ -126,7 +160,8 @@ impl Index {
         }
         for meta in backend.list("access").await? {
             if let Some(Listed::Access(scope, key)) = backend.read_listed(&meta.location) {
-                index.add_scope(&key, &scope);
+                let checked = meta.last_modified.into();
+                index.add_scope(&key, Access { scope, checked });
             }
         }
         Ok(index)
@@ -142,11 +177,18 @@ mod tests {
         ObjectKey::blob(ContentDigest::sha256_of(&[n]))
     }
 
+    fn access(scope: &str, secs: u64) -> Access {
+        Access {
+            scope: scope.into(),
+            checked: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        }
+    }
+
     fn stored(size: u64, scope: Option<&str>) -> Stored {
         Stored {
             size,
             media_type: None,
-            scopes: scope.map(|s| vec![s.into()]).unwrap_or_default(),
+            scopes: scope.map(|s| vec![access(s, 1000)]).unwrap_or_default(),
         }
     }
 
@@ -162,8 +204,19 @@ mod tests {
         assert_eq!(evicted, [key(1), key(2)]);
         assert_eq!((index.bytes(), index.len()), (300, 3));
         index.insert(key(0), stored(100, Some("anonymous@docker.io")));
-        assert!(index.add_scope(&key(0), &"mirror@docker.io".into()));
-        assert!(!index.add_scope(&key(0), &"mirror@docker.io".into()));
+        assert!(index.add_scope(&key(0), access("mirror@docker.io", 1000)));
+        assert!(!index.add_scope(&key(0), access("mirror@docker.io", 1000)));
+        // A check a minute newer is recorded again; one within the minute is not, but
+        // counts here; an older one changes nothing.
+        let checked = |index: &mut Index| {
+            let stored = index.get(&key(0)).unwrap();
+            stored.checked(&"mirror@docker.io".into())
+        };
+        assert!(!index.add_scope(&key(0), access("mirror@docker.io", 1030)));
+        assert_eq!(checked(&mut index), Some(access("", 1030).checked));
+        assert!(index.add_scope(&key(0), access("mirror@docker.io", 1091)));
+        assert!(!index.add_scope(&key(0), access("mirror@docker.io", 1000)));
+        assert_eq!(checked(&mut index), Some(access("", 1091).checked));
         index.insert(key(0), stored(100, None));
         assert_eq!(
             index.get(&key(0)).unwrap().scopes.len(),

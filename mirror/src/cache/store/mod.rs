@@ -2,6 +2,7 @@
 //! S3-compatible store, filled while they are served, and read only by those the registry
 //! served them to.
 
+pub mod access;
 pub mod backend;
 pub mod blobs;
 pub mod commit;

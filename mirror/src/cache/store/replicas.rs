@@ -4,7 +4,7 @@
 //! logins (`shared.rs`). Each step degrades to what a replica knows alone.
 
 use super::blobs::BlobStore;
-use super::index::Stored;
+use super::index::{Access, Stored};
 use super::keys::{Kind, ObjectKey, Reader};
 use super::shared::{Lease, LeaseGuard};
 use crate::metrics::Joined;
@@ -52,8 +52,12 @@ impl BlobStore {
         let mut scopes = Vec::new();
         if let Reader::Shared(scope) = reader {
             let access = self.backend.access_path(scope, key);
-            if self.backend.objects.head(&access).await.is_ok() {
-                scopes.push(scope.clone());
+            if let Ok(meta) = self.backend.objects.head(&access).await {
+                let checked = meta.last_modified.into();
+                scopes.push(Access {
+                    scope: scope.clone(),
+                    checked,
+                });
             }
         }
         let stored = Stored {

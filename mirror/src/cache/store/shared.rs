@@ -181,25 +181,27 @@ impl SharedState {
         format!("rm:{kind}:{}", hex::encode(mac.finalize().into_bytes()))
     }
 
-    /// What the tag `name` named for the shared identity `scope`, if a replica recorded it.
+    /// What the tag `name` named for the shared identity `scope`, if a replica recorded it
+    /// (and signed it: a record whose MAC fails, written by someone without the key, or
+    /// moved from another tag's key, is none).
     pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
         let key = self.hashed("tag", &[scope, name]);
-        let json: Option<String> = self.call(redis::cmd("GET").arg(&key)).await?;
-        TagRecord::parse(json?.as_bytes())
+        let value: Option<String> = self.call(redis::cmd("GET").arg(&key)).await?;
+        let (json, mac) = value?
+            .rsplit_once('\n')
+            .map(|(j, m)| (j.to_owned(), m.to_owned()))?;
+        (self.hashed("tag-value", &[&key, &json]) == mac).then_some(())?;
+        TagRecord::parse(json.as_bytes())
     }
 
     /// Records what the tag `name` named for `scope`, for `keep` (at least a day).
     pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord, keep: Duration) {
         let key = self.hashed("tag", &[scope, name]);
         let keep = keep.max(Duration::from_secs(24 * 3600)).as_millis() as u64;
+        let json = record.to_json();
+        let value = format!("{json}\n{}", self.hashed("tag-value", &[&key, &json]));
         let _: Option<()> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(record.to_json())
-                    .arg("PX")
-                    .arg(keep),
-            )
+            .call(redis::cmd("SET").arg(&key).arg(value).arg("PX").arg(keep))
             .await;
     }
 

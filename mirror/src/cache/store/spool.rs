@@ -93,6 +93,11 @@ impl SpoolCursor {
     pub async fn next(&mut self, max: u64) -> Result<Option<Bytes>, BoxError> {
         loop {
             if self.offset >= self.end {
+                // The end of a body whose last byte was held (none, for an empty one) only
+                // once the download was verified.
+                if self.hold_last && !self.finished().await {
+                    return Err(FillFailed.into());
+                }
                 return Ok(None);
             }
             let readable = self.readable()?;
@@ -144,7 +149,7 @@ impl SpoolCursor {
         match now.state {
             FillState::Verified => Ok(end),
             FillState::Failed => Err(FillFailed),
-            FillState::Writing if hold_last => Ok(now.written.min(end - 1)),
+            FillState::Writing if hold_last => Ok(now.written.min(end.saturating_sub(1))),
             FillState::Writing => Ok(now.written.min(end)),
         }
     }
