@@ -371,3 +371,29 @@ async fn a_tag_record_forged_in_redis_names_nothing() {
         );
     }
 }
+
+/// A replica whose download answered nothing to keep (storage fails) lets go of its lease
+/// at once: the next replica asks itself, rather than waiting the 15 s a lease lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_keeps_nothing_leaves_no_replica_waiting() {
+    let Some(fleet) = Fleet::start(30_000).await else {
+        return;
+    };
+    fleet.hub.state.storage_down.store(true, Ordering::SeqCst);
+    let path = format!("/v2/library/app/blobs/{}", fleet.layers[0].1);
+    let (status, _) = ask(fleet.replica(0), Method::GET, &path, None).await;
+    assert!(!status.is_success(), "{status}");
+    for i in 1..3 {
+        let asked = ask(fleet.replica(i), Method::GET, &path, None);
+        let answered = tokio::time::timeout(Duration::from_secs(5), asked).await;
+        assert!(
+            answered.is_ok(),
+            "replica {i} waited on a lease nobody fills"
+        );
+    }
+    assert_eq!(
+        fleet.count(&fleet.hub.state.blob_gets),
+        3,
+        "each asked the registry"
+    );
+}

@@ -4,9 +4,10 @@
 //! dated when the stand-in started and valid for seven days (so that the mirror's redirect
 //! cache keeps it, as it keeps a real one); `GET|HEAD /v2/<name>/manifests/<tag or digest>`
 //! with one OCI index, counting what a Docker-Hub-like pull limit counts (manifest `GET`s,
-//! and the free `HEAD`s beside them): `GET /counts` says how many so far.
+//! and the free `HEAD`s beside them) and blob requests: `GET /counts` says how many so far.
+//! With `public`, requests without `Authorization` are answered too (an anonymous pull).
 //!
-//! usage: bench_registry_stand_in LISTEN_ADDR STORAGE_BASE_URL
+//! usage: bench_registry_stand_in LISTEN_ADDR STORAGE_BASE_URL [public]
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -33,6 +34,9 @@ fn manifest() -> String {
 /// Manifest `GET`s and `HEAD`s answered.
 static MANIFEST_GETS: AtomicU64 = AtomicU64::new(0);
 static MANIFEST_HEADS: AtomicU64 = AtomicU64::new(0);
+/// Blob `GET`s and `HEAD`s answered.
+static BLOB_GETS: AtomicU64 = AtomicU64::new(0);
+static BLOB_HEADS: AtomicU64 = AtomicU64::new(0);
 
 /// `20240101T000000Z`: the SigV4 basic format of `now`.
 fn amz_date(now: SystemTime) -> String {
@@ -71,9 +75,9 @@ fn signed_query(now: SystemTime) -> String {
 
 fn answer(
     req: &Request<hyper::body::Incoming>,
-    storage: &str,
-    query: &str,
+    (storage, query): (&str, &str),
     manifest: &Manifest,
+    public: bool,
 ) -> Response<Full<Bytes>> {
     let status = |s| {
         Response::builder()
@@ -84,13 +88,16 @@ fn answer(
     };
     if req.uri().path() == "/counts" {
         let counts = format!(
-            "manifest_gets {}\nmanifest_heads {}\n",
+            "manifest_gets {}\nmanifest_heads {}\nblob_gets {}\nblob_heads {}\n",
             MANIFEST_GETS.load(Ordering::Relaxed),
-            MANIFEST_HEADS.load(Ordering::Relaxed)
+            MANIFEST_HEADS.load(Ordering::Relaxed),
+            BLOB_GETS.load(Ordering::Relaxed),
+            BLOB_HEADS.load(Ordering::Relaxed)
         );
         return Response::new(Full::new(Bytes::from(counts)));
     }
-    if req.headers().get("authorization").map(|v| v.as_bytes()) != Some(TOKEN) {
+    let auth = req.headers().get("authorization").map(|v| v.as_bytes());
+    if auth != Some(TOKEN) && !(public && auth.is_none()) {
         return status(StatusCode::UNAUTHORIZED);
     }
     if req.uri().path().contains("/manifests/") {
@@ -119,12 +126,19 @@ fn answer(
         .rsplit_once("/blobs/sha256:")
         .map(|(_, h)| h);
     match (req.method(), hex) {
-        (&Method::GET | &Method::HEAD, Some(hex)) if !hex.is_empty() => Response::builder()
-            .status(StatusCode::TEMPORARY_REDIRECT)
-            .header("location", format!("{storage}/blobs/{hex}{query}"))
-            .header("content-length", "0")
-            .body(Full::default())
-            .unwrap(),
+        (&Method::GET | &Method::HEAD, Some(hex)) if !hex.is_empty() => {
+            let counter = match req.method() == Method::HEAD {
+                true => &BLOB_HEADS,
+                false => &BLOB_GETS,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", format!("{storage}/blobs/{hex}{query}"))
+                .header("content-length", "0")
+                .body(Full::default())
+                .unwrap()
+        }
         _ => status(StatusCode::NOT_FOUND),
     }
 }
@@ -139,9 +153,10 @@ struct Manifest {
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(storage)) = (args.next(), args.next()) else {
-        eprintln!("usage: bench_registry_stand_in LISTEN_ADDR STORAGE_BASE_URL");
+        eprintln!("usage: bench_registry_stand_in LISTEN_ADDR STORAGE_BASE_URL [public]");
         std::process::exit(2);
     };
+    let public = args.next().as_deref() == Some("public");
     let storage: Arc<str> = storage.trim_end_matches('/').into();
     let query: Arc<str> = signed_query(SystemTime::now()).into();
     let body = manifest();
@@ -161,7 +176,7 @@ async fn main() {
         let (storage, query, manifest) = (storage.clone(), query.clone(), manifest.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let res = answer(&req, &storage, &query, &manifest);
+                let res = answer(&req, (&storage, &query), &manifest, public);
                 async move { Ok::<_, Infallible>(res) }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -95,14 +95,15 @@ impl ManifestPull {
         let turn = self.cache.turn(&key).await;
         if turn.waited {
             self.metrics.joined(Joined::Manifest);
-            // The request it waited for kept a newer manifest: that is this one's answer.
-            let newer = self
-                .cache
-                .get(&key)
-                .filter(|m| cached.as_ref().is_none_or(|old| !Arc::ptr_eq(old, m)));
-            if let Some(manifest) = newer {
-                return self.serve(exchange, &manifest, (ManifestEvent::Hit, None));
-            }
+        }
+        // A request that had the turn before this one (waited for, or done while this one
+        // read the store) kept a newer manifest: that is this one's answer.
+        let newer = self
+            .cache
+            .get(&key)
+            .filter(|m| cached.as_ref().is_none_or(|old| !Arc::ptr_eq(old, m)));
+        if let Some(manifest) = newer {
+            return self.serve(exchange, &manifest, (ManifestEvent::Hit, None));
         }
         self.fetch(exchange, (key, uri), who, (cached, store)).await
     }

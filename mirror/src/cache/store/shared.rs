@@ -307,22 +307,36 @@ impl SharedState {
 
 impl LeaseGuard {
     /// Releases the lease (if this replica still holds it): the others stop waiting.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.renewing.abort();
-        let release = redis::Script::new(RELEASE);
-        let mut command = release.prepare_invoke();
-        command.key(&self.name).arg(&self.state.owner);
-        if let Some(mut connection) = self.state.connection().await {
-            let _ =
-                tokio::time::timeout(CALL_TIMEOUT, command.invoke_async::<i64>(&mut connection))
-                    .await;
-        }
+        let name = std::mem::take(&mut self.name);
+        release(&self.state, &name).await;
     }
 }
 
 impl Drop for LeaseGuard {
+    /// A lease dropped unreleased (its fetch answered nothing to keep, or failed) is
+    /// released in the background: the others stop waiting now, not when it lapses.
     fn drop(&mut self) {
-        // Not released: it lapses within LEASE.
         self.renewing.abort();
+        let name = std::mem::take(&mut self.name);
+        if name.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let state = self.state.clone();
+            runtime.spawn(async move { release(&state, &name).await });
+        }
+    }
+}
+
+/// Deletes the lease `name` if `state`'s replica holds it (bounded by [`CALL_TIMEOUT`]).
+async fn release(state: &SharedState, name: &str) {
+    let script = redis::Script::new(RELEASE);
+    let mut command = script.prepare_invoke();
+    command.key(name).arg(&state.owner);
+    if let Some(mut connection) = state.connection().await {
+        let _ =
+            tokio::time::timeout(CALL_TIMEOUT, command.invoke_async::<i64>(&mut connection)).await;
     }
 }
