@@ -11,10 +11,14 @@ import sys
 
 rows = {}
 rounds = 0
+storage = "http"
 for line in open(sys.argv[1]):
     parts = line.split()
     if parts[0] == "rounds":
         rounds = int(parts[1])
+        continue
+    if parts[0] == "storage":
+        storage = parts[1]
         continue
     variant, measure, *values = parts
     rows.setdefault(variant, {})[measure] = values
@@ -35,13 +39,14 @@ def fmt(v, spec):
 
 
 variants = [v for v in ["direct", "nginx", "bare", "mirror", "cached", "verify", "alt",
-                        "ncache", "store", "fill"] if v in rows]
+                        "ncache", "store", "altstore", "fill"] if v in rows]
 names = {"direct": "direct", "nginx": "nginx, tuned buffers", "bare": "bare hyper-util follower",
          "mirror": "registry_mirror", "cached": "registry_mirror, cache warm",
          "verify": "registry_mirror --verify-digests", "alt": "ALT_BIN",
          "ncache": "nginx proxy_cache, warm", "store": "registry_mirror, store hit",
-         "fill": "registry_mirror, store filling"}
-print(f"\nmacro benchmark: medians of {rounds} interleaved rounds, 127.0.0.1, 2 shared cores\n")
+         "fill": "registry_mirror, store filling", "altstore": "ALT_BIN, store hit"}
+print(f"\nmacro benchmark: medians of {rounds} interleaved rounds, 127.0.0.1, 2 shared cores, "
+      f"storage over {storage}\n")
 print("| | " + " | ".join(names[v] for v in variants) + " |")
 print("|---|" + "---:|" * len(variants))
 lines = [
@@ -99,12 +104,15 @@ def compare(name, a, b, measure, ok, conv=float):
     goal(name, ratio(med(a, measure, conv), med(b, measure, conv)), ok, per_round(a, b, measure, conv))
 
 
+# The goals against nginx's recipe: over https storage the recipe opens a connection (and a
+# TLS handshake, resumed) per blob while the mirror pools them.
+RPS, P99 = (1.5, 0.7) if storage == "https" else (1.3, 0.8)
 if "mirror" in rows:
     compare("1 GiB: mirror/direct MB/s >= 0.95", "mirror", "direct", "a_mbs", lambda r: r >= 0.95)
-    compare("1 GiB: mirror/nginx MB/s >= 1.05", "mirror", "nginx", "a_mbs", lambda r: r >= 1.05)
-    compare("1 GiB: mirror/nginx CPU per GiB <= 0.9", "mirror", "nginx", "a_cpu", lambda r: r <= 0.9)
-    compare("64 KiB: mirror/nginx req/s >= 1.3", "mirror", "nginx", "b_rps", lambda r: r >= 1.3)
-    compare("64 KiB: mirror/nginx p99 <= 0.8", "mirror", "nginx", "b_p99", lambda r: r <= 0.8, ms)
+    compare(f"{storage}: 1 GiB: mirror/nginx MB/s >= 1.05", "mirror", "nginx", "a_mbs", lambda r: r >= 1.05)
+    compare(f"{storage}: 1 GiB: mirror/nginx CPU per GiB <= 0.9", "mirror", "nginx", "a_cpu", lambda r: r <= 0.9)
+    compare(f"{storage}: 64 KiB: mirror/nginx req/s >= {RPS}", "mirror", "nginx", "b_rps", lambda r: r >= RPS)
+    compare(f"{storage}: 64 KiB: mirror/nginx p99 <= {P99}", "mirror", "nginx", "b_p99", lambda r: r <= P99, ms)
     goal("16 x 64 MiB: mirror peak RSS MiB <= 44", peak_mib("mirror", "c_hwm"), lambda r: r <= 44)
     compare("16 x 64 MiB: mirror/nginx wall <= 1.0", "mirror", "nginx", "c_wall", lambda r: r <= 1.0)
     compare("1 GiB: mirror/bare MB/s >= 0.95", "mirror", "bare", "a_mbs", lambda r: r >= 0.95)
@@ -133,6 +141,12 @@ if "alt" in rows and "mirror" in rows:
     compare("A/B, 1 GiB: alt/mirror CPU per GiB", "alt", "mirror", "a_cpu", None)
     compare("A/B, 64 KiB: alt/mirror req/s", "alt", "mirror", "b_rps", None)
     compare("A/B, 64 KiB: alt/mirror p99", "alt", "mirror", "b_p99", None, ms)
+
+if "altstore" in rows and "store" in rows:
+    compare("A/B store hit, 1 GiB: altstore/store MB/s", "altstore", "store", "a_mbs", None)
+    compare("A/B store hit, 1 GiB: altstore/store CPU per GiB", "altstore", "store", "a_cpu", None)
+    compare("A/B store hit, 64 KiB: altstore/store req/s", "altstore", "store", "b_rps", None)
+    compare("A/B store hit, 64 KiB: altstore/store p99", "altstore", "store", "b_p99", None, ms)
 
 print()
 for name, value, ok, paired in goals:

@@ -17,6 +17,7 @@
 #   verify   the mirror with --verify-digests (every blob hashed while it streams).
 #   alt      (only when listed in VARIANTS) another build of the mirror, ALT_BIN, run as
 #            `mirror` is plus ALT_FLAGS: an A/B of a change in the same interleaved rounds.
+#   altstore (only when listed) ALT_BIN run as `store` is: an A/B of the store's read path.
 #   store    the mirror with its blob store, warm: every blob is served from its local store
 #            (`store hit`).
 #   ncache   nginx's proxy_cache mirror recipe, the peer that stores blobs: the recipe above
@@ -34,6 +35,13 @@
 # (sendfile, Range, 400 on any Authorization, 403 on anything but GET). `tcp_nopush` is off:
 # with it, nginx's TCP_CORK stalls keep-alive clients ~40 ms on loopback.
 #
+# STORAGE=https serves storage over TLS instead (nginx `ssl` on :7011 with a certificate of a
+# CA the script makes; the registry's Locations are https): the mirror trusts the CA with
+# --upstream-ca, nginx's recipes verify with it (proxy_ssl_verify on, the session reused, as
+# an operator sets them), and direct is curl over https (the ceiling). The URLs name
+# 127.0.0.1 (nginx's variable proxy_pass resolves no name without a DNS resolver), so the
+# certificate holds that address and a name nginx checks it by (proxy_ssl_name).
+#
 # Measures: (a) one 1 GiB blob, MB/s and the proxy's CPU seconds per GiB; (b) a 64 KiB blob
 # with wrk -t2 -c64 for 5 s: requests/s, p50, p99, proxy CPU per request; (c) 16 parallel
 # 64 MiB downloads: wall time and each proxy's peak RSS during them; (d) for mirror and fill,
@@ -46,6 +54,7 @@
 #        COLD_FLAGS="..." sets the plain mirror's extra flags (default: --redirect-cache 0)
 #        NGINX_TUNING="..." sets the nginx variant's buffer directives (see above)
 #        RAW=file keeps every round's numbers (the table shows medians)
+#        STORAGE=https VARIANTS="direct nginx mirror cached" bash mirror/benches/macro/run.sh 3
 #        VARIANTS="nginx mirror alt" ALT_BIN=/tmp/registry-mirror.b bash mirror/benches/macro/run.sh 5
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)  # the workspace
@@ -67,11 +76,30 @@ fi
 (cd "$ROOT" && cargo build --release --quiet -p registry-mirror --bin registry-mirror \
   --example bench_registry_stand_in --example bench_bare_follower)
 BIN="$ROOT/target/release/examples"
+STORAGE=${STORAGE:-http}
+[[ $STORAGE == http || $STORAGE == https ]] || { echo "STORAGE is http or https" >&2; exit 2; }
 
 TOKEN="Authorization: Bearer benchtoken"
 GIB=$(printf 'a%.0s' {1..64}); MID=$(printf 'b%.0s' {1..64}); SMALL=$(printf 'c%.0s' {1..64})
 mkdir -p "$WORK/blobs" "$WORK/tmp"
 chmod 755 "$WORK" "$WORK/blobs"  # nginx workers run unprivileged
+# Storage over TLS: a CA, and storage's certificate for 127.0.0.1 (and storage.bench).
+STORAGE_URL=http://127.0.0.1:7001 STORAGE_HOST=127.0.0.1:7001
+MIRROR_TLS=() PEER_TLS='' CURL_TLS=()
+if [[ $STORAGE == https ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=storage.bench \
+    -keyout "$WORK/storage.key" -out "$WORK/storage.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:storage.bench,IP:127.0.0.1\n' > "$WORK/san.ext"
+  openssl x509 -req -in "$WORK/storage.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+    -days 2 -extfile "$WORK/san.ext" -out "$WORK/storage.pem" 2>/dev/null
+  chmod 644 "$WORK"/*.pem "$WORK"/*.key
+  STORAGE_URL=https://127.0.0.1:7011 STORAGE_HOST=127.0.0.1:7011
+  MIRROR_TLS=(--upstream-ca "$WORK/ca.pem")
+  PEER_TLS="proxy_ssl_verify on; proxy_ssl_trusted_certificate $WORK/ca.pem; proxy_ssl_name storage.bench; proxy_ssl_server_name on; proxy_ssl_session_reuse on;"
+  CURL_TLS=(--cacert "$WORK/ca.pem")
+fi
 head -c 1073741824 /dev/urandom > "$WORK/blobs/$GIB"
 head -c 67108864 /dev/urandom > "$WORK/blobs/$MID"
 head -c 65536 /dev/urandom > "$WORK/blobs/$SMALL"
@@ -120,8 +148,10 @@ http {
   tcp_nodelay on;
   keepalive_requests 1000000;
   client_body_temp_path $WORK/tmp;
+  ssl_session_cache shared:storage:10m;
   server {
     listen 127.0.0.1:7001 backlog=4096;
+    $([[ $STORAGE == https ]] && echo "listen 127.0.0.1:7011 ssl backlog=4096; ssl_certificate $WORK/storage.pem; ssl_certificate_key $WORK/storage.key;")
     location /blobs/ {
       if (\$http_authorization) { return 400; }
       if (\$request_method != GET) { return 403; }
@@ -157,6 +187,7 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Authorization "";
+      $PEER_TLS
       ${NGINX_TUNING:-proxy_buffers 16 256k; proxy_buffer_size 16k; proxy_busy_buffers_size 512k; proxy_max_temp_file_size 0;}
     }
   }
@@ -196,6 +227,7 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Authorization "";
+      $PEER_TLS
       proxy_buffers 16 256k; proxy_buffer_size 16k; proxy_busy_buffers_size 512k;
     }
   }
@@ -205,12 +237,13 @@ nginx -c "$WORK/storage.conf" -p "$WORK"
 nginx -c "$WORK/peer.conf" -p "$WORK"
 read -r -a VARIANTS <<<"${VARIANTS:-direct nginx bare mirror cached verify store ncache fill}"
 PROXIES=(); for v in "${VARIANTS[@]}"; do [[ $v != direct ]] && PROXIES+=("$v"); done
+if [[ $STORAGE == https && " ${VARIANTS[*]} " == *" bare "* ]]; then echo "the bare follower speaks plain http only" >&2; exit 2; fi
 has() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
-"$BIN/bench_registry_stand_in" 127.0.0.1:7000 http://127.0.0.1:7001 & PIDS+=($!)
+"$BIN/bench_registry_stand_in" 127.0.0.1:7000 "$STORAGE_URL" & PIDS+=($!)
 BARE='' MIRROR='' CACHED='' VERIFY='' ALT=''
 if has bare; then "$BIN/bench_bare_follower" 127.0.0.1:7004 http://127.0.0.1:7000 & PIDS+=($!); BARE=$!; fi
-MIRROR_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host 127.0.0.1:7001 --log warn --blob-store none)
-STORE_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host 127.0.0.1:7001 --log warn --blob-store-max-size 8GiB)
+MIRROR_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host "$STORAGE_HOST" "${MIRROR_TLS[@]}" --log warn --blob-store none)
+STORE_FLAGS=(--upstream bench=http://127.0.0.1:7000 --storage-host "$STORAGE_HOST" "${MIRROR_TLS[@]}" --log warn --blob-store-max-size 8GiB)
 # The plain mirror runs with the redirect cache off: every request asks the registry.
 read -r -a COLD <<<"${COLD_FLAGS---redirect-cache 0}"
 if has mirror; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7003 "${MIRROR_FLAGS[@]}" "${COLD[@]}" & PIDS+=($!); MIRROR=$!; fi
@@ -220,6 +253,8 @@ read -r -a ALT_EXTRA <<<"${ALT_FLAGS:-}"
 if has alt; then "${ALT_BIN:?ALT_BIN names the other build}" --listen 127.0.0.1:7007 "${MIRROR_FLAGS[@]}" "${COLD[@]}" "${ALT_EXTRA[@]}" & PIDS+=($!); ALT=$!; fi
 STORE='' FILL='' NCACHE=''
 if has store; then "$ROOT/target/release/registry-mirror" --listen 127.0.0.1:7009 "${STORE_FLAGS[@]}" --blob-store "$WORK/store" & PIDS+=($!); STORE=$!; fi
+ALTSTORE=''
+if has altstore; then "${ALT_BIN:?ALT_BIN names the other build}" --listen 127.0.0.1:7012 "${STORE_FLAGS[@]}" --blob-store "$WORK/altstore" & PIDS+=($!); ALTSTORE=$!; fi
 if has ncache; then nginx -c "$WORK/cache.conf" -p "$WORK"; NCACHE=yes; fi
 # fill_restart: the fill variant started again on an empty store (a cold start, each measure).
 fill_restart() {
@@ -236,7 +271,7 @@ sleep 1
 # take the registry path under /v2/.
 url() { # variant name
   case $1 in
-    direct) echo "http://127.0.0.1:7001/blobs/$2?X-Amz-Signature=x" ;;
+    direct) echo "$STORAGE_URL/blobs/$2?X-Amz-Signature=x" ;;
     nginx) echo "http://127.0.0.1:7002/v2/bench/blobs/sha256:$2" ;;
     mirror) echo "http://127.0.0.1:7003/v2/bench/blobs/sha256:$2" ;;
     bare) echo "http://127.0.0.1:7004/v2/bench/blobs/sha256:$2" ;;
@@ -246,14 +281,15 @@ url() { # variant name
     ncache) echo "http://127.0.0.1:7008/v2/bench/blobs/sha256:$2" ;;
     store) echo "http://127.0.0.1:7009/v2/bench/blobs/sha256:$2" ;;
     fill) echo "http://127.0.0.1:7010/v2/bench/blobs/sha256:$2" ;;
+    altstore) echo "http://127.0.0.1:7012/v2/bench/blobs/sha256:$2" ;;
   esac
 }
 pids_of() { # the processes whose CPU and memory count for a variant
   case $1 in
     nginx) pgrep -P "$(cat "$WORK/peer.pid")" | tr '\n' ' ' ;;
-    ncache) pgrep -P "$(cat "$WORK/cache.pid")" | tr '\n' ' ' ;;
+    ncache) pgrep -f -P "$(cat "$WORK/cache.pid")" 'worker process' | tr '\n' ' ' ;;  # not the cache loader, which exits
     mirror) echo "$MIRROR" ;; bare) echo "$BARE" ;; cached) echo "$CACHED" ;; verify) echo "$VERIFY" ;; alt) echo "$ALT" ;;
-    store) echo "$STORE" ;; fill) echo "$FILL" ;;
+    store) echo "$STORE" ;; fill) echo "$FILL" ;; altstore) echo "$ALTSTORE" ;;
     *) echo "" ;;
   esac
 }
@@ -263,22 +299,22 @@ auth() { [[ $1 == direct ]] || echo "$TOKEN"; }
 # The variants that check digests are asked for the blobs by their real ones (the others
 # never look at the digest).
 blob() { # variant name: the blob's name as the variant is asked for it
-  case $1 in verify|store|fill|ncache) local v="REAL_$2"; echo "${!v}" ;; *) echo "$2" ;; esac
+  case $1 in verify|store|altstore|fill|ncache) local v="REAL_$2"; echo "${!v}" ;; *) echo "$2" ;; esac
 }
 
 # Every variant answers correctly before anything is timed; the warm stores (store, ncache)
 # hold the three blobs after it.
 for v in "${VARIANTS[@]}"; do
-  a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+  a=("${CURL_TLS[@]}"); [[ $v != direct ]] && a+=(-H "$TOKEN")
   for b in "$MID" "$GIB" "$SMALL"; do
-    [[ $b != "$MID" && $v != store && $v != ncache ]] && continue
+    [[ $b != "$MID" && $v != store && $v != altstore && $v != ncache ]] && continue
     got=$(curl -s --max-time 60 "${a[@]}" -o /dev/null -w '%{http_code} %{size_download}' "$(url $v "$(blob $v $b)")")
     [[ $got == "200 $(stat -L -c %s "$WORK/blobs/$b")" ]] || { echo "$v answered: $got" >&2; exit 1; }
   done
 done
-if [[ -n $STORE ]]; then
-  for _ in $(seq 1 200); do [[ $(find "$WORK/store/blobs" -type f 2>/dev/null | wc -l) -ge 3 ]] && break; sleep 0.1; done
-fi
+for dir in ${STORE:+store} ${ALTSTORE:+altstore}; do
+  for _ in $(seq 1 200); do [[ $(find "$WORK/$dir/blobs" -type f 2>/dev/null | wc -l) -ge 3 ]] && break; sleep 0.1; done
+done
 if [[ -n $FILL ]]; then fill_restart; fi
 
 hwm_of() { # variant: its processes' high-water marks, KiB, summed
@@ -296,7 +332,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do
     [[ $v == fill ]] && fill_restart
     pids=$(pids_of $v); before=$(cpu_ticks $pids)
-    a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+    a=("${CURL_TLS[@]}"); [[ $v != direct ]] && a+=(-H "$TOKEN")
     speed=$(curl -s --max-time 120 "${a[@]}" -o /dev/null -w '%{speed_download}' "$(url $v "$(blob $v $GIB)")")
     after=$(cpu_ticks $pids)
     A_MBS[$v]+="$(awk -v s="$speed" 'BEGIN{printf "%.1f", s/1e6}') "
@@ -305,7 +341,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do
     [[ $v == fill ]] && continue  # after its first request, a warm store: phase (d) instead
     pids=$(pids_of $v); before=$(cpu_ticks $pids)
-    a=(); [[ $v != direct ]] && a=(-H "$TOKEN")
+    a=(); [[ $v != direct ]] && a=(-H "$TOKEN")  # wrk does not verify certificates
     out=$(wrk -t2 -c64 -d5s --latency "${a[@]}" "$(url $v "$(blob $v $SMALL)")")
     after=$(cpu_ticks $pids)
     if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "wrk saw errors for $v:" >&2; grep -E "Non-2xx|Socket errors" <<<"$out" >&2; exit 1; fi
@@ -351,6 +387,7 @@ for v in "${PROXIES[@]}"; do keep_peak $v; done
 
 {
   echo "rounds $ROUNDS"
+  echo "storage $STORAGE"
   for v in "${VARIANTS[@]}"; do
     echo "$v a_mbs ${A_MBS[$v]}"; echo "$v a_cpu ${A_CPU[$v]}"
     [[ -n ${B_RPS[$v]:-} ]] && { echo "$v b_rps ${B_RPS[$v]}"; echo "$v b_p50 ${B_P50[$v]}"; echo "$v b_p99 ${B_P99[$v]}"; echo "$v b_cpu ${B_CPU[$v]}"; }

@@ -75,6 +75,13 @@ impl Backend {
         }))
     }
 
+    /// The file of the blob `key` in a local store (its path's parts are lower-case hex and
+    /// names, the same on disk); `None` on S3, or for a manifest.
+    pub fn local_blob(&self, key: &ObjectKey) -> Option<PathBuf> {
+        let dir = self.local.as_ref().filter(|_| key.kind == Kind::Blob)?;
+        Some(dir.join(self.object_path(key, None).as_ref()))
+    }
+
     /// Where `key`'s content is: a manifest's name holds its media type.
     pub fn object_path(&self, key: &ObjectKey, media_type: Option<&str>) -> Path {
         let digest = &key.digest;

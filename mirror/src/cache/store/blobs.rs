@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::combinators::UnsyncBoxBody;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tower_signed_redirect::{BoxError, RedirectCache};
@@ -162,32 +162,32 @@ impl BlobStore {
         });
     }
 
-    /// A body of `start..end` of the stored object `key` (of `media_type`, for a
-    /// manifest), or `None` when the store cannot read it now (the pull then goes
-    /// upstream; an object gone from the store is forgotten).
+    /// A body of `start..end` of the stored blob `key`, or `None` when the store cannot
+    /// read it now (the pull then goes upstream; a blob gone from the store is forgotten).
     pub async fn read(
         &self,
         key: &ObjectKey,
-        media_type: Option<&str>,
         (start, end): (u64, u64),
     ) -> Option<UnsyncBoxBody<Bytes, BoxError>> {
-        let path = self.backend.object_path(key, media_type);
-        let mut options = GetOptions::default();
-        if self.backend.local.is_none() {
-            options.range = Some(GetRange::Bounded(start..end));
-        }
-        let got = match self.backend.objects.get_opts(&path, options).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => {
-                self.forget(key);
-                return None;
-            }
-            Err(e) => {
-                self.unavailable("read", &e);
-                return None;
+        let read = match self.backend.local_blob(key) {
+            Some(file) => spool::read_stored(file, (start, end))
+                .await
+                .map_err(|e| e.to_string()),
+            None => {
+                let path = self.backend.object_path(key, None);
+                let options = GetOptions::default().with_range(Some(start..end));
+                match self.backend.objects.get_opts(&path, options).await {
+                    Ok(got) => Ok(Some(spool::body_of(got.into_stream(), self.idle_timeout))),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e.to_string()),
+                }
             }
         };
-        Some(spool::body_of(got.payload, (start, end), self.idle_timeout))
+        let read = read.map_err(|e| self.unavailable("read", &e));
+        if let Ok(None) = read {
+            self.forget(key);
+        }
+        read.ok().flatten()
     }
 
     /// A stored manifest's bytes, or `None` when the store cannot read it now (one gone

@@ -4,6 +4,7 @@
 
 use super::keys::ObjectKey;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
@@ -15,6 +16,9 @@ use tower_signed_redirect::BoxError;
 
 /// How much one read takes from the file.
 const READ_CHUNK: u64 = 256 * 1024;
+
+/// How much one read takes from a stored blob: larger, as nothing waits on a writer.
+const STORED_CHUNK: u64 = 1024 * 1024;
 
 /// Where a download stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +57,8 @@ pub struct SpoolCursor {
     file: Arc<File>,
     offset: u64,
     end: u64,
-    /// `None` for a stored blob: all of it is there.
+    /// `None` for a stored blob: all of it is there, and the file is this reader's alone
+    /// (read in order from its position, into memory not zeroed first).
     progress: Option<watch::Receiver<Progress>>,
     /// Whether the last byte waits for the download to be verified (a client's reader;
     /// not the store's upload, which completes only on a verified download anyway).
@@ -104,13 +109,11 @@ impl SpoolCursor {
             if self.offset < readable {
                 let len = (readable - self.offset).min(max);
                 let (file, offset) = (self.file.clone(), self.offset);
-                let bytes = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0; len as usize];
-                    file.read_exact_at(&mut buf, offset)
-                        .map(|()| Bytes::from(buf))
-                })
-                .await
-                .map_err(|e| BoxError::from(e.to_string()))??;
+                let own = self.progress.is_none();
+                let bytes =
+                    tokio::task::spawn_blocking(move || read_piece(&file, offset, len, own))
+                        .await
+                        .map_err(|e| BoxError::from(e.to_string()))??;
                 self.offset += len;
                 return Ok(Some(bytes));
             }
@@ -168,10 +171,14 @@ impl SpoolCursor {
 
     /// The cursor as a response body.
     pub fn into_body(self) -> UnsyncBoxBody<Bytes, BoxError> {
-        let chunks = futures_util::stream::try_unfold(self, |mut cursor| async move {
+        let chunk = match self.progress {
+            None => STORED_CHUNK,
+            Some(_) => READ_CHUNK,
+        };
+        let chunks = futures_util::stream::try_unfold(self, move |mut cursor| async move {
             Ok::<_, BoxError>(
                 cursor
-                    .next(READ_CHUNK)
+                    .next(chunk)
                     .await?
                     .map(|bytes| (Frame::data(bytes), cursor)),
             )
@@ -180,24 +187,67 @@ impl SpoolCursor {
     }
 }
 
-/// A body of `start..end` of what the store read: a local file (read in large pieces, not
-/// `object_store`'s 8 KiB), or an S3 object's stream (already that range), failed after
-/// `idle` without a chunk.
-pub fn body_of(
-    payload: object_store::GetResultPayload,
+/// `len` bytes of `file` from `offset`: positioned (`pread`) into zeroed memory for a spool
+/// others read too, or for a file this reader has alone, from its position after a seek,
+/// into memory `read_to_end` fills without zeroing it first.
+fn read_piece(file: &File, offset: u64, len: u64, own: bool) -> std::io::Result<Bytes> {
+    use std::io::{Read, Seek, SeekFrom};
+    if !own {
+        let mut buf = vec![0; len as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        return Ok(Bytes::from(buf));
+    }
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len as usize);
+    reader.take(len).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// `start..end` of the stored blob at `path` (a local store's file): opened and its first
+/// piece read in one trip to the blocking pool, and a blob of one piece (most layers'
+/// configs, small layers) answered as one frame of known length. `Ok(None)`: no such file.
+pub async fn read_stored(
+    path: std::path::PathBuf,
     (start, end): (u64, u64),
+) -> std::io::Result<Option<UnsyncBoxBody<Bytes, BoxError>>> {
+    let first = (end - start).min(STORED_CHUNK);
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let piece = read_piece(&file, start, first, true)?;
+        Ok(Some((file, piece)))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let Some((file, piece)) = opened else {
+        return Ok(None);
+    };
+    if start + first == end {
+        let whole = http_body_util::Full::new(piece).map_err(|never| match never {});
+        return Ok(Some(whole.boxed_unsync()));
+    }
+    let rest = SpoolCursor::stored(Arc::new(file), start + first, end).into_body();
+    let first = futures_util::stream::once(async move { Ok::<_, BoxError>(Frame::data(piece)) });
+    let rest = http_body_util::BodyStream::new(rest);
+    Ok(Some(StreamBody::new(first.chain(rest)).boxed_unsync()))
+}
+
+/// A body of an S3 object's stream (already the range asked for), failed after `idle`
+/// without a chunk.
+pub fn body_of(
+    stream: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
     idle: std::time::Duration,
 ) -> UnsyncBoxBody<Bytes, BoxError> {
     use futures_util::TryStreamExt;
-    match payload {
-        object_store::GetResultPayload::File(file, _) => {
-            SpoolCursor::stored(Arc::new(file), start, end).into_body()
-        }
-        object_store::GetResultPayload::Stream(stream) => {
-            let frames = stream.map_ok(Frame::data).map_err(BoxError::from);
-            crate::serve::body::IdleTimeout::new(StreamBody::new(frames), idle).boxed_unsync()
-        }
-    }
+    let frames = stream.map_ok(Frame::data).map_err(BoxError::from);
+    crate::serve::body::IdleTimeout::new(StreamBody::new(frames), idle).boxed_unsync()
 }
 
 /// Room a download leaves on the spool's disk, besides the blob.
@@ -266,5 +316,32 @@ mod tests {
         tx.send_modify(|p| p.state = FillState::Failed);
         assert!(reader.next(100).await.unwrap_err().is::<FillFailed>());
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_stored_blob_reads_back_whole_and_by_range_in_one_piece_or_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..(2 * STORED_CHUNK + 5))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let read = |range: (u64, u64)| {
+            let path = path.clone();
+            async move {
+                let body = read_stored(path, range).await.unwrap().unwrap();
+                let exact = http_body::Body::size_hint(&body).exact();
+                (body.collect().await.unwrap().to_bytes(), exact)
+            }
+        };
+        let (whole, _) = read((0, data.len() as u64)).await;
+        assert!(whole == data[..], "every piece, in order");
+        let (middle, _) = read((STORED_CHUNK - 3, 2 * STORED_CHUNK + 2)).await;
+        assert!(middle == data[STORED_CHUNK as usize - 3..2 * STORED_CHUNK as usize + 2]);
+        // One piece: one frame, its length known (hyper sends it with the head).
+        let (small, exact) = read((10, 20)).await;
+        assert_eq!((&small[..], exact), (&data[10..20], Some(10)));
+        let gone = read_stored(dir.path().join("gone"), (0, 1)).await.unwrap();
+        assert!(gone.is_none());
     }
 }
