@@ -141,8 +141,9 @@ pub struct Options {
     #[arg(long, env = "MIRROR_SHARED_STATE_PASSWORD", hide_env_values = true)]
     pub shared_state_password: Option<String>,
 
-    /// The key the replicas hash identities with in the shared state (HMAC-SHA256), the same
-    /// on every replica; default: the Redis password.
+    /// The key the replicas seal what they share and hash identities with (HMAC-SHA256),
+    /// at least 16 bytes, the same on every replica; required with `--shared-state`, and not
+    /// the Redis password (whoever can write to Redis must not know it).
     #[arg(long, env = "MIRROR_SHARED_STATE_KEY", hide_env_values = true)]
     pub shared_state_key: Option<String>,
 

@@ -12,143 +12,16 @@ mod support;
 mod harness;
 
 use bytes::Bytes;
-use harness::binary::Running;
-use harness::redis::{RedisServer, PASSWORD};
-use harness::store_hub::{StoreHub, MANIFEST_TYPE};
+use harness::fleet::{ask, pull, Fleet, FLEET_KEY};
+use harness::redis::PASSWORD;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::bounded;
 use support::net::http_client;
-use support::s3::{AuthRule, Store, ACCESS_KEY, BUCKET, SECRET_KEY};
+use support::s3::{ACCESS_KEY, SECRET_KEY};
 use support::setup::test_blob;
-
-/// The fleet: the hub, the shared S3 store, Redis, and three replicas.
-struct Fleet {
-    hub: StoreHub,
-    _s3: Store,
-    redis: RedisServer,
-    replicas: Vec<Running>,
-    layers: Vec<(Vec<u8>, String)>,
-    flags: Vec<String>,
-    _data: Vec<tempfile::TempDir>,
-}
-
-impl Fleet {
-    /// `None` when redis-server is not installed (and not required).
-    async fn start(layer_size: usize) -> Option<Fleet> {
-        let redis = RedisServer::start()?;
-        let s3 = Store::start(AuthRule::S3).await;
-        let hub = StoreHub::start().await;
-        hub.repo("library/app", true, &[]);
-        let layers: Vec<(Vec<u8>, String)> = (0..2u8)
-            .map(|i| {
-                let data: Vec<u8> = test_blob(layer_size).into_iter().map(|b| b ^ i).collect();
-                let digest = hub.blob("library/app", &data);
-                (data, digest)
-            })
-            .collect();
-        hub.manifest("library/app", "v1", &[&layers[0].1, &layers[1].1]);
-        let flags = hub.flags(&[
-            "--blob-store",
-            &format!("s3://{BUCKET}/fleet"),
-            "--s3-endpoint",
-            &format!("http://{}", s3.addr),
-            "--s3-access-key-id",
-            ACCESS_KEY,
-            "--s3-secret-access-key",
-            SECRET_KEY,
-            "--shared-state",
-            &redis.url(),
-            "--shared-state-password",
-            PASSWORD,
-        ]);
-        let mut fleet = Fleet {
-            hub,
-            _s3: s3,
-            redis,
-            replicas: Vec::new(),
-            layers,
-            flags,
-            _data: Vec::new(),
-        };
-        for _ in 0..3 {
-            fleet.add_replica();
-        }
-        Some(fleet)
-    }
-
-    fn add_replica(&mut self) -> SocketAddr {
-        let data = tempfile::tempdir().unwrap();
-        let mut flags = self.flags.clone();
-        flags.extend([
-            "--data-dir".to_owned(),
-            data.path().to_str().unwrap().to_owned(),
-        ]);
-        self._data.push(data);
-        let running = Running::start(&flags);
-        let addr = running.addr;
-        self.replicas.push(running);
-        addr
-    }
-
-    fn replica(&self, i: usize) -> SocketAddr {
-        self.replicas[i % self.replicas.len()].addr
-    }
-
-    fn count(&self, counter: &std::sync::atomic::AtomicUsize) -> usize {
-        counter.load(Ordering::SeqCst)
-    }
-}
-
-/// `method` on `path` at `mirror` (anonymous unless `token`): status and body (if whole).
-async fn ask(
-    mirror: SocketAddr,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-) -> (StatusCode, Option<Bytes>) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{mirror}{path}"))
-        .header("accept", MANIFEST_TYPE);
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    let res = bounded(http_client(&[]).request(req.body(Empty::<Bytes>::new()).unwrap()))
-        .await
-        .unwrap();
-    let status = res.status();
-    (
-        status,
-        res.into_body().collect().await.ok().map(|b| b.to_bytes()),
-    )
-}
-
-/// A pull of `library/app:v1` through `mirror`, as a client does it (manifest by tag, then
-/// its layers), every digest checked; the manifest's digest.
-async fn pull(fleet: &Fleet, mirror: SocketAddr) -> String {
-    let (status, manifest) = ask(mirror, Method::GET, "/v2/library/app/manifests/v1", None).await;
-    assert_eq!(status, StatusCode::OK);
-    let manifest = manifest.unwrap();
-    for (data, digest) in &fleet.layers {
-        assert!(manifest
-            .windows(digest.len())
-            .any(|w| w == digest.as_bytes()));
-        let (status, body) = ask(
-            mirror,
-            Method::GET,
-            &format!("/v2/library/app/blobs/{digest}"),
-            None,
-        )
-        .await;
-        let same = body.as_deref() == Some(&data[..]);
-        assert!(status == StatusCode::OK && same, "{status} for {digest}");
-    }
-    support::registry::digest(&manifest)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_pulls_over_three_replicas_spend_one_manifest_get_and_one_download_per_blob() {
@@ -310,6 +183,7 @@ async fn nothing_secret_is_written_to_redis() {
             SECRET_KEY,
             ACCESS_KEY,
             PASSWORD,
+            FLEET_KEY,
             "s1gn4ture",
             "sig=",
             "team/private",

@@ -83,7 +83,8 @@ S3_ONLY=(--blob-store s3://bench/solo "${S3[@]}")
 start_replica() { # port, flags...
   local port=$1; shift
   mkdir -p "$WORK/data-$port"
-  MIRROR_SHARED_STATE_PASSWORD=$REDIS_PASSWORD "$BIN/registry-mirror" --listen "127.0.0.1:$port" \
+  MIRROR_SHARED_STATE_PASSWORD=$REDIS_PASSWORD MIRROR_SHARED_STATE_KEY=replicas-bench-own-key-5f2c \
+    "$BIN/registry-mirror" --listen "127.0.0.1:$port" \
     --data-dir "$WORK/data-$port" "${COMMON[@]}" "$@" >"$WORK/mirror-$port.log" 2>&1 & PIDS+=($!)
 }
 wait_up() {

@@ -217,7 +217,7 @@ impl BlobPull {
         };
         let body = match parts.method {
             Method::HEAD => empty(),
-            _ => self.store.read(key, (start, end)).await?,
+            _ => self.store.read(key, (start, end, size)).await?,
         };
         self.metrics.store(StoreEvent::Hit);
         let status = if (start, end) == (0, size) { 200 } else { 206 };

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod fleet;
 pub mod hub;
 pub mod redis;
 pub mod store_hub;

@@ -10,19 +10,17 @@ use super::grants::Grants;
 use super::index::{Access, Index, Stored};
 use super::keys::{ObjectKey, Reader};
 use super::shared::{LeaseGuard, SharedState};
-use super::spool;
 use super::tags::{TagRecord, TagRecords};
 use crate::metrics::{Metrics, StoreEvent};
 use crate::options::Options;
 use crate::serve::body::UpstreamBody;
 use bytes::Bytes;
 use http::HeaderValue;
-use http_body_util::combinators::UnsyncBoxBody;
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tower_signed_redirect::{BoxError, RedirectCache};
+use tower_signed_redirect::RedirectCache;
 
 /// The low watermark: eviction takes the store down to this share of its maximum.
 const LOW_WATERMARK: f64 = 0.9;
@@ -49,7 +47,7 @@ pub struct BlobStore {
     pub(super) grants: Grants,
     pub(super) downloads: Arc<Downloads>,
     max_size: u64,
-    idle_timeout: Duration,
+    pub(super) idle_timeout: Duration,
     pub(super) metrics: Arc<Metrics>,
     /// What the replicas share, on Redis (`--shared-state`).
     pub(super) shared: Option<Arc<SharedState>>,
@@ -162,34 +160,6 @@ impl BlobStore {
         });
     }
 
-    /// A body of `start..end` of the stored blob `key`, or `None` when the store cannot
-    /// read it now (the pull then goes upstream; a blob gone from the store is forgotten).
-    pub async fn read(
-        &self,
-        key: &ObjectKey,
-        (start, end): (u64, u64),
-    ) -> Option<UnsyncBoxBody<Bytes, BoxError>> {
-        let read = match self.backend.local_blob(key) {
-            Some(file) => spool::read_stored(file, (start, end))
-                .await
-                .map_err(|e| e.to_string()),
-            None => {
-                let path = self.backend.object_path(key, None);
-                let options = GetOptions::default().with_range(Some(start..end));
-                match self.backend.objects.get_opts(&path, options).await {
-                    Ok(got) => Ok(Some(spool::body_of(got.into_stream(), self.idle_timeout))),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        };
-        let read = read.map_err(|e| self.unavailable("read", &e));
-        if let Ok(None) = read {
-            self.forget(key);
-        }
-        read.ok().flatten()
-    }
-
     /// A stored manifest's bytes, or `None` when the store cannot read it now (one gone
     /// from the store is forgotten).
     pub async fn read_manifest(&self, key: &ObjectKey, media_type: &str) -> Option<Bytes> {
@@ -208,7 +178,11 @@ impl BlobStore {
             shared.put_tag(scope, name, record, self.serve_stale).await;
         }
         let path = self.backend.tag_path(scope, name);
-        let json = PutPayload::from(record.to_json());
+        let json = match &self.shared {
+            Some(shared) => shared.key().seal(path.as_ref(), &record.to_json()),
+            None => record.to_json(),
+        };
+        let json = PutPayload::from(json);
         if let Err(e) = self.backend.objects.put(&path, json).await {
             return self.unavailable("record a tag", &e);
         }
@@ -220,7 +194,8 @@ impl BlobStore {
     }
 
     /// What the tag `name` named for the shared identity `scope`, if a replica recorded it
-    /// in the shared state, or the store kept it.
+    /// in the shared state, or the store kept it (sealed as in the shared state when the
+    /// replicas have one: whoever can write the bucket does not name tags then).
     pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
         if let Some(shared) = &self.shared {
             if let Some(record) = shared.tag(scope, name).await {
@@ -228,7 +203,14 @@ impl BlobStore {
             }
         }
         let path = self.backend.tag_path(scope, name);
-        TagRecord::parse(&self.get_bytes(&path, "read a tag").await.ok()??)
+        let bytes = self.get_bytes(&path, "read a tag").await.ok()??;
+        match &self.shared {
+            Some(shared) => {
+                let sealed = std::str::from_utf8(&bytes).ok()?;
+                TagRecord::parse(shared.key().unseal(path.as_ref(), sealed)?.as_bytes())
+            }
+            None => TagRecord::parse(&bytes),
+        }
     }
 
     /// The whole object at `path`: `Ok(None)` if the store does not hold it, `Err` (logged
@@ -322,7 +304,7 @@ impl BlobStore {
     }
 
     /// Forgets an object the store no longer has.
-    fn forget(&self, key: &ObjectKey) {
+    pub(super) fn forget(&self, key: &ObjectKey) {
         let mut index = self.lock_index();
         index.remove(key);
         self.metrics.store_holds(index.bytes(), index.len() as u64);

@@ -37,7 +37,10 @@ impl BlobStore {
         let (size, media_type) = match key.kind {
             Kind::Blob => {
                 let path = self.backend.object_path(key, None);
-                (self.backend.objects.head(&path).await.ok()?.size, None)
+                let size = self.backend.objects.head(&path).await.ok()?.size;
+                // Nothing is no blob but the empty one's (its head alone would be complete).
+                (size > 0 || key.digest.expected().is_of_nothing()).then_some(())?;
+                (size, None)
             }
             Kind::Manifest => {
                 let folder = self.backend.object_path(key, None);

@@ -5,18 +5,20 @@
 //! or take over when its lease lapses because it died).
 //!
 //! Nothing secret is written: identities are HMAC-SHA256'd with a key the replicas share
-//! (`MIRROR_SHARED_STATE_KEY`, else the Redis password), and no token, password or signed
-//! URL is ever a key or a value. Every call is bounded: a Redis that is down or slow costs a
+//! (`MIRROR_SHARED_STATE_KEY`, its own, not the Redis password: whoever can write to Redis
+//! must not be able to forge what replicas read there), and no token, password or signed
+//! URL is ever a key or a value. Every value a replica acts on (a tag record, a grant and
+//! its end) is sealed with an HMAC of its key and value: one written without the key, or
+//! moved from another key, is none. Every call is bounded: a Redis that is down or slow costs a
 //! request at most [`CALL_TIMEOUT`], and then none for [`DOWN_FOR`]; the mirror falls back
 //! to what each replica knows alone, logged and counted, and `/readyz` does not change.
 
 use super::keys::{Grant, ObjectKey};
+use super::seal::{unix_millis, ReplicasKey};
 use super::tags::TagRecord;
 use crate::metrics::Metrics;
 use crate::options::Options;
-use hmac::{Hmac, Mac};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
@@ -44,8 +46,8 @@ pub struct SharedState {
     connections: Mutex<HashMap<ThreadId, ConnectionManager>>,
     /// Until when Redis is left alone, after a failure.
     down_until: Mutex<Option<Instant>>,
-    /// The HMAC key identities are hashed with.
-    key: Vec<u8>,
+    /// The replicas' key: what names identities and seals values.
+    key: ReplicasKey,
     /// This replica, as its leases name it.
     owner: String,
     metrics: Arc<Metrics>,
@@ -84,13 +86,8 @@ impl SharedState {
         if let Some(password) = &options.shared_state_password {
             info.redis.password = Some(password.clone());
         }
-        let key = match (&options.shared_state_key, &info.redis.password) {
-            (Some(key), _) => key.as_bytes().to_vec(),
-            (None, Some(password)) => password.as_bytes().to_vec(),
-            (None, None) => {
-                return Err(bad(&"give the replicas a key to hash identities with: MIRROR_SHARED_STATE_KEY (or a Redis password)"))
-            }
-        };
+        let key = ReplicasKey::new(options.shared_state_key.as_deref(), &info.redis.password)
+            .map_err(|e| bad(&e))?;
         let client = match &options.upstream_ca {
             Some(ca) if url.starts_with("rediss://") => {
                 let root = std::fs::read(ca).map_err(|e| bad(&e))?;
@@ -170,36 +167,25 @@ impl SharedState {
         None
     }
 
-    /// The key `parts` name, identities hashed: `rm:<kind>:<hmac>`.
-    fn hashed<P: AsRef<[u8]>>(&self, kind: &str, parts: &[P]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
-        for part in parts {
-            let part = part.as_ref();
-            mac.update(&(part.len() as u64).to_le_bytes());
-            mac.update(part);
-        }
-        format!("rm:{kind}:{}", hex::encode(mac.finalize().into_bytes()))
+    /// The replicas' key, which seals what they share.
+    pub fn key(&self) -> &ReplicasKey {
+        &self.key
     }
 
     /// What the tag `name` named for the shared identity `scope`, if a replica recorded it
     /// (and signed it: a record whose MAC fails, written by someone without the key, or
     /// moved from another tag's key, is none).
     pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
-        let key = self.hashed("tag", &[scope, name]);
+        let key = self.key.hashed("tag", &[scope, name]);
         let value: Option<String> = self.call(redis::cmd("GET").arg(&key)).await?;
-        let (json, mac) = value?
-            .rsplit_once('\n')
-            .map(|(j, m)| (j.to_owned(), m.to_owned()))?;
-        (self.hashed("tag-value", &[&key, &json]) == mac).then_some(())?;
-        TagRecord::parse(json.as_bytes())
+        TagRecord::parse(self.key.unseal(&key, &value?)?.as_bytes())
     }
 
     /// Records what the tag `name` named for `scope`, for `keep` (at least a day).
     pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord, keep: Duration) {
-        let key = self.hashed("tag", &[scope, name]);
+        let key = self.key.hashed("tag", &[scope, name]);
         let keep = keep.max(Duration::from_secs(24 * 3600)).as_millis() as u64;
-        let json = record.to_json();
-        let value = format!("{json}\n{}", self.hashed("tag-value", &[&key, &json]));
+        let value = self.key.seal(&key, &record.to_json());
         let _: Option<()> = self
             .call(redis::cmd("SET").arg(&key).arg(value).arg("PX").arg(keep))
             .await;
@@ -211,24 +197,32 @@ impl SharedState {
             return;
         };
         let key = self.grant_key(grant, object);
+        let until = unix_millis(grant.until).to_string();
         let _: Option<()> = self
             .call(
                 redis::cmd("SET")
                     .arg(&key)
-                    .arg(1)
+                    .arg(self.key.seal(&key, &until))
                     .arg("PX")
                     .arg(left.as_millis().max(1) as u64),
             )
             .await;
     }
 
-    /// Whether a replica recorded that the registry accepted `grant`'s login for `object`.
+    /// Whether a replica recorded that the registry accepted `grant`'s login for `object`,
+    /// and both that record and the login's token have not ended (a record kept past its
+    /// time by someone who can write to Redis still ends when it said it would).
     pub async fn allows(&self, grant: &Grant, object: &ObjectKey) -> bool {
+        let now = unix_millis(SystemTime::now());
+        if unix_millis(grant.until) <= now {
+            return false;
+        }
         let key = self.grant_key(grant, object);
-        self.call::<Option<i64>>(redis::cmd("GET").arg(&key))
-            .await
-            .flatten()
-            .is_some()
+        let value: Option<String> = self.call(redis::cmd("GET").arg(&key)).await.flatten();
+        let until = value
+            .as_deref()
+            .and_then(|value| self.key.unseal(&key, value));
+        until.and_then(|until| until.parse::<u64>().ok()) > Some(now)
     }
 
     fn grant_key(&self, grant: &Grant, object: &ObjectKey) -> String {
@@ -240,12 +234,12 @@ impl SharedState {
             object.kind.folder().as_bytes(),
             digest.as_bytes(),
         ];
-        self.hashed("grant", &parts)
+        self.key.hashed("grant", &parts)
     }
 
     /// A lease on fetching `what` (a digest, or a manifest key's hash), for [`LEASE`].
     pub async fn lease(self: &Arc<Self>, what: &[Vec<u8>]) -> Lease {
-        let name = self.hashed("lease", what);
+        let name = self.key.hashed("lease", what);
         let took: Option<Option<String>> = self
             .call(
                 redis::cmd("SET")
@@ -291,7 +285,7 @@ impl SharedState {
 
     /// Whether the lease on `what` is still held by some replica (`None`: Redis cannot say).
     pub async fn leased(&self, what: &[Vec<u8>]) -> Option<bool> {
-        let name = self.hashed("lease", what);
+        let name = self.key.hashed("lease", what);
         let held: i64 = self.call(redis::cmd("EXISTS").arg(&name)).await?;
         Some(held > 0)
     }

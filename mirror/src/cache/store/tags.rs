@@ -111,7 +111,8 @@ impl TagRecord {
         let json: serde_json::Value = serde_json::from_slice(json).ok()?;
         Some(TagRecord {
             digest: json.get("digest")?.as_str()?.to_owned(),
-            fetched: SystemTime::UNIX_EPOCH + Duration::from_secs(json.get("fetched")?.as_u64()?),
+            fetched: SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(json.get("fetched")?.as_u64()?))?,
         })
     }
 }
@@ -128,6 +129,9 @@ mod tests {
         };
         assert_eq!(TagRecord::parse(record.to_json().as_bytes()), Some(record));
         assert_eq!(TagRecord::parse(b"{}"), None);
+        // A time past what the clock holds is no record (not a panic).
+        let absurd = br#"{"digest":"sha256:00","fetched":18446744073709551615}"#;
+        assert_eq!(TagRecord::parse(absurd), None);
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! A stored blob read back: a local store's file in large pieces (see [`spool`]), or an S3
+//! store's object, which others can write too, checked against its digest as it streams.
+
+use super::blobs::BlobStore;
+use super::keys::ObjectKey;
+use super::spool;
+use crate::serve::verify::{DigestMismatch, Verified};
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use object_store::{GetOptions, ObjectStoreExt};
+use std::sync::Arc;
+use tower_signed_redirect::BoxError;
+
+impl BlobStore {
+    /// A body of `start..end` of the stored blob `key` of `size` bytes, or `None` when the
+    /// store cannot read it now (the pull then goes upstream; a blob gone from the store is
+    /// forgotten).
+    pub async fn read(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        (start, end, size): (u64, u64, u64),
+    ) -> Option<UnsyncBoxBody<Bytes, BoxError>> {
+        let read = match self.backend.local_blob(key) {
+            Some(file) => spool::read_stored(file, (start, end))
+                .await
+                .map_err(|e| e.to_string()),
+            None => self.read_shared(key, (start, end, size)).await,
+        };
+        let read = read.map_err(|e| self.unavailable("read", &e));
+        if let Ok(None) = read {
+            self.forget(key);
+        }
+        read.ok().flatten()
+    }
+
+    /// `start..end` of an S3 store's object. Whoever can write the bucket could have put
+    /// anything under a digest's name (the replicas verified what they wrote, not what is
+    /// there now): a whole blob is hashed as it streams and its last piece held back until
+    /// it matched, so a planted blob ends the client's download with an error, never as
+    /// complete; then it is forgotten and deleted, and the next pull fetches it afresh.
+    /// A range cannot be checked without the rest, and is served as stored.
+    async fn read_shared(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        (start, end, size): (u64, u64, u64),
+    ) -> Result<Option<UnsyncBoxBody<Bytes, BoxError>>, String> {
+        let path = self.backend.object_path(key, None);
+        let options = GetOptions::default().with_range(Some(start..end));
+        let got = match self.backend.objects.get_opts(&path, options).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let body = spool::body_of(got.into_stream(), self.idle_timeout);
+        if (start, end) != (0, size) {
+            return Ok(Some(body));
+        }
+        let (store, key) = (self.clone(), key.clone());
+        let checked = Verified::new(body, Some(key.digest.expected())).map_err(move |e| {
+            if e.is::<DigestMismatch>() {
+                store.planted(&key);
+            }
+            e
+        });
+        Ok(Some(checked.boxed_unsync()))
+    }
+
+    /// An S3 object that did not match its digest: forgotten, and deleted in the
+    /// background (its digest names what it should have held; the bucket holds no other).
+    fn planted(&self, key: &ObjectKey) {
+        tracing::warn!(digest = %key.digest, "a stored blob does not match its digest: deleted");
+        self.forget(key);
+        let (objects, path) = (
+            self.backend.objects.clone(),
+            self.backend.object_path(key, None),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = objects.delete(&path).await {
+                tracing::warn!(error = %e, "a blob that did not match its digest could not be deleted");
+            }
+        });
+    }
+}
