@@ -149,7 +149,11 @@ async fn a_tag_record_sealed_with_the_redis_password_names_nothing() {
     // record's own name and on the name the password gives v1's.
     let json = format!(r#"{{"digest":"{v2}","fetched":4102444800}}"#);
     let name = record_name("/v2/library/app/manifests/v1");
-    let guessed = attackers_key().hashed("tag", &["anonymous@docker.io", &name]);
+    let scope = format!(
+        "anonymous@docker.io/{}",
+        hex::encode(&Sha256::digest(b"library/app")[..16])
+    );
+    let guessed = attackers_key().hashed("tag", &[scope.as_str(), &name]);
     for key in records.iter().chain([&guessed]) {
         fleet.redis.set(key, &attackers_key().seal(key, &json));
     }

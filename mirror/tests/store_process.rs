@@ -110,3 +110,97 @@ async fn a_mirror_killed_mid_download_serves_nothing_partial_and_cleans_up_at_st
     );
     assert_eq!(hub.state.storage_gets.load(Ordering::SeqCst), 2);
 }
+
+/// `GET` of `path` at `mirror`: the status, and the body if it ended cleanly.
+async fn fetch(mirror: std::net::SocketAddr, path: &str) -> (http::StatusCode, Option<Bytes>) {
+    let req = http::Request::get(format!("http://{mirror}{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = bounded(http_client(&[]).request(req)).await.unwrap();
+    let status = res.status();
+    let body = bounded(res.into_body().collect()).await.ok();
+    (status, body.map(|b| b.to_bytes()))
+}
+
+/// A full disk never fails a pull: the mirror's data directory is a file system of 80 MiB
+/// of its own (the store keeps 64 MiB free besides a download). A blob the disk has no
+/// room for is served as without a store; a download whose room was reserved goes on to
+/// the end and is stored even when the disk fills up under it half way (without the
+/// reservation, its spool's next write fails with `ENOSPC` and every reader's body breaks).
+#[tokio::test]
+async fn a_full_disk_never_fails_a_pull() {
+    let hub = StoreHub::start().await;
+    hub.repo("library/alpine", true, &[]);
+    let (small, large, slow) = (
+        support::setup::test_blob(1_000_000),
+        support::setup::test_blob(20 * 1024 * 1024),
+        support::setup::test_blob(6 * 1024 * 1024),
+    );
+    let digests: Vec<String> = [&small, &large, &slow]
+        .iter()
+        .map(|data| hub.blob("library/alpine", data))
+        .collect();
+    let path = |i: usize| format!("/v2/library/alpine/blobs/{}", digests[i]);
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start_on_small_disk(dir.path(), 80, &hub.flags(&[]));
+    let mirror = running.addr;
+    let gets = || hub.state.storage_gets.load(Ordering::SeqCst);
+
+    // Room for the small blob: stored, the second pull a hit.
+    for _ in 0..2 {
+        let (status, body) = fetch(mirror, &path(0)).await;
+        assert!(
+            status == 200 && body.as_deref() == Some(&small[..]),
+            "{status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(gets(), 1, "the small blob was stored");
+
+    // No room for the large one: both pulls served whole, from upstream.
+    for _ in 0..2 {
+        let (status, body) = fetch(mirror, &path(1)).await;
+        assert!(
+            status == 200 && body.as_deref() == Some(&large[..]),
+            "{status}"
+        );
+    }
+    assert_eq!(gets(), 3, "the large blob was not stored, and never failed");
+    let (_, metrics) = fetch(mirror, "/metrics").await;
+    let metrics = String::from_utf8(metrics.unwrap().to_vec()).unwrap();
+    assert!(
+        metrics.contains("registry_mirror_blob_store_total{event=\"unavailable\"} 2"),
+        "counted: {metrics}"
+    );
+
+    // The disk fills up while a download is under way (16 KiB every 2 ms: about 0.8 s).
+    hub.state.storage_delay_ms.store(2, Ordering::SeqCst);
+    let req = http::Request::get(format!("http://{mirror}{}", path(2)))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = bounded(http_client(&[]).request(req)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut received = Vec::new();
+    while received.len() < 500_000 {
+        let frame = bounded(body.frame()).await.unwrap().unwrap();
+        received.extend_from_slice(&frame.into_data().unwrap());
+    }
+    let filled = running.in_namespace(&format!(
+        "dd if=/dev/zero of='{}/filler' bs=1M count=200 2>/dev/null",
+        dir.path().display()
+    ));
+    assert!(!filled.success(), "dd stopped at a full disk");
+    while let Some(frame) = bounded(body.frame()).await {
+        received.extend_from_slice(&frame.expect("the body ends cleanly").into_data().unwrap());
+    }
+    assert!(
+        received == slow,
+        "the whole blob, though the disk filled up under it"
+    );
+    hub.state.storage_delay_ms.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = fetch(mirror, &path(2)).await;
+    assert!(status == 200 && body.as_deref() == Some(&slow[..]));
+    assert_eq!(gets(), 4, "and it was stored: the second pull is a hit");
+}

@@ -17,16 +17,52 @@ pub struct Running {
 impl Running {
     /// The binary with `flags` (one worker, JSON logs to nowhere but its ready line).
     pub fn start(flags: &[String]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_registry-mirror"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--log-format",
-                "json",
-            ])
-            .args(flags)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_registry-mirror"));
+        command.args(Self::ARGS).args(flags);
+        Self::spawn(command)
+    }
+
+    /// The binary with `flags`, its `--data-dir` `dir` a file system of its own of `mib`
+    /// MiB (a tmpfs mounted in a user and mount namespace of the process's own, as
+    /// `unshare -Urm` makes them: no privilege needed, nothing mounted outside it). Its
+    /// files are seen from the test with [`Running::in_namespace`].
+    pub fn start_on_small_disk(dir: &std::path::Path, mib: u32, flags: &[String]) -> Running {
+        let script = format!("mount -t tmpfs -o size={mib}m tmpfs \"$1\" && shift && exec \"$@\"");
+        let mut command = Command::new("unshare");
+        command
+            .args(["-Urm", "sh", "-c", &script, "sh"])
+            .arg(dir)
+            .arg(env!("CARGO_BIN_EXE_registry-mirror"))
+            .args(Self::ARGS)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(flags);
+        Self::spawn(command)
+    }
+
+    /// Runs `sh -c script` in the process's user and mount namespaces (`nsenter`): what it
+    /// sees of a [`Running::start_on_small_disk`] disk. Its exit status.
+    pub fn in_namespace(&self, script: &str) -> std::process::ExitStatus {
+        Command::new("nsenter")
+            .args(["-U", "-m", "--preserve-credentials", "-t"])
+            .arg(self.child.id().to_string())
+            .args(["sh", "-c", script])
+            .stderr(Stdio::null())
+            .status()
+            .expect("nsenter")
+    }
+
+    const ARGS: [&'static str; 6] = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--log-format",
+        "json",
+    ];
+
+    fn spawn(mut command: Command) -> Running {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

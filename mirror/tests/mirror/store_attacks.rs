@@ -276,3 +276,61 @@ async fn a_download_in_flight_is_joined_only_by_those_the_registry_accepts() {
         assert_ne!(body.as_deref(), Some(&layer[..]));
     }
 }
+
+/// The same rule for a shared identity (spegel#1432: digest hits global across
+/// repositories were a leak): a layer anonymous fetched through one public repository is
+/// served through another only once the registry said that one holds it (a `HEAD`), and
+/// never through a repository the registry says lacks it, public or not.
+#[tokio::test]
+async fn a_shared_identity_reads_a_layer_through_another_repository_only_once_the_registry_says_it_holds_it(
+) {
+    let hub = StoreHub::start().await;
+    hub.repo("acme/app", true, &[]);
+    hub.repo("acme/base", true, &[]);
+    hub.repo("acme/empty", true, &[]);
+    let layer = test_blob(60_000);
+    let digest = hub.blob("acme/app", &layer);
+    hub.blob("acme/base", &layer);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = start_mirror(&hub.flags(&["--blob-store", dir.path().to_str().unwrap()])).await;
+    let path = |repo: &str| format!("/v2/{repo}/blobs/{digest}");
+    let (status, body) = ask(mirror, Method::GET, &path("acme/app"), None).await;
+    assert!(status == StatusCode::OK && body.as_deref() == Some(&layer[..]));
+    bounded(async {
+        while super::store::count_stored(dir.path()) < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let (gets, heads) = (
+        hub.count(&hub.state.storage_gets),
+        hub.count(&hub.state.blob_heads),
+    );
+
+    // Through a repository the registry says lacks it: its 404, nothing from the store.
+    let (status, body) = ask(mirror, Method::GET, &path("acme/empty"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_ne!(body.as_deref(), Some(&layer[..]));
+    assert_eq!(
+        hub.count(&hub.state.blob_heads),
+        heads + 1,
+        "the registry was asked"
+    );
+
+    // Through one that holds it: one HEAD, then the store serves it (no storage GET), and
+    // the next read there asks nothing.
+    let (status, body) = ask(mirror, Method::GET, &path("acme/base"), None).await;
+    assert!(
+        status == StatusCode::OK && body.as_deref() == Some(&layer[..]),
+        "{status}"
+    );
+    assert_eq!(hub.count(&hub.state.blob_heads), heads + 2);
+    let (status, _) = ask(mirror, Method::GET, &path("acme/base"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(hub.count(&hub.state.blob_heads), heads + 2, "remembered");
+    assert_eq!(
+        hub.count(&hub.state.storage_gets),
+        gets,
+        "both from the store"
+    );
+}

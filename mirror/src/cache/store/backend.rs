@@ -6,8 +6,10 @@
 //! ```text
 //! blobs/sha256/ab/<hex>                     a blob
 //! manifests/sha256/ab/<hex>/<media type>    a manifest (its media type base64url-encoded)
-//! access/<identity>@<registry>/<kind>/sha256/<hex>   what a shared identity fetched (empty)
-//! tags/<identity>@<registry>/<hash>         what a tag named when it was last fetched
+//! access/<scope>/<kind>/sha256/<hex>       what a shared identity fetched there (empty)
+//! tags/<scope>/<hash>                       what a tag named when it was last fetched
+//!
+//! (a scope, `<identity>@<registry>/<repository's hash>`, is one part: its `/` encoded)
 //! ```
 
 use super::keys::{ContentDigest, Kind, ObjectKey};
@@ -275,10 +277,12 @@ mod tests {
             }
             _ => panic!("{path}"),
         }
-        let access = backend.access_path("anonymous@registry.local:5000", &ObjectKey::blob(digest));
+        let scope = "anonymous@registry.local:5000/0123456789abcdef0123456789abcdef";
+        let access = backend.access_path(scope, &ObjectKey::blob(digest));
+        assert_eq!(access.parts().count(), 5, "{access}: the scope is one part");
         match backend.read_listed(&access) {
-            Some(Listed::Access(scope, listed)) => {
-                assert_eq!(&*scope, "anonymous@registry.local:5000");
+            Some(Listed::Access(listed_scope, listed)) => {
+                assert_eq!(&*listed_scope, scope);
                 assert_eq!(listed.kind, Kind::Blob);
             }
             _ => panic!("{access}"),

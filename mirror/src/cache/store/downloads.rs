@@ -28,7 +28,8 @@ pub type Committed = Box<dyn FnOnce(&Fill) + Send>;
 /// A download being started, or running.
 enum Slot {
     /// Its first request is asking the upstream: the receiver ends when it is done asking.
-    Starting(watch::Receiver<()>),
+    /// Once the upstream said how large it is, the bytes it holds of the spool budget.
+    Starting(watch::Receiver<()>, u64),
     Running(Arc<Fill>),
 }
 
@@ -66,7 +67,7 @@ pub struct FillTicket {
 impl Drop for FillTicket {
     fn drop(&mut self) {
         let mut slots = self.downloads.lock();
-        if matches!(slots.get(&self.key), Some(Slot::Starting(_))) {
+        if matches!(slots.get(&self.key), Some(Slot::Starting(..))) {
             slots.remove(&self.key);
         }
     }
@@ -106,10 +107,10 @@ impl Downloads {
         let mut slots = self.lock();
         match slots.get(key) {
             Some(Slot::Running(fill)) => InFlight::Running(fill.clone()),
-            Some(Slot::Starting(starting)) => InFlight::Starting(Starting(starting.clone())),
+            Some(Slot::Starting(starting, _)) => InFlight::Starting(Starting(starting.clone())),
             None if claim && slots.len() < MAX_FILLS && spooling(&slots) < self.spool_budget => {
                 let (tx, rx) = watch::channel(());
-                slots.insert(key.clone(), Slot::Starting(rx));
+                slots.insert(key.clone(), Slot::Starting(rx, 0));
                 InFlight::Claimed(FillTicket {
                     downloads: self.clone(),
                     key: key.clone(),
@@ -142,14 +143,32 @@ impl Downloads {
         (scope, forget): (Option<&Scope>, Option<(RedirectCache, http::Request<()>)>),
         (committed, lease): (Committed, Option<LeaseGuard>),
     ) -> Result<Arc<Fill>, UpstreamBody> {
-        let spooling = spooling(&self.lock());
-        if spooling + size > self.spool_budget {
-            tracing::debug!(size, spooling, "no room in the spool budget: not stored");
-            return Err(body);
-        }
+        // The budget checked and taken at once: downloads starting together do not both
+        // fit in what only one of them fits in.
+        let spooling = {
+            let mut slots = self.lock();
+            let spooling = spooling(&slots);
+            if spooling + size > self.spool_budget {
+                tracing::debug!(size, spooling, "no room in the spool budget: not stored");
+                return Err(body);
+            }
+            if let Some(Slot::Starting(_, reserved)) = slots.get_mut(&ticket.key) {
+                *reserved = size;
+            }
+            spooling
+        };
         // The disk must hold this download and what the others will still write.
         let spool = spool::has_room(&self.backend.spool, spooling + size).and_then(|()| {
             spool::create(&self.backend.spool, &ticket.key).map_err(|e| e.to_string())
+        });
+        // Its room reserved before any reader is served: a disk that fills up meanwhile
+        // does not break the download half way.
+        let spool = spool.and_then(|(path, file)| match spool::reserve(&file, size) {
+            Ok(()) => Ok((path, file)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(format!("reserve {size} bytes: {e}"))
+            }
         });
         let spool = match spool {
             Ok(spool) => spool,
@@ -268,7 +287,7 @@ fn spooling(slots: &HashMap<ObjectKey, Slot>) -> u64 {
         .values()
         .map(|slot| match slot {
             Slot::Running(fill) => fill.size,
-            Slot::Starting(_) => 0,
+            Slot::Starting(_, reserved) => *reserved,
         })
         .sum()
 }

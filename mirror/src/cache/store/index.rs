@@ -15,7 +15,7 @@ const RECORD_AGAIN: Duration = Duration::from_secs(60);
 /// A shared identity's access to an object: when the registry last said it serves it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Access {
-    /// The shared identity (`anonymous@docker.io`).
+    /// The shared identity in one repository (`anonymous@docker.io/<repository's hash>`).
     pub scope: Scope,
     /// When the registry last served it (or answered its `HEAD`).
     pub checked: SystemTime,
@@ -28,7 +28,7 @@ pub struct Stored {
     pub size: u64,
     /// A manifest's media type.
     pub media_type: Option<Arc<str>>,
-    /// The shared identities (`anonymous@docker.io`) that fetched it, and when.
+    /// The shared identities that fetched it, each in one repository, and when.
     pub scopes: Vec<Access>,
 }
 

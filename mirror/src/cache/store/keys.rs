@@ -119,15 +119,18 @@ impl ObjectKey {
 /// Who asks to read an object, and what the upstream would have to accept for it.
 #[derive(Clone, Debug)]
 pub enum Reader {
-    /// A shared identity (the mirror's own login, or anonymous) of one registry: what it
-    /// fetched once, it may read again, from any repository of that registry.
+    /// A shared identity (the mirror's own login, or anonymous) in one repository of one
+    /// registry: what the registry served it there, it may read again there (a blob that
+    /// repository `a` served is read through `b` only once the registry said `b` has it).
     Shared(Scope),
     /// One client's own login: it may read an object only where the upstream accepted
     /// that login for that repository and digest, until its token ends.
     Login(Grant),
 }
 
-/// A shared identity of a registry, as the store names it: `anonymous@docker.io`.
+/// A shared identity in one repository of a registry, as the store names it:
+/// `anonymous@docker.io/<32 hex digits of the repository's SHA-256>` (a repository's name
+/// may be longer than a file's).
 pub type Scope = Arc<str>;
 
 /// A client login's read of one object in one repository: whose, where, until when.
@@ -148,7 +151,11 @@ impl Reader {
     pub fn of(who: &Identity, registry: &Arc<str>, repository: &str) -> Reader {
         match who.valid_until {
             None => {
-                Reader::Shared(format!("{}@{registry}", String::from_utf8_lossy(&who.key)).into())
+                use sha2::Digest;
+                let who = String::from_utf8_lossy(&who.key);
+                let repository = sha2::Sha256::digest(repository.as_bytes());
+                let repository = hex::encode(&repository[..16]);
+                Reader::Shared(format!("{who}@{registry}/{repository}").into())
             }
             Some(until) => Reader::Login(Grant {
                 identity: who.key.clone(),
@@ -185,9 +192,17 @@ mod tests {
             assert!(ContentDigest::parse(&bad).is_none(), "{bad}");
         }
         let identity = Identity::anonymous();
-        match Reader::of(&identity, &"docker.io".into(), "library/alpine") {
-            Reader::Shared(scope) => assert_eq!(&*scope, "anonymous@docker.io"),
+        let scope = |repository| match Reader::of(&identity, &"docker.io".into(), repository) {
+            Reader::Shared(scope) => scope,
             other => panic!("{other:?}"),
-        }
+        };
+        let alpine = scope("library/alpine");
+        assert!(
+            alpine.starts_with("anonymous@docker.io/") && alpine.len() == 52,
+            "{alpine}"
+        );
+        // One scope per repository: what `library/alpine` served is not `library/debian`'s.
+        assert_ne!(alpine, scope("library/debian"));
+        assert_eq!(alpine, scope("library/alpine"));
     }
 }

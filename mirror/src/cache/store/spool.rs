@@ -269,6 +269,30 @@ pub fn create(
     Ok((path, file))
 }
 
+/// Reserves `size` bytes of disk for the spool `file` before a byte of it is served, so
+/// that a disk that fills up meanwhile fails no download half way (a download that cannot
+/// reserve its room is served as without a store). A file system that cannot reserve
+/// (`EOPNOTSUPP`) is written as it comes.
+pub fn reserve(file: &File, size: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        let len = i64::try_from(size).map_err(std::io::Error::other)?;
+        if len == 0 {
+            return Ok(());
+        }
+        match fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, len) {
+            Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, size);
+        Ok(())
+    }
+}
+
 /// Whether the disk of `dir` has room for `size` more bytes, and a margin; why not if not.
 pub fn has_room(dir: &std::path::Path, size: u64) -> Result<(), String> {
     let fs = nix::sys::statvfs::statvfs(dir).map_err(|e| e.to_string())?;
