@@ -40,6 +40,8 @@ pub struct HubState {
     pub storage_ranges: Mutex<Vec<String>>,
     /// The registry answers `503` to everything.
     pub registry_down: AtomicBool,
+    /// The registry answers this status to everything (`429`, say; 0: it does not).
+    pub registry_status: std::sync::atomic::AtomicU16,
     /// Storage answers `503` to everything.
     pub storage_down: AtomicBool,
     /// Storage flips a byte of every blob it serves.
@@ -90,7 +92,17 @@ impl StoreHub {
 
     /// Puts `data` in `repo` as a blob; returns its digest.
     pub fn blob(&self, repo: &str, data: &[u8]) -> String {
-        let digest = crate::support::registry::digest(data);
+        self.blob_as(repo, data, crate::support::registry::digest(data))
+    }
+
+    /// Puts `data` in `repo` as a blob of its sha512 digest; returns the digest.
+    pub fn blob_sha512(&self, repo: &str, data: &[u8]) -> String {
+        use sha2::Digest;
+        let digest = format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)));
+        self.blob_as(repo, data, digest)
+    }
+
+    fn blob_as(&self, repo: &str, data: &[u8], digest: String) -> String {
         self.state
             .blobs
             .lock()
@@ -156,6 +168,10 @@ async fn registry(
 ) -> Response<ServerBody> {
     if state.registry_down.load(Ordering::SeqCst) {
         return status(503);
+    }
+    let answer = state.registry_status.load(Ordering::SeqCst);
+    if answer != 0 {
+        return status(answer);
     }
     let path = req.uri().path().to_owned();
     if path == "/v2/" {

@@ -403,7 +403,7 @@ async fn eviction_keeps_the_store_within_its_size_least_recently_used_first() {
         "--blob-store",
         dir.path().to_str().unwrap(),
         "--blob-store-max-size",
-        "250000",
+        "310000",
     ]);
     let mirror = start_mirror(&flags).await;
     let path = |d: &str| format!("/v2/library/alpine/blobs/{d}");
@@ -420,15 +420,17 @@ async fn eviction_keeps_the_store_within_its_size_least_recently_used_first() {
             )],
         )
         .await;
-        // Committed before the next (the spool holds 250 kB at most: two in flight).
+        // Committed before the next.
         until_spool_empty(dir.path()).await;
-        if i == 1 {
-            // The first is used again: the second is now the least recently used.
+        if i == 2 {
+            // The first is used again: the second, then the third, are now the least
+            // recently used.
             get_blob(mirror, &path(&blobs[0].1), None).await;
         }
     }
-    // 4 × 100 kB against 250 kB: past it at the third (300 kB), down to 225 kB (90%): the
-    // second went; past it again at the fourth, and the first went.
+    // 4 × 100 kB against 310 kB: past it at the fourth (400 kB), and down to its low
+    // watermark, 279 kB (90%): two went, the second and the third (down to the maximum
+    // alone, one would have).
     let scrape = super::metrics_with(
         mirror,
         &["registry_mirror_blob_store_total{event=\"evicted\"} 2".into()],
@@ -445,11 +447,13 @@ async fn eviction_keeps_the_store_within_its_size_least_recently_used_first() {
     })
     .await;
     let before = hub.count(&hub.state.storage_gets);
-    get_blob(mirror, &path(&blobs[3].1), None).await;
+    for kept in [0, 3] {
+        get_blob(mirror, &path(&blobs[kept].1), None).await;
+    }
     assert_eq!(
         hub.count(&hub.state.storage_gets),
         before,
-        "the newest is still there"
+        "the first (used again) and the newest are still there"
     );
     get_blob(mirror, &path(&blobs[1].1), None).await;
     assert_eq!(
@@ -502,10 +506,8 @@ async fn a_restarted_mirror_keeps_its_store_and_pulls_an_image_through_an_outage
     })
     .await;
 
-    // The registry and its storage go down; a new mirror process starts on the same store.
-    hub.state
-        .registry_down
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The registry goes down three ways (503, 429, nothing listening), its storage too; a
+    // new mirror process starts on the same store each time.
     hub.state
         .storage_down
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -513,56 +515,104 @@ async fn a_restarted_mirror_keeps_its_store_and_pulls_an_image_through_an_outage
         hub.count(&hub.state.blob_gets),
         hub.count(&hub.state.storage_gets),
     );
-    let second = start_mirror(&flags).await;
-    // The ping, which skopeo stops at when it fails, is the mirror's own while the registry
-    // is down.
-    let res = send(pull(second, Method::GET, "/v2/", None, None)).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let mut head = pull(second, Method::HEAD, by_tag, None, None);
-    head.headers_mut()
-        .insert("accept", docker_accept.parse().unwrap());
-    let res = send(head).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::OK,
-        "Docker's HEAD by tag, from the store"
-    );
-    assert_eq!(
-        res.headers()["docker-content-digest"],
-        manifest_digest.as_str()
-    );
-    for path in [by_tag, &by_digest] {
-        let res = send(pull(second, Method::GET, path, None, None)).await;
-        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nothing_listens = closed.local_addr().unwrap();
+    drop(closed);
+    let unreachable = [
+        "--upstream",
+        &format!("docker.io=http://{nothing_listens}"),
+        "--blob-store",
+        dir.path().to_str().unwrap(),
+    ]
+    .map(String::from);
+    for (outage, status, flags) in [
+        ("503", 503, flags.clone()),
+        ("429", 429, flags.clone()),
+        ("refused", 0, unreachable.to_vec()),
+    ] {
+        let set = |code: u16| {
+            let state = &hub.state;
+            state
+                .registry_down
+                .store(code == 503, std::sync::atomic::Ordering::SeqCst);
+            let other = if code == 503 { 0 } else { code };
+            state
+                .registry_status
+                .store(other, std::sync::atomic::Ordering::SeqCst);
+        };
+        set(status);
+        let second = start_mirror(&flags).await;
+        // The ping, which skopeo stops at when it fails, is the mirror's own while the
+        // registry is down.
+        let res = send(pull(second, Method::GET, "/v2/", None, None)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{outage}");
+        let mut head = pull(second, Method::HEAD, by_tag, None, None);
+        head.headers_mut()
+            .insert("accept", docker_accept.parse().unwrap());
+        let res = send(head).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{outage}: Docker's HEAD by tag, from the store"
+        );
         assert_eq!(
             res.headers()["docker-content-digest"],
             manifest_digest.as_str()
         );
-        assert_eq!(body_bytes(res.into_body()).await.unwrap(), manifest);
-    }
-    for (data, digest) in &layers {
-        let (status, body) =
-            get_blob(second, &format!("/v2/library/alpine/blobs/{digest}"), None).await;
-        assert!(
-            status == StatusCode::OK && same(body.as_deref(), data),
-            "{status}"
+        for path in [by_tag, &by_digest] {
+            let res = send(pull(second, Method::GET, path, None, None)).await;
+            assert_eq!(res.status(), StatusCode::OK, "{outage}: {path}");
+            assert_eq!(
+                res.headers()["docker-content-digest"],
+                manifest_digest.as_str()
+            );
+            assert_eq!(body_bytes(res.into_body()).await.unwrap(), manifest);
+        }
+        for (data, digest) in &layers {
+            let (status, body) =
+                get_blob(second, &format!("/v2/library/alpine/blobs/{digest}"), None).await;
+            assert!(
+                status == StatusCode::OK && same(body.as_deref(), data),
+                "{outage}: {status}"
+            );
+        }
+        assert_eq!(
+            hub.count(&hub.state.blob_gets),
+            blob_gets,
+            "{outage}: no upstream blob request"
         );
+        assert_eq!(
+            hub.count(&hub.state.storage_gets),
+            storage_gets,
+            "{outage}: nothing from storage"
+        );
+        super::metrics_with(
+            second,
+            &["registry_mirror_manifest_cache_total{event=\"stale\"} 2".into()],
+        )
+        .await;
     }
-    assert_eq!(
-        hub.count(&hub.state.blob_gets),
-        blob_gets,
-        "no upstream blob request"
-    );
-    assert_eq!(
-        hub.count(&hub.state.storage_gets),
-        storage_gets,
-        "nothing from storage"
-    );
-    super::metrics_with(
-        second,
-        &["registry_mirror_manifest_cache_total{event=\"stale\"} 2".into()],
+
+    // A tag fetched longer than `--serve-stale` ago is not served through the outage; its
+    // digest and blobs still are.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    hub.state
+        .registry_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut stale = flags.clone();
+    stale.extend(["--serve-stale", "1s"].map(String::from));
+    let third = start_mirror(&stale).await;
+    let res = send(pull(third, Method::GET, by_tag, None, None)).await;
+    assert_ne!(res.status(), StatusCode::OK, "past --serve-stale");
+    let res = send(pull(third, Method::GET, &by_digest, None, None)).await;
+    assert_eq!(res.status(), StatusCode::OK, "a digest, always");
+    let (status, body) = get_blob(
+        third,
+        &format!("/v2/library/alpine/blobs/{}", layers[0].1),
+        None,
     )
     .await;
+    assert!(status == StatusCode::OK && same(body.as_deref(), &layers[0].0));
 }
 
 /// The mirror's flags for a blob store in the real S3 store's bucket, under `mirror/`.
@@ -686,9 +736,11 @@ async fn a_store_that_refuses_the_mirror_never_fails_a_pull() {
         );
     }
     super::metrics_with(mirror, &["registry_mirror_blob_store_objects 0".into()]).await;
+    // Its listing failed at start: counted, and the store left alone since (no download
+    // was spooled for it).
     let scrape = super::metrics_with(
         mirror,
-        &["registry_mirror_blob_store_total{event=\"fill\"} 2".into()],
+        &["registry_mirror_blob_store_total{event=\"fill\"} 0".into()],
     )
     .await;
     assert!(
@@ -699,5 +751,206 @@ async fn a_store_that_refuses_the_mirror_never_fails_a_pull() {
         hub.count(&hub.state.storage_gets),
         2,
         "each pull downloaded it"
+    );
+}
+
+/// An S3 store that accepts connections and never answers (a black-holed bucket): the
+/// mirror starts, and every pull is served whole from upstream; the store holds one pull at
+/// most its answer timeout (5 s), then is left alone, so the pulls after it do not wait.
+#[tokio::test]
+async fn a_store_that_never_answers_holds_no_pull_for_long() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        // Every connection accepted and kept open, unanswered, until the test ends.
+        silent.set_nonblocking(true).unwrap();
+        let mut open = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < until {
+            match silent.accept() {
+                Ok((conn, _)) => open.push(conn),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    let (hub, data, digest) = hub_with_public_blob(80_000).await;
+    let flags = hub.flags(&[
+        "--blob-store",
+        "s3://bucket/mirror",
+        "--s3-endpoint",
+        &format!("http://{endpoint}"),
+        "--s3-access-key-id",
+        "AKIDSILENT",
+        "--s3-secret-access-key",
+        "silent-secret",
+        "--data-dir",
+        tempfile::tempdir().unwrap().keep().to_str().unwrap(),
+    ]);
+    let started = std::time::Instant::now();
+    let mirror = start_mirror(&flags).await;
+    let start = started.elapsed();
+    assert!(start < Duration::from_secs(12), "started in {start:?}");
+    let path = format!("/v2/library/alpine/blobs/{digest}");
+    for i in 0..5 {
+        let asked = std::time::Instant::now();
+        let (status, body) = get_blob(mirror, &path, None).await;
+        assert!(
+            status == StatusCode::OK && same(body.as_deref(), &data),
+            "{status}"
+        );
+        let took = asked.elapsed();
+        // Left alone since it failed at start: no pull waits for it.
+        assert!(took < Duration::from_secs(3), "pull {i} took {took:?}");
+    }
+    assert_eq!(hub.count(&hub.state.storage_gets), 5, "each from upstream");
+    drop(held);
+}
+
+/// A blob named by its sha512 digest is checked, stored and served like a sha256 one; one
+/// whose bytes are wrong is never stored and never ends cleanly.
+#[tokio::test]
+async fn a_sha512_blob_is_verified_stored_and_served() {
+    let hub = StoreHub::start().await;
+    hub.repo("library/alpine", true, &[]);
+    let (good, bad) = (test_blob(120_000), test_blob(90_000));
+    let (good_digest, bad_digest) = (
+        hub.blob_sha512("library/alpine", &good),
+        hub.blob_sha512("library/alpine", &bad),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = start_mirror(&hub.flags(&["--blob-store", dir.path().to_str().unwrap()])).await;
+    let path = |d: &str| format!("/v2/library/alpine/blobs/{d}");
+    let (status, body) = get_blob(mirror, &path(&good_digest), None).await;
+    assert!(
+        status == StatusCode::OK && same(body.as_deref(), &good),
+        "{status}"
+    );
+    until_stored(dir.path(), 1).await;
+    let stored = stored_blobs(dir.path());
+    assert!(
+        stored[0].to_string_lossy().contains("/blobs/sha512/"),
+        "{stored:?}"
+    );
+    let res = send(pull(
+        mirror,
+        Method::GET,
+        &path(&good_digest),
+        None,
+        Some("bytes=5-9"),
+    ))
+    .await;
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.headers()["docker-content-digest"], good_digest.as_str());
+    assert!(same(
+        Some(&body_bytes(res.into_body()).await.unwrap()),
+        &good[5..10]
+    ));
+    assert_eq!(
+        hub.count(&hub.state.storage_gets),
+        1,
+        "the second read a hit"
+    );
+
+    hub.state
+        .storage_corrupt
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_, body) = get_blob(mirror, &path(&bad_digest), None).await;
+    assert!(body.is_none(), "a wrong sha512 blob never ends cleanly");
+    until_spool_empty(dir.path()).await;
+    assert_eq!(count_stored(dir.path()), 1, "and is not stored");
+}
+
+/// On S3 a download is uploaded in parts as it arrives; one whose bytes turn out wrong is
+/// aborted (S3's `AbortMultipartUpload`), and the bucket holds nothing under its digest.
+#[tokio::test]
+async fn an_s3_upload_of_wrong_bytes_is_aborted_and_leaves_nothing() {
+    use crate::support::s3::{AuthRule, Store, SECRET_KEY};
+    let s3 = Store::start(AuthRule::S3).await;
+    let hub = StoreHub::start().await;
+    hub.repo("library/alpine", true, &[]);
+    // Two 8 MiB parts and a bit, arriving over about a second: the first part is sent
+    // long before the last byte says the blob is wrong.
+    let data = test_blob(17 * 1024 * 1024);
+    let digest = hub.blob("library/alpine", &data);
+    hub.state
+        .storage_corrupt
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    hub.state
+        .storage_delay_ms
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let mirror = start_mirror(&s3_flags(&hub, &s3, SECRET_KEY)).await;
+    let path = format!("/v2/library/alpine/blobs/{digest}");
+    let (_, body) = get_blob(mirror, &path, None).await;
+    assert!(body.is_none(), "never ends cleanly");
+    let aborted = |requests: &[crate::support::s3::StoreRequest]| {
+        requests
+            .iter()
+            .any(|r| r.method == "DELETE" && r.target.contains("uploadId"))
+    };
+    bounded(async {
+        while !aborted(&s3.requests()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let requests = s3.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "PUT" && r.target.contains("partNumber=1")),
+        "a part was sent before the digest was known"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.method == "POST" && r.target.contains("uploadId")),
+        "never completed"
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    let object = s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]));
+    assert!(!object.exists(), "nothing under its digest");
+}
+
+/// A pull that joins a download in flight is served from it as it grows, not once it is
+/// whole: its first bytes arrive while the download is still running (nothing committed,
+/// the spool still there). Storage sends 16 KiB every 25 ms: 1 MB takes 1.5 s.
+#[tokio::test]
+async fn a_joining_pull_is_served_from_the_download_as_it_grows() {
+    let (hub, data, digest) = hub_with_public_blob(1_000_000).await;
+    hub.state
+        .storage_delay_ms
+        .store(25, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = start_mirror(&hub.flags(&["--blob-store", dir.path().to_str().unwrap()])).await;
+    let path = format!("/v2/library/alpine/blobs/{digest}");
+    let first = send(pull(mirror, Method::GET, &path, None, None)).await;
+    let mut first = first.into_body();
+    let mut received = 0;
+    while received < 200_000 {
+        let frame = bounded(first.frame()).await.unwrap().unwrap();
+        received += frame.into_data().unwrap().len();
+    }
+    let joined = send(pull(mirror, Method::GET, &path, None, None)).await;
+    assert_eq!(joined.status(), StatusCode::OK);
+    let mut joined = joined.into_body();
+    let mut got = Vec::new();
+    while got.len() < 100_000 {
+        let frame = bounded(joined.frame()).await.unwrap().unwrap();
+        got.extend_from_slice(&frame.into_data().unwrap());
+    }
+    assert_eq!(
+        (count_stored(dir.path()), spooled(dir.path())),
+        (0, 1),
+        "the joining pull had 100 kB while the download was still in its spool"
+    );
+    assert_eq!(&got[..], &data[..got.len()]);
+    let rest = bounded(joined.collect()).await.unwrap().to_bytes();
+    got.extend_from_slice(&rest);
+    assert!(same(Some(&got), &data));
+    drop(first);
+    assert_eq!(
+        hub.count(&hub.state.storage_gets),
+        1,
+        "one download for both"
     );
 }

@@ -20,7 +20,13 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long the store is left alone after it failed (refused, or did not answer): its
+/// pulls go upstream without it meanwhile, so a store that hangs costs one pull its
+/// timeout, not every pull.
+pub const DOWN_FOR: Duration = Duration::from_secs(15);
 
 /// The store's place, and the object store that reaches it.
 pub struct Backend {
@@ -35,6 +41,8 @@ pub struct Backend {
     prefix: Path,
     /// How the place is named in logs (`s3://bucket/prefix` or the directory).
     pub name: String,
+    /// Until when the store is left alone, after it failed.
+    down_until: Mutex<Option<Instant>>,
 }
 
 impl Backend {
@@ -57,6 +65,7 @@ impl Backend {
                 spool,
                 prefix,
                 name: place,
+                down_until: Mutex::default(),
             }));
         }
         let dir = PathBuf::from(&place);
@@ -74,6 +83,7 @@ impl Backend {
             local: Some(dir),
             prefix: Path::default(),
             name: place,
+            down_until: Mutex::default(),
         }))
     }
 
@@ -178,7 +188,7 @@ impl Backend {
     }
 
     /// Logs and counts a failure of the store while `doing` something: the pull goes on
-    /// without it.
+    /// without it, and the store is left alone for [`DOWN_FOR`].
     pub fn failed(
         &self,
         metrics: &crate::metrics::Metrics,
@@ -186,7 +196,34 @@ impl Backend {
         error: &dyn std::fmt::Display,
     ) {
         metrics.store(crate::metrics::StoreEvent::Unavailable);
-        tracing::warn!(store = %self.name, error = %error, "blob store failed to {doing}: serving without it");
+        let was_up = self
+            .lock_down()
+            .replace(Instant::now() + DOWN_FOR)
+            .is_none_or(|until| until <= Instant::now());
+        match was_up {
+            true => {
+                tracing::warn!(store = %self.name, error = %error, "blob store failed to {doing}: serving without it for {}s", DOWN_FOR.as_secs())
+            }
+            false => {
+                tracing::debug!(store = %self.name, error = %error, "blob store failed to {doing}")
+            }
+        }
+    }
+
+    /// Logs and counts a download that cannot be spooled (no room on the spool's disk):
+    /// served as without a store; the store is not left alone for it (a smaller one fits).
+    pub fn spool_failed(&self, metrics: &crate::metrics::Metrics, error: &dyn std::fmt::Display) {
+        metrics.store(crate::metrics::StoreEvent::Unavailable);
+        tracing::warn!(store = %self.name, error = %error, "blob store failed to spool a download: serving it without the store");
+    }
+
+    /// Whether the store failed less than [`DOWN_FOR`] ago: pulls go upstream without it.
+    pub fn down(&self) -> bool {
+        self.lock_down().is_some_and(|until| until > Instant::now())
+    }
+
+    fn lock_down(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.down_until.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes what a crash left behind: downloads in flight in the spool, and a local

@@ -91,8 +91,8 @@ impl BlobStore {
             Err(e) => {
                 // An unreachable store fails no pull, and no start either: the mirror serves
                 // without it, and lists it again later.
-                metrics.store(StoreEvent::Unavailable);
-                tracing::error!(store = %backend.name, error = %e, "blob store could not be listed: serving without it until it can");
+                backend.failed(&metrics, "list what it holds", &e);
+                tracing::error!(store = %backend.name, "blob store could not be listed: serving without it until it can");
                 (Index::default(), Some(Instant::now()))
             }
         };
@@ -122,12 +122,16 @@ impl BlobStore {
 
     /// What the store holds of `key`; with `claim`, the right to download it if it holds
     /// nothing and nobody is downloading it.
+    /// While the store is down (it failed lately), nothing it holds is read and nothing
+    /// is claimed: the pull goes upstream; downloads in flight are still joined (their
+    /// spool is local).
     pub fn lookup(self: &Arc<Self>, key: &ObjectKey, claim: bool) -> Lookup {
         self.relist_if_due();
-        if let Some(stored) = self.lock_index().get(key) {
+        let down = self.backend.down();
+        if let (false, Some(stored)) = (down, self.lock_index().get(key)) {
             return Lookup::Stored(stored.clone());
         }
-        match self.downloads.find(key, claim) {
+        match self.downloads.find(key, claim && !down) {
             InFlight::Running(fill) => Lookup::Filling(fill),
             InFlight::Starting(starting) => Lookup::Starting(starting),
             InFlight::Claimed(ticket) => Lookup::Absent(Some(ticket)),
@@ -147,8 +151,9 @@ impl BlobStore {
         }
         let store = self.clone();
         tokio::spawn(async move {
-            let Ok(listed) = Index::read(&store.backend).await else {
-                return store.metrics.store(StoreEvent::Unavailable);
+            let listed = match Index::read(&store.backend).await {
+                Ok(listed) => listed,
+                Err(e) => return store.unavailable("list what it holds", &e),
             };
             *store.unlisted.lock().unwrap_or_else(|e| e.into_inner()) = None;
             let mut index = store.lock_index();
@@ -176,6 +181,9 @@ impl BlobStore {
     pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord) {
         if let Some(shared) = &self.shared {
             shared.put_tag(scope, name, record, self.serve_stale).await;
+        }
+        if self.backend.down() {
+            return;
         }
         let path = self.backend.tag_path(scope, name);
         let json = match &self.shared {
@@ -216,6 +224,9 @@ impl BlobStore {
     /// The whole object at `path`: `Ok(None)` if the store does not hold it, `Err` (logged
     /// and counted) if the store failed while `doing` this.
     pub(super) async fn get_bytes(&self, path: &Path, doing: &str) -> Result<Option<Bytes>, ()> {
+        if self.backend.down() {
+            return Err(());
+        }
         let got = match self.backend.objects.get(path).await {
             Ok(got) => got.bytes().await,
             Err(e) => Err(e),
@@ -238,6 +249,9 @@ impl BlobStore {
         bytes: Bytes,
         reader: &Reader,
     ) {
+        if self.backend.down() {
+            return;
+        }
         if self.lock_index().get(&key).is_none() {
             let path = self.backend.object_path(&key, Some(media_type));
             let size = bytes.len() as u64;

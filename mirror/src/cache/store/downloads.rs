@@ -173,7 +173,7 @@ impl Downloads {
         let spool = match spool {
             Ok(spool) => spool,
             Err(e) => {
-                self.backend.failed(&self.metrics, "spool a download", &e);
+                self.backend.spool_failed(&self.metrics, &e);
                 return Err(body);
             }
         };

@@ -31,13 +31,20 @@ impl BlobStore {
     /// identity's was recorded. `None` for a local store (one process's), or if it is not
     /// there.
     pub async fn discover(self: &Arc<Self>, key: &ObjectKey, reader: &Reader) -> Option<Stored> {
-        if self.backend.local.is_some() {
+        if self.backend.local.is_some() || self.backend.down() {
             return None;
         }
         let (size, media_type) = match key.kind {
             Kind::Blob => {
                 let path = self.backend.object_path(key, None);
-                let size = self.backend.objects.head(&path).await.ok()?.size;
+                let size = match self.backend.objects.head(&path).await {
+                    Ok(meta) => meta.size,
+                    Err(object_store::Error::NotFound { .. }) => return None,
+                    Err(e) => {
+                        self.unavailable("look for a blob", &e);
+                        return None;
+                    }
+                };
                 // Nothing is no blob but the empty one's (its head alone would be complete).
                 (size > 0 || key.digest.expected().is_of_nothing()).then_some(())?;
                 (size, None)
@@ -45,7 +52,13 @@ impl BlobStore {
             Kind::Manifest => {
                 let folder = self.backend.object_path(key, None);
                 let mut listing = self.backend.objects.list(Some(&folder));
-                let meta = listing.next().await?.ok()?;
+                let meta = match listing.next().await? {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        self.unavailable("look for a manifest", &e);
+                        return None;
+                    }
+                };
                 match self.backend.read_listed(&meta.location)? {
                     super::backend::Listed::Object(_, media_type) => (meta.size, media_type),
                     super::backend::Listed::Access(..) => return None,

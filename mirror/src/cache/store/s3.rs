@@ -80,6 +80,9 @@ fn keys(options: &Options) -> Option<(String, String)> {
     Some((key_id, secret))
 }
 
+/// The longest the store may take to answer a request that sends no content.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `object_store`'s HTTP client for S3: hyper-util's, with rustls on ring and the mirror's
 /// roots (`--upstream-ca` included), bounded by the mirror's connect and response timeouts.
 #[derive(Debug)]
@@ -125,7 +128,14 @@ struct StoreHttp {
 impl HttpService for StoreHttp {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         use http_body_util::BodyExt;
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req));
+        // A request that carries a part of a blob has the time an upstream has; one that
+        // asks (a HEAD, a listing, a GET's head) has at most ANSWER_TIMEOUT: a store that
+        // does not answer holds a pull that long, once (then it is left alone: DOWN_FOR).
+        let timeout = match *req.method() {
+            http::Method::PUT | http::Method::POST => self.response_timeout,
+            _ => self.response_timeout.min(ANSWER_TIMEOUT),
+        };
+        let sent = tokio::time::timeout(timeout, self.client.request(req));
         let res = match sent.await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) if e.is_connect() => return Err(HttpError::new(HttpErrorKind::Connect, e)),

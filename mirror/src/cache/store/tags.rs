@@ -51,7 +51,10 @@ impl TagRecords {
     /// The records `backend` holds, from its listing (none, if it cannot be listed: those
     /// are then not counted until the next start).
     pub async fn read(backend: &Backend) -> TagRecords {
-        let mut records = backend.list("tags").await.unwrap_or_default();
+        let mut records = match backend.down() {
+            true => Vec::new(),
+            false => backend.list("tags").await.unwrap_or_default(),
+        };
         records.sort_by_key(|meta| meta.last_modified);
         let mut lru = LruCache::unbounded();
         for meta in records {
