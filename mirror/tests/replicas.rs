@@ -11,6 +11,7 @@ mod support;
 #[path = "harness/mod.rs"]
 mod harness;
 
+use base64::Engine;
 use bytes::Bytes;
 use harness::fleet::{ask, pull, Fleet, FLEET_KEY};
 use harness::redis::PASSWORD;
@@ -70,13 +71,86 @@ async fn thirty_pulls_over_three_replicas_spend_one_manifest_get_and_one_downloa
     );
 }
 
+/// Redis over TLS (`rediss://`, a private CA given with `--upstream-ca`): the replicas share
+/// what they fetch as over plain TCP, and none counts a failure of the shared state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_redis_stopped_every_replica_goes_on_alone() {
-    let Some(mut fleet) = Fleet::start(100_000).await else {
+async fn replicas_share_state_over_tls() {
+    let Some(fleet) = Fleet::start_tls(50_000).await else {
         return;
     };
-    pull(&fleet, fleet.replica(0)).await;
+    assert!(fleet.redis.url().starts_with("rediss://"));
+    fleet.hub.state.storage_delay_ms.store(5, Ordering::SeqCst);
+    let pulls = (0..6).map(|i| pull(&fleet, fleet.replica(i)));
+    bounded(futures_util::future::join_all(pulls)).await;
+    assert_eq!(fleet.count(&fleet.hub.state.manifest_gets), 1);
+    assert_eq!(fleet.count(&fleet.hub.state.storage_gets), 2);
+    for i in 0..3 {
+        let (_, metrics) = ask(fleet.replica(i), Method::GET, "/metrics", None).await;
+        let metrics = String::from_utf8(metrics.unwrap().to_vec()).unwrap();
+        assert!(
+            metrics.contains("registry_mirror_shared_state_errors_total 0"),
+            "replica {i}: {metrics}"
+        );
+    }
+    assert!(!fleet.redis.keys("rm:tag:").is_empty(), "written over TLS");
+}
+
+/// A multi-arch image's platform manifests are fetched by digest: nine pulls of one over
+/// three replicas at once (none has it) spend one manifest `GET` for the fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_by_digest_is_fetched_once_for_the_fleet() {
+    let Some(fleet) = Fleet::start(10_000).await else {
+        return;
+    };
+    let (digest, manifest) = fleet
+        .hub
+        .manifest("library/app", "arm64", &[&fleet.layers[0].1]);
+    fleet
+        .hub
+        .state
+        .manifest_delay_ms
+        .store(150, Ordering::SeqCst);
+    let path = format!("/v2/library/app/manifests/{digest}");
+    let pulls = (0..9).map(|i| {
+        let path = path.clone();
+        let replica = fleet.replica(i);
+        async move { ask(replica, Method::GET, &path, None).await }
+    });
+    for (status, body) in bounded(futures_util::future::join_all(pulls)).await {
+        assert!(
+            status == StatusCode::OK && body == Some(manifest.clone()),
+            "{status}"
+        );
+    }
+    assert_eq!(
+        fleet.count(&fleet.hub.state.manifest_gets),
+        1,
+        "one manifest GET by digest for the fleet"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_stopped_every_replica_goes_on_alone() {
+    let Some(mut fleet) = Fleet::start(300_000).await else {
+        return;
+    };
+    // Redis is killed in the middle of nine pulls (each layer takes about 0.4 s to
+    // download: some pulls hold leases, others wait on them): every pull passes.
+    fleet.hub.state.storage_delay_ms.store(20, Ordering::SeqCst);
+    let pid = fleet.redis.pid().unwrap();
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    };
+    let pulls = futures_util::future::join_all((0..9).map(|i| pull(&fleet, fleet.replica(i))));
+    bounded(futures_util::future::join(pulls, kill)).await;
+    assert!(!fleet.redis.answers(), "Redis is down");
     fleet.redis.stop();
+    fleet.hub.state.storage_delay_ms.store(0, Ordering::SeqCst);
     for i in 0..6 {
         pull(&fleet, fleet.replica(i)).await;
     }
@@ -144,7 +218,7 @@ async fn a_replica_killed_mid_download_leaves_the_blob_to_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_secret_is_written_to_redis() {
-    let Some(fleet) = Fleet::start(50_000).await else {
+    let Some(mut fleet) = Fleet::start(50_000).await else {
         return;
     };
     let token = "client-login-token-9c1e5d77";
@@ -171,6 +245,46 @@ async fn nothing_secret_is_written_to_redis() {
         .await;
         assert!(status == StatusCode::OK && body.as_deref() == Some(&layer[..]));
     }
+    // A client that logs in with a user name and password (`docker login`: Basic, through
+    // the mirror's /token/, whose token service on the hub makes the password its token),
+    // and a replica that logs in itself with an account of its own.
+    fleet.hub.state.token_service.store(true, Ordering::SeqCst);
+    let (alice, robot) = ("alice-password-61b2", "robot-password-0d9e");
+    fleet.hub.repo("team/robot", false, &[alice, robot]);
+    let robot_layer = test_blob(30_000);
+    let robot_digest = fleet.hub.blob("team/robot", &robot_layer);
+    let blob_path = format!("/v2/team/robot/blobs/{robot_digest}");
+    let (status, _) = ask(fleet.replica(0), Method::GET, &blob_path, None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the challenge names /token/"
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("alice:{alice}"));
+    let token_path = "/token/docker.io?service=hub&scope=repository:team/robot:pull";
+    let req = Request::get(format!("http://{}{token_path}", fleet.replica(0)))
+        .header("authorization", format!("Basic {basic}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = bounded(http_client(&[]).request(req)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let answer = res.into_body().collect().await.unwrap().to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    let issued = answer["token"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        let (status, body) = ask(fleet.replica(i), Method::GET, &blob_path, Some(&issued)).await;
+        assert!(status == StatusCode::OK && body.as_deref() == Some(&robot_layer[..]));
+    }
+    let mut own = fleet.flags.clone();
+    own.extend(["--upstream-user", "robot", "--upstream-password", robot].map(String::from));
+    own.extend(["--data-dir".to_owned(), fleet.data_dir()]);
+    let own = harness::binary::Running::start(&own);
+    let (status, body) = ask(own.addr, Method::GET, &blob_path, None).await;
+    assert!(
+        status == StatusCode::OK && body.as_deref() == Some(&robot_layer[..]),
+        "{status}"
+    );
+
     let dump = fleet.redis.dump();
     assert!(
         dump.iter().any(|k| k.starts_with("rm:grant:")),
@@ -179,6 +293,13 @@ async fn nothing_secret_is_written_to_redis() {
     for entry in &dump {
         for secret in [
             token,
+            alice,
+            robot,
+            &basic,
+            &issued,
+            "alice",
+            "robot",
+            "team/robot",
             "Bearer",
             SECRET_KEY,
             ACCESS_KEY,

@@ -125,7 +125,7 @@ impl BlobPull {
         reader: Reader,
     ) -> Response<MirrorBody> {
         let key = ObjectKey::blob(asked.digest.clone());
-        match self.store.download_turn(&key, &reader, self.wait).await {
+        match self.store.download_turn(&key, &reader).await {
             DownloadTurn::Fetch(lease) => self.fill(exchange, asked, ticket, reader, lease).await,
             DownloadTurn::Stored => {
                 drop(ticket);

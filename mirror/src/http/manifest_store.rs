@@ -154,10 +154,15 @@ impl StoredManifests {
         }
     }
 
-    /// The fleet's turn to fetch the manifest a tag names for a shared identity: this
-    /// replica's (holding the lease; `None` without a shared state, for a digest or a
-    /// client's own login), or what another replica fetched meanwhile, once it recorded the
-    /// tag (waited for at most `wait`; then this replica fetches too).
+    /// The fleet's turn to fetch the manifest at `uri` for a shared identity (by tag, or by
+    /// digest: the platform manifests of an index are fetched by digest): this replica's
+    /// (holding the lease; `None` without a shared state, or for a client's own login), or
+    /// what another replica fetched meanwhile, once it kept it (waited for at most `wait`;
+    /// then this replica fetches too).
+    ///
+    /// A tag counts as fetched meanwhile when its record changed since this replica looked
+    /// (no clocks compared across replicas); a lease taken is followed by one more look, as
+    /// its last holder released it only once it had kept what it fetched.
     pub async fn fleet_turn(
         &self,
         exchange: &Exchange<'_>,
@@ -165,32 +170,49 @@ impl StoredManifests {
         who: &Identity,
         wait: Duration,
     ) -> FleetTurn {
-        let (Some(Reader::Shared(scope)), false) = (reader(exchange, uri, who), by_digest(uri))
-        else {
+        let Some(Reader::Shared(scope)) = reader(exchange, uri, who) else {
             return FleetTurn::Fetch(None);
         };
+        let digest = by_digest(uri);
+        let kind: &[u8] = if digest {
+            b"manifest-digest"
+        } else {
+            b"manifest"
+        };
         let name = [
-            b"manifest".to_vec(),
+            kind.to_vec(),
             scope.as_bytes().to_vec(),
             tag_name(key).into_bytes(),
         ];
-        let since = SystemTime::now() - Duration::from_secs(1);
+        let before = match digest {
+            true => None,
+            false => self.store.tag(&scope, &tag_name(key)).await,
+        };
+        let fetched_meanwhile = || async {
+            if !digest {
+                let now = self.store.tag(&scope, &tag_name(key)).await;
+                if now.is_none() || now == before {
+                    return None;
+                }
+            }
+            self.restore(exchange, key, uri, who).await
+        };
         let deadline = Instant::now() + wait;
         loop {
             match self.store.lease_on(&name).await {
-                Lease::Held(lease) => return FleetTurn::Fetch(Some(lease)),
+                Lease::Held(lease) => {
+                    if let Some(manifest) = fetched_meanwhile().await {
+                        drop(lease);
+                        return FleetTurn::Restored(manifest);
+                    }
+                    return FleetTurn::Fetch(Some(lease));
+                }
                 Lease::Unknown => return FleetTurn::Fetch(None),
                 Lease::Taken => {}
             }
             loop {
                 tokio::time::sleep(FLEET_POLL).await;
-                let fresh = self
-                    .store
-                    .tag(&scope, &tag_name(key))
-                    .await
-                    .is_some_and(|r| r.fetched >= since);
-                if let (true, Some(manifest)) = (fresh, self.restore(exchange, key, uri, who).await)
-                {
+                if let Some(manifest) = fetched_meanwhile().await {
                     return FleetTurn::Restored(manifest);
                 }
                 if Instant::now() >= deadline {

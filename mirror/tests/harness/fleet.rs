@@ -35,7 +35,16 @@ pub struct Fleet {
 impl Fleet {
     /// `None` when redis-server is not installed (and not required).
     pub async fn start(layer_size: usize) -> Option<Fleet> {
-        let redis = RedisServer::start()?;
+        Self::start_with(layer_size, RedisServer::start()?).await
+    }
+
+    /// The fleet on Redis over TLS (`rediss://`, its certificate trusted with
+    /// `--upstream-ca`).
+    pub async fn start_tls(layer_size: usize) -> Option<Fleet> {
+        Self::start_with(layer_size, RedisServer::start_tls()?).await
+    }
+
+    async fn start_with(layer_size: usize, redis: RedisServer) -> Option<Fleet> {
         let s3 = Store::start(AuthRule::S3).await;
         let hub = StoreHub::start().await;
         hub.repo("library/app", true, &[]);
@@ -47,7 +56,11 @@ impl Fleet {
             })
             .collect();
         hub.manifest("library/app", "v1", &[&layers[0].1, &layers[1].1]);
-        let flags = hub.flags(&[
+        let ca = redis
+            .tls
+            .as_ref()
+            .map(|(_, ca)| ca.to_str().unwrap().to_owned());
+        let mut flags = hub.flags(&[
             "--blob-store",
             &format!("s3://{BUCKET}/fleet"),
             "--s3-endpoint",
@@ -63,6 +76,9 @@ impl Fleet {
             "--shared-state-key",
             FLEET_KEY,
         ]);
+        if let Some(ca) = ca {
+            flags.extend(["--upstream-ca".to_owned(), ca]);
+        }
         let mut fleet = Fleet {
             hub,
             s3,
@@ -90,6 +106,14 @@ impl Fleet {
         let addr = running.addr;
         self.replicas.push(running);
         addr
+    }
+
+    /// A data directory of its own, for a replica started by hand (removed with the fleet).
+    pub fn data_dir(&mut self) -> String {
+        let data = tempfile::tempdir().unwrap();
+        let path = data.path().to_str().unwrap().to_owned();
+        self._data.push(data);
+        path
     }
 
     pub fn replica(&self, i: usize) -> SocketAddr {

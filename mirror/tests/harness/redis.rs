@@ -15,6 +15,9 @@ pub const PASSWORD: &str = "redis-test-password-0f3a";
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// With [`RedisServer::start_tls`]: the TLS port, and the PEM file of its certificate
+    /// (its own CA: `--upstream-ca` for the mirror).
+    pub tls: Option<(u16, std::path::PathBuf)>,
     _dir: tempfile::TempDir,
 }
 
@@ -22,6 +25,16 @@ impl RedisServer {
     /// A server on a free loopback port; `None` (with a line on stderr) when `redis-server`
     /// is not installed and the tests do not require it.
     pub fn start() -> Option<RedisServer> {
+        Self::start_serving(false)
+    }
+
+    /// A server that also speaks TLS on a second port, with a certificate for 127.0.0.1 (the
+    /// plain port stays, for the tests' own reads).
+    pub fn start_tls() -> Option<RedisServer> {
+        Self::start_serving(true)
+    }
+
+    fn start_serving(tls: bool) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -39,12 +52,15 @@ impl RedisServer {
         for _ in 0..5 {
             // The port is free when asked; another process may take it before redis binds
             // it: then redis exits, and another port is tried.
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            match RedisServer::start_on(port) {
+            let free = || {
+                TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            };
+            let (port, tls_port) = (free(), tls.then(free));
+            match RedisServer::start_on(port, tls_port) {
                 Ok(server) => return Some(server),
                 Err(e) => last = e,
             }
@@ -52,14 +68,29 @@ impl RedisServer {
         panic!("redis-server did not start: {last}");
     }
 
-    fn start_on(port: u16) -> Result<RedisServer, String> {
+    fn start_on(port: u16, tls_port: Option<u16>) -> Result<RedisServer, String> {
         let dir = tempfile::tempdir().unwrap();
         // On stdin: the password stays out of the process list.
-        let config = format!(
+        let mut config = format!(
             "bind 127.0.0.1\nport {port}\nsave \"\"\nappendonly no\nrequirepass \"{PASSWORD}\"\n\
              dir \"{0}\"\nlogfile \"{0}/redis.log\"\ndaemonize no\n",
             dir.path().display()
         );
+        let mut tls = None;
+        if let Some(tls_port) = tls_port {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+            let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+            std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+            config.push_str(&format!(
+                "tls-port {tls_port}\ntls-cert-file \"{}\"\ntls-key-file \"{}\"\n\
+                 tls-ca-cert-file \"{}\"\ntls-auth-clients no\n",
+                cert_pem.display(),
+                key_pem.display(),
+                cert_pem.display()
+            ));
+            tls = Some((tls_port, cert_pem));
+        }
         let mut child = Command::new("redis-server")
             .arg("-")
             .stdin(Stdio::piped())
@@ -76,6 +107,7 @@ impl RedisServer {
         let mut server = RedisServer {
             child: Some(child),
             port,
+            tls,
             _dir: dir,
         };
         let started = Instant::now();
@@ -92,9 +124,13 @@ impl RedisServer {
         Err("redis-server did not answer PING within 10 s".into())
     }
 
-    /// `redis://127.0.0.1:<port>/0` (the password goes separately).
+    /// `redis://127.0.0.1:<port>/0` (the password goes separately), or `rediss://` on the
+    /// TLS port of a [`RedisServer::start_tls`] server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.tls {
+            Some((port, _)) => format!("rediss://127.0.0.1:{port}/0"),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// A connection (the `redis` crate's, synchronous), bounded.
@@ -155,6 +191,11 @@ impl RedisServer {
             .arg(format!("{prefix}*"))
             .query(&mut conn)
             .unwrap()
+    }
+
+    /// The server's process id (to stop it from another task: `kill -9`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops the server (the tests of an outage).

@@ -48,6 +48,8 @@ pub struct HubState {
     pub storage_corrupt: AtomicBool,
     /// Storage waits this long (ms) between 16 KiB chunks.
     pub storage_delay_ms: AtomicU64,
+    /// The registry waits this long (ms) before it answers a manifest `GET`.
+    pub manifest_delay_ms: AtomicU64,
     /// Storage breaks off the next whole-blob answer after this many bytes (0: never).
     pub storage_reset_after: AtomicU64,
     /// (attack tests) The registry's challenge names a token service on the registry
@@ -213,6 +215,10 @@ async fn registry(
             (_, Some((name, reference))) => (name, "manifests", reference),
             _ => return status(404),
         };
+    let delay = state.manifest_delay_ms.load(Ordering::SeqCst);
+    if kind == "manifests" && req.method() == Method::GET && delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let repos = state.repos.lock().unwrap();
     let Some(repo) = repos.get(name) else {
         return status(404);
@@ -264,6 +270,7 @@ async fn registry(
     let Some(body) = repo.manifests.get(reference).cloned() else {
         return status(404);
     };
+
     let res = Response::builder()
         .header("content-type", MANIFEST_TYPE)
         .header(

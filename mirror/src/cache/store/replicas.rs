@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 /// How often a request waiting for another replica's download asks whether it is stored.
 const REPLICA_POLL: Duration = Duration::from_millis(200);
 
+/// The longest a request waits for another replica's download (which ends by itself after
+/// `--idle-timeout` without a byte): a safety bound, past which it downloads too.
+pub const MAX_REPLICA_WAIT: Duration = Duration::from_secs(600);
+
 /// What the fleet's lease says to a replica that would download a blob.
 pub enum DownloadTurn {
     /// Download it (holding the lease, if there is a fleet to hold it against).
@@ -87,19 +91,26 @@ impl BlobStore {
 
     /// The fleet's lease on downloading `key`: this replica's to take (`Some`; `None`
     /// without a shared state, or when it cannot say), or, while another replica holds it, a
-    /// wait until that one stored the blob, its lease lapsed (then taken here) or `wait` (the time an
-    /// upstream has to answer) passed (then this replica downloads too).
-    pub async fn download_turn(
-        self: &Arc<Self>,
-        key: &ObjectKey,
-        reader: &Reader,
-        wait: Duration,
-    ) -> DownloadTurn {
-        let deadline = Instant::now() + wait;
+    /// wait until that one stored the blob or its lease lapsed (it died: then this replica
+    /// takes it). The holder renews its lease only while its download runs, and a download
+    /// ends after `--idle-timeout` without a byte, so the wait is as long as the holder's
+    /// download takes, and at most [`MAX_REPLICA_WAIT`] (then this replica downloads too).
+    ///
+    /// A lease taken is followed by one more look at the store: the holder before released
+    /// its lease only once the blob was committed, so a replica that takes a lease just
+    /// released finds the blob and does not download it again.
+    pub async fn download_turn(self: &Arc<Self>, key: &ObjectKey, reader: &Reader) -> DownloadTurn {
+        let deadline = Instant::now() + MAX_REPLICA_WAIT;
         let mut joined = false;
         loop {
             match self.lease(key).await {
-                Lease::Held(lease) => return DownloadTurn::Fetch(Some(lease)),
+                Lease::Held(lease) => {
+                    if self.discover(key, reader).await.is_some() {
+                        drop(lease);
+                        return DownloadTurn::Stored;
+                    }
+                    return DownloadTurn::Fetch(Some(lease));
+                }
                 Lease::Unknown => return DownloadTurn::Fetch(None),
                 Lease::Taken => {}
             }

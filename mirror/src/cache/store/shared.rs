@@ -42,8 +42,9 @@ const RELEASE: &str =
 /// The replicas' shared state.
 pub struct SharedState {
     client: redis::Client,
-    /// One multiplexed connection per worker thread (each on its worker's runtime).
-    connections: Mutex<HashMap<ThreadId, ConnectionManager>>,
+    /// One multiplexed connection per worker thread (each on its worker's runtime): as
+    /// many connections as `--workers`, each made once (concurrent first calls wait for it).
+    connections: Mutex<HashMap<ThreadId, Arc<tokio::sync::OnceCell<ConnectionManager>>>>,
     /// Until when Redis is left alone, after a failure.
     down_until: Mutex<Option<Instant>>,
     /// The replicas' key: what names identities and seals values.
@@ -83,6 +84,8 @@ impl SharedState {
         let bad = |e: &dyn std::fmt::Display| format!("--shared-state: {e}");
         let mut info: redis::ConnectionInfo =
             redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| bad(&e))?;
+        // Who chose the destination: the operator (`--shared-state`); the password is
+        // Redis's own, and goes nowhere else.
         if let Some(password) = &options.shared_state_password {
             info.redis.password = Some(password.clone());
         }
@@ -112,7 +115,8 @@ impl SharedState {
     }
 
     /// Runs `command` on this worker's connection, bounded; `None` (logged and counted
-    /// once per outage) when Redis cannot answer.
+    /// once per outage) when Redis cannot answer, or refuses (an error reply: out of
+    /// memory, a wrong password, a value of another type than the replicas write).
     async fn call<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Option<T> {
         if self.lock_down().is_some_and(|until| Instant::now() < until) {
             return None;
@@ -120,37 +124,31 @@ impl SharedState {
         let mut connection = self.connection().await?;
         match tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection)).await {
             Ok(Ok(value)) => Some(value),
-            Ok(Err(e)) if !e.is_io_error() && !e.is_timeout() && !e.is_connection_dropped() => {
-                self.metrics.shared_state_error();
-                tracing::warn!(error = %e, "shared state: Redis refused a command");
-                None
-            }
             Ok(Err(e)) => self.down(&e),
             Err(elapsed) => self.down(&elapsed),
         }
     }
 
-    /// This worker's connection, made (bounded) if it has none.
+    /// This worker's connection, made (within [`CALL_TIMEOUT`]) if it has none.
     async fn connection(&self) -> Option<ConnectionManager> {
         let thread = std::thread::current().id();
-        if let Some(connection) = self.lock_connections().get(&thread) {
-            return Some(connection.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CALL_TIMEOUT * 2)
-            .set_response_timeout(CALL_TIMEOUT)
-            .set_number_of_retries(1);
-        let made = tokio::time::timeout(
-            CALL_TIMEOUT * 4,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        );
-        match made.await {
-            Ok(Ok(connection)) => {
-                self.lock_connections().insert(thread, connection.clone());
-                Some(connection)
-            }
-            Ok(Err(e)) => self.down(&e),
-            Err(elapsed) => self.down(&elapsed),
+        let cell = self.lock_connections().entry(thread).or_default().clone();
+        let made = cell
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(CALL_TIMEOUT)
+                    .set_response_timeout(CALL_TIMEOUT)
+                    .set_number_of_retries(1);
+                let made = ConnectionManager::new_with_config(self.client.clone(), config);
+                match tokio::time::timeout(CALL_TIMEOUT, made).await {
+                    Ok(made) => made.map_err(|e| e.to_string()),
+                    Err(elapsed) => Err(elapsed.to_string()),
+                }
+            })
+            .await;
+        match made {
+            Ok(connection) => Some(connection.clone()),
+            Err(e) => self.down(&e),
         }
     }
 
@@ -294,7 +292,10 @@ impl SharedState {
         self.down_until.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, ConnectionManager>> {
+    fn lock_connections(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Arc<tokio::sync::OnceCell<ConnectionManager>>>>
+    {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
