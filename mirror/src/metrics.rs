@@ -183,6 +183,7 @@ pub struct Metrics {
     /// By [`Joined`], in declaration order.
     joins: [Counter; 3],
     shared_state_errors: Counter,
+    shared_state_seconds: Histogram,
     /// By [`StoreEvent`], in declaration order.
     store: [Counter; 7],
     store_bytes: Gauge,
@@ -239,7 +240,7 @@ impl Metrics {
         use RedirectCacheEvent as Cache;
         let mut registry = Registry::with_prefix("registry_mirror");
         let r = &mut registry;
-        Metrics {
+        let mut metrics = Metrics {
             requests: register(r, "requests", "Requests answered, by route, status and upstream"),
             bytes: register(r, "response_bytes", "Body bytes sent to clients, by upstream"),
             redirects: series(
@@ -276,16 +277,20 @@ impl Metrics {
                 "event",
                 StoreEvent::ALL,
             ),
-            shared_state_errors: register(
-                r,
-                "shared_state_errors",
-                "Calls to the replicas' shared state (Redis) that failed or timed out",
-            ),
+            shared_state_errors: register(r, "shared_state_errors", "Calls to the replicas' shared state (Redis) that failed or timed out"),
+            // 0.1 ms to ~1.6 s: a call is bounded at 250 ms.
+            shared_state_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             store_bytes: register(r, "blob_store_bytes", "Bytes of blobs and manifests in the blob store"),
             store_objects: register(r, "blob_store_objects", "Blobs and manifests in the blob store"),
             digest_mismatches: register(r, "digest_mismatches", "Blob bodies that did not match their digest (--verify-digests)"),
             registry,
-        }
+        };
+        let help = "Time of each call to the replicas' shared state (Redis)";
+        let calls = metrics.shared_state_seconds.clone();
+        metrics
+            .registry
+            .register("shared_state_seconds", help, calls);
+        metrics
     }
 
     /// Counts a request answered for `route` with `status` by `upstream`.
@@ -371,6 +376,11 @@ impl Metrics {
     /// Counts a call to the shared state that failed.
     pub fn shared_state_error(&self) {
         self.shared_state_errors.inc();
+    }
+
+    /// Records how long a call to the shared state took (its round trip, or its bound).
+    pub fn observe_shared_state(&self, took: Duration) {
+        self.shared_state_seconds.observe(took.as_secs_f64());
     }
 
     /// Counts a blob body whose digest did not match.

@@ -162,3 +162,23 @@ done
 redis_calls=$(curl -s http://127.0.0.1:7311/metrics | awk '/^registry_mirror_shared_state_errors_total / { print $2 }')
 echo
 echo "shared-state errors on replica 1: ${redis_calls:-0}"
+# The Redis round trips themselves, from the three shared replicas' histograms
+# (registry_mirror_shared_state_seconds): how many, per request, and their p50 / p99 (the
+# upper bound of the bucket each falls in).
+for port in 7311 7312 7313; do curl -s "http://127.0.0.1:$port/metrics"; done | python3 -c '
+import sys, collections
+buckets, count = collections.Counter(), 0
+for line in sys.stdin:
+    if line.startswith("registry_mirror_shared_state_seconds_bucket"):
+        le = line.split("le=\"")[1].split("\"")[0]
+        buckets[float(le)] += float(line.split()[-1])
+    elif line.startswith("registry_mirror_shared_state_seconds_count"):
+        count += float(line.split()[-1])
+def q(p):
+    for le in sorted(buckets):
+        if buckets[le] >= p * count:
+            return f"{le * 1000:.1f}" if le != float("inf") else "inf"
+requests = 2 * 100 * 3
+print(f"Redis round trips over 200 pulls ({requests} requests): {count:.0f} calls, "
+      f"{count / requests:.2f} per request, p50 <= {q(0.5)} ms, p99 <= {q(0.99)} ms")
+'

@@ -122,7 +122,11 @@ impl SharedState {
             return None;
         }
         let mut connection = self.connection().await?;
-        match tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection)).await {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection));
+        let answer = answer.await;
+        self.metrics.observe_shared_state(started.elapsed());
+        match answer {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => self.down(&e),
             Err(elapsed) => self.down(&elapsed),
