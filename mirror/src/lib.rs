@@ -13,7 +13,9 @@
 //!        2 route       http::health         /healthz, /readyz, /metrics need no login
 //!        3 who         auth::htpasswd       a login to the mirror (--htpasswd)
 //!        4 caches      http::pull           the identity the caches key by (auth::issued),
-//!                      http::manifest_pull  the manifest cache (cache::manifests)
+//!                      http::manifest_pull  the manifest cache (cache::manifests),
+//!                      http::blob_pull      the blob store (cache::store), which asks
+//!                      http::store_access   who may read what it holds
 //!        5 upstream    http::exchange       the registry's login (auth::logins), then
 //!                      upstream::client     the layer, which consults the redirect cache
 //!        6 response    http::answer         serve::body, serve::verify, serve::log

@@ -267,31 +267,8 @@ impl FakeRegistry {
                 .body(TestBody::from(body))
                 .expect("a valid response");
         }
-        if let Some(token) = &self.config.token {
-            let expected = format!("Bearer {token}");
-            if headers
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes)
-                != Some(expected.as_bytes())
-            {
-                let origin = origin_string(&self.config.origin);
-                let realm = self
-                    .config
-                    .realm
-                    .clone()
-                    .unwrap_or_else(|| format!("{origin}/token"));
-                let host = self.config.origin.host().unwrap_or("registry");
-                let mut res = json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    "authentication required",
-                );
-                let challenge = format!("Bearer realm=\"{realm}\",service=\"{host}\"");
-                if let Ok(v) = HeaderValue::from_str(&challenge) {
-                    res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                }
-                return res;
-            }
+        if let Some(challenge) = self.challenge(headers) {
+            return challenge;
         }
         if *method != Method::GET && *method != Method::HEAD {
             return json_error(
@@ -307,35 +284,68 @@ impl FakeRegistry {
                 .body(TestBody::from("{}"))
                 .expect("a valid response");
         }
-        if let Some((_, digest)) = rest.rsplit_once("/blobs/") {
-            return self.blob(method, digest);
+        match rest.rsplit_once("/blobs/") {
+            Some((_, digest)) => self.blob(method, digest),
+            None => self.manifest(method, rest),
         }
+    }
+
+    /// The registry's `401` challenge, when it requires a token and `headers` lack it.
+    fn challenge(&self, headers: &http::HeaderMap) -> Option<Response<TestBody>> {
+        let token = self.config.token.as_ref()?;
+        let expected = format!("Bearer {token}");
+        if headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+            == Some(expected.as_bytes())
+        {
+            return None;
+        }
+        let origin = origin_string(&self.config.origin);
+        let realm = self
+            .config
+            .realm
+            .clone()
+            .unwrap_or_else(|| format!("{origin}/token"));
+        let host = self.config.origin.host().unwrap_or("registry");
+        let mut res = json_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required",
+        );
+        let challenge = format!("Bearer realm=\"{realm}\",service=\"{host}\"");
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        Some(res)
+    }
+
+    /// The manifest at `rest` (`<name>/manifests/<reference>`), if one was added.
+    fn manifest(&self, method: &Method, rest: &str) -> Response<TestBody> {
         let manifest = self
             .manifests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(rest)
             .cloned();
-        match manifest {
-            Some((media_type, body)) => {
-                let len = body.len();
-                let body = if *method == Method::HEAD {
-                    bytes::Bytes::new()
-                } else {
-                    body
-                };
-                Response::builder()
-                    .header(header::CONTENT_TYPE, media_type)
-                    .header(header::CONTENT_LENGTH, len)
-                    .body(TestBody::new(body))
-                    .expect("a valid response")
-            }
-            None => json_error(
+        let Some((media_type, body)) = manifest else {
+            return json_error(
                 StatusCode::NOT_FOUND,
                 "MANIFEST_UNKNOWN",
                 "manifest unknown",
-            ),
-        }
+            );
+        };
+        let len = body.len();
+        let body = if *method == Method::HEAD {
+            bytes::Bytes::new()
+        } else {
+            body
+        };
+        Response::builder()
+            .header(header::CONTENT_TYPE, media_type)
+            .header(header::CONTENT_LENGTH, len)
+            .body(TestBody::new(body))
+            .expect("a valid response")
     }
 
     fn blob(&self, method: &Method, digest: &str) -> Response<TestBody> {

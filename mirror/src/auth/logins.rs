@@ -80,7 +80,7 @@ impl Logins {
 
     /// Sends `method` (`GET` or `HEAD`) for the client's request to `uri` on `registry`, with
     /// the login the mirror uses there and `marks` on it.
-    pub async fn send(
+    pub async fn send_as_login(
         &self,
         registry: &Registry,
         parts: &Parts,

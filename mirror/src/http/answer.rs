@@ -10,13 +10,13 @@ use crate::metrics::{Decision, Joined, Metrics, RedirectCacheEvent, StoreEvent};
 use crate::serve::body::{IdleTimeout, MirrorBody, UpstreamBody};
 use crate::serve::errors::{registry_error, upstream_failure};
 use crate::serve::log::{Metered, RequestLog};
-use crate::serve::verify::{self, Verified};
+use crate::serve::verify::{self, CachedRedirect, Verified};
 use crate::upstream::registry::Registry;
 use crate::upstream::request::{refused_by_registry, remove_hop_by_hop};
 use http::header;
 use http::request::Parts;
 use http::response;
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Response, StatusCode, Uri};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_signed_redirect::{BoxError, CacheIdentity, FollowedRedirect, RedirectCache};
@@ -67,7 +67,7 @@ impl Answers {
 
     /// The upstream's answer (or failure) to a request sent to `registry` with `login`, made
     /// the client's.
-    pub fn respond(
+    pub fn client_answer(
         &self,
         registry: &Arc<Registry>,
         login: &Login,
@@ -88,7 +88,7 @@ impl Answers {
                 "the upstream refused the mirror's credentials",
             );
         }
-        self.answer(registry, login, parts, sent, res)
+        self.stream_back(registry, login, parts, sent, res)
     }
 
     /// A request that got no answer: a registry-style `502` or `504`, counted and logged.
@@ -124,7 +124,7 @@ impl Answers {
     }
 
     /// The upstream's answer, made the client's.
-    fn answer(
+    fn stream_back(
         &self,
         registry: &Arc<Registry>,
         login: &Login,
@@ -178,8 +178,8 @@ impl Answers {
     /// a mismatch, its cached redirect forgotten), since an empty body ends cleanly.
     fn empty_blob(&self, mut log: RequestLog, started: Instant) -> Response<MirrorBody> {
         self.metrics.digest_mismatch();
-        if let Some((cache, req)) = log.forget.take() {
-            cache.remove(&req);
+        if let Some(cached) = log.forget.take() {
+            cached.forget();
         }
         log.status = 502;
         log.finish(0, "digest mismatch", started);
@@ -221,14 +221,9 @@ impl Answers {
         &self,
         uri: &Uri,
         identity: Option<CacheIdentity>,
-    ) -> Option<(RedirectCache, Request<()>)> {
+    ) -> Option<CachedRedirect> {
         let cache = self.redirects.clone()?;
-        let mut req = Request::new(());
-        *req.uri_mut() = uri.clone();
-        if let Some(identity) = identity {
-            req.extensions_mut().insert(identity);
-        }
-        Some((cache, req))
+        Some(CachedRedirect::new(cache, uri, identity))
     }
 
     /// Counts what the answer says (the registry's rate limit, what happened to its

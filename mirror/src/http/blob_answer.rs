@@ -2,19 +2,17 @@
 //! (RFC 9110: one range, or the whole), and the headers a registry sends with a blob.
 
 use super::exchange::Exchange;
+use crate::api::DOCKER_CONTENT_DIGEST;
 use crate::cache::store::keys::ContentDigest;
 use crate::serve::body::{MirrorBody, UpstreamBody};
 use crate::serve::log::{Metered, RequestLog};
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use tower_signed_redirect::BoxError;
-
-/// The header registries name content's digest with.
-const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
 /// The head of a blob answer: `start..end` of `size` bytes.
 pub fn blob_head(
@@ -43,7 +41,7 @@ pub fn blob_head(
 }
 
 /// A blob answer: `head`, and `body` counted and logged with `log`.
-pub fn answer(
+pub fn blob_response(
     head: http::response::Parts,
     body: UnsyncBoxBody<Bytes, BoxError>,
     log: RequestLog,
@@ -72,7 +70,7 @@ pub fn content_length(res: &Response<UpstreamBody>) -> Option<u64> {
 
 /// What part of a `size`-byte blob a request asks for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Slice {
+enum Slice {
     /// All of it: no `Range`, one that cannot be read, several ranges, or an `If-Range`
     /// (which the store cannot compare, so it answers with the whole, as RFC 9110 allows).
     Whole,
@@ -82,8 +80,18 @@ pub enum Slice {
     Unsatisfiable,
 }
 
+/// The `start..end` of a `size`-byte blob that `parts` ask for (all of it without a
+/// usable `Range`); `None` for a range that starts past the end (`416`).
+pub fn asked_part(parts: &Parts, size: u64) -> Option<(u64, u64)> {
+    match slice(parts, size) {
+        Slice::Whole => Some((0, size)),
+        Slice::Part(start, end) => Some((start, end)),
+        Slice::Unsatisfiable => None,
+    }
+}
+
 /// What part of a `size`-byte blob `parts` asks for.
-pub fn slice(parts: &Parts, size: u64) -> Slice {
+fn slice(parts: &Parts, size: u64) -> Slice {
     if parts.headers.contains_key(header::IF_RANGE) {
         return Slice::Whole;
     }

@@ -10,7 +10,7 @@
 //! content's redirect or `200` grants the read; anything else, and the pull goes upstream.
 
 use super::answer::SentUpstream;
-use super::blob_answer::{answer, blob_head, content_length, empty, slice, Slice};
+use super::blob_answer::{asked_part, blob_head, blob_response, content_length, empty};
 use super::exchange::Exchange;
 use super::store_access::may_read;
 use crate::api::Route;
@@ -19,7 +19,7 @@ use crate::cache::store::downloads::FillTicket;
 use crate::cache::store::fill::{Fill, Resume};
 use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
 use crate::cache::store::replicas::DownloadTurn;
-use crate::cache::store::shared::LeaseGuard;
+use crate::cache::store::shared_state::LeaseGuard;
 use crate::metrics::{Metrics, StoreEvent};
 use crate::serve::body::{MirrorBody, UpstreamBody};
 use crate::serve::log::{Metered, RequestLog};
@@ -151,15 +151,15 @@ impl BlobPull {
             range: RangeAsked::Whole,
             ..RequestMarks::uncached(Route::Blob)
         };
-        let answer = exchange.send(asked.uri, &Method::GET, marks).await;
-        let (res, size) = match answer {
-            Ok(res) => match storable_size(&res, &asked.digest) {
-                Some(size) => (res, size),
-                None => {
-                    return exchange.respond(self.sent(exchange, &asked, StoreEvent::Miss), Ok(res))
-                }
-            },
-            other => return exchange.respond(self.sent(exchange, &asked, StoreEvent::Miss), other),
+        let answer = exchange.send_upstream(asked.uri, &Method::GET, marks).await;
+        let size = answer
+            .as_ref()
+            .ok()
+            .and_then(|res| storable_size(res, &asked.digest));
+        let sent = self.sent(exchange, &asked, StoreEvent::Miss);
+        let (res, size) = match (answer, size) {
+            (Ok(res), Some(size)) => (res, size),
+            (answer, _) => return exchange.answer_client(sent, answer),
         };
         let (mut head, body) = res.into_parts();
         let media_type = head
@@ -192,8 +192,7 @@ impl BlobPull {
             }
             Err(body) => {
                 self.metrics.store(StoreEvent::Miss);
-                let res = Response::from_parts(head, body);
-                exchange.respond(self.sent(exchange, &asked, StoreEvent::Miss), Ok(res))
+                exchange.answer_client(sent, Ok(Response::from_parts(head, body)))
             }
         }
     }
@@ -206,28 +205,22 @@ impl BlobPull {
         key: &ObjectKey,
         size: u64,
     ) -> Option<Response<MirrorBody>> {
-        let parts = exchange.parts;
-        let (start, end) = match slice(parts, size) {
-            Slice::Unsatisfiable => {
-                self.metrics.store(StoreEvent::Hit);
-                return Some(self.unsatisfiable(exchange, size));
-            }
-            Slice::Whole => (0, size),
-            Slice::Part(start, end) => (start, end),
+        let Some((start, end)) = asked_part(exchange.parts, size) else {
+            self.metrics.store(StoreEvent::Hit);
+            return Some(self.unsatisfiable(exchange, size));
         };
-        let body = match parts.method {
+        let body = match exchange.parts.method {
             Method::HEAD => empty(),
             _ => self.store.read(key, (start, end, size)).await?,
         };
         self.metrics.store(StoreEvent::Hit);
-        let status = if (start, end) == (0, size) { 200 } else { 206 };
-        let log = self.log(exchange, status, StoreEvent::Hit);
         let head = blob_head(
             &key.digest,
             (start, end, size),
             HeaderValue::from_static("application/octet-stream"),
         );
-        Some(answer(head, body, log, exchange))
+        let log = self.log(exchange, head.status.as_u16(), StoreEvent::Hit);
+        Some(blob_response(head, body, log, exchange))
     }
 
     /// The blob (or the client's range of it) from a download in flight, as it arrives.
@@ -242,15 +235,8 @@ impl BlobPull {
             // Logged as a fill: the client was served by one.
             log.store = Some(StoreEvent::Fill);
         }
-        let (start, end) = match slice(exchange.parts, fill.size) {
-            Slice::Unsatisfiable => return self.unsatisfiable(exchange, fill.size),
-            Slice::Whole => (0, fill.size),
-            Slice::Part(start, end) => (start, end),
-        };
-        log.status = if (start, end) == (0, fill.size) {
-            200
-        } else {
-            206
+        let Some((start, end)) = asked_part(exchange.parts, fill.size) else {
+            return self.unsatisfiable(exchange, fill.size);
         };
         let body = match exchange.parts.method {
             Method::HEAD => empty(),
@@ -261,7 +247,8 @@ impl BlobPull {
             (start, end, fill.size),
             fill.media_type.clone(),
         );
-        answer(head, body, log, exchange)
+        log.status = head.status.as_u16();
+        blob_response(head, body, log, exchange)
     }
 
     /// `416`: the client's range starts past the blob's end.
@@ -294,9 +281,9 @@ impl BlobPull {
             ..RequestMarks::uncached(Route::Blob)
         };
         let answer = exchange
-            .send(asked.uri, &exchange.parts.method, marks)
+            .send_upstream(asked.uri, &exchange.parts.method, marks)
             .await;
-        exchange.respond(self.sent(exchange, asked, event), answer)
+        exchange.answer_client(self.sent(exchange, asked, event), answer)
     }
 
     fn sent(
@@ -357,7 +344,7 @@ fn resume(exchange: &Exchange<'_>, uri: &Uri, identity: Option<CacheIdentity>) -
             // Who chose the destination: the operator (`--upstream`), as for the request
             // this resumes; the credentials are that request's own.
             logins
-                .send(&registry, &parts, &uri, &Method::GET, marks)
+                .send_as_login(&registry, &parts, &uri, &Method::GET, marks)
                 .await
         })
     })

@@ -29,25 +29,25 @@ pub struct Exchange<'a> {
 impl Exchange<'_> {
     /// Sends `method` for the client's request to `uri`, with the registry's login and
     /// `marks`.
-    pub async fn send(
+    pub async fn send_upstream(
         &self,
         uri: &Uri,
         method: &Method,
         marks: RequestMarks,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         self.logins
-            .send(self.registry, self.parts, uri, method, marks)
+            .send_as_login(self.registry, self.parts, uri, method, marks)
             .await
     }
 
     /// The upstream's answer (or failure) to what was `sent`, made the client's.
-    pub fn respond(
+    pub fn answer_client(
         &self,
         sent: SentUpstream,
         answer: Result<Response<UpstreamBody>, BoxError>,
     ) -> Response<MirrorBody> {
         let login = self.logins.login(self.registry);
         self.answers
-            .respond(self.registry, login, self.parts, sent, answer)
+            .client_answer(self.registry, login, self.parts, sent, answer)
     }
 }

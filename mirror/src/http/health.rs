@@ -1,9 +1,9 @@
 //! The mirror's own endpoints, which need no login: `GET /healthz` (the process is up),
 //! `GET /readyz` (the default upstream answers) and `GET /metrics`.
 
-use super::paths::plain_answer;
 use crate::metrics::Metrics;
 use crate::serve::body::MirrorBody;
+use crate::serve::errors::plain_answer;
 use crate::upstream::client::UpstreamClient;
 use crate::upstream::request::own_get;
 use http::{Response, StatusCode, Uri};

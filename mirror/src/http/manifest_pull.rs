@@ -6,25 +6,22 @@
 use super::answer::SentUpstream;
 use super::exchange::Exchange;
 use super::manifest_store::{FleetTurn, StoredManifests};
-use crate::api::Route;
+use crate::api::{Route, DOCKER_CONTENT_DIGEST};
 use crate::auth::identity::Identity;
 use crate::cache::manifests::{self, Manifest, ManifestCache, ManifestKey, MAX_MANIFEST};
-use crate::cache::store::shared::LeaseGuard;
+use crate::cache::store::shared_state::LeaseGuard;
 use crate::metrics::{Joined, ManifestEvent, Metrics, StoreEvent};
 use crate::serve::body::MirrorBody;
 use crate::serve::errors::{registry_error, upstream_failure};
 use crate::serve::log::RequestLog;
 use crate::upstream::request::RequestMarks;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_signed_redirect::FollowedRedirect;
-
-/// The header registries name a manifest's digest with.
-const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
 /// Manifest pulls through the cache.
 pub struct ManifestPull {
@@ -132,7 +129,7 @@ impl ManifestPull {
             }
         }
         let marks = RequestMarks::uncached(Route::Manifest);
-        let answer = exchange.send(&uri, method, marks).await;
+        let answer = exchange.send_upstream(&uri, method, marks).await;
         // The same failure on the GET itself.
         if let Some(manifest) = cached.as_ref().filter(|m| self.stale_ok(m)) {
             if answer.as_ref().map_or(true, |res| failing(res.status())) {
@@ -157,7 +154,7 @@ impl ManifestPull {
             route: Route::Manifest,
             store: None,
         };
-        let res = exchange.respond(sent, answer);
+        let res = exchange.answer_client(sent, answer);
         match (keep, lease) {
             (true, lease) => self.keep(exchange, res, (key, &uri), who, lease).await,
             (false, Some(lease)) => {
@@ -180,7 +177,7 @@ impl ManifestPull {
     ) -> Result<Response<MirrorBody>, Option<String>> {
         let marks = RequestMarks::uncached(Route::Manifest);
         let (registry, path) = (&exchange.registry.name, exchange.parts.uri.path());
-        match exchange.send(uri, &Method::HEAD, marks).await {
+        match exchange.send_upstream(uri, &Method::HEAD, marks).await {
             Ok(res)
                 if res.status() == StatusCode::OK
                     && res.headers().get(DOCKER_CONTENT_DIGEST) == Some(&manifest.digest) =>
@@ -220,7 +217,7 @@ impl ManifestPull {
         let manifest = self
             .stored
             .as_ref()?
-            .restore_named(exchange, uri, who, named)
+            .restore_by_digest(exchange, uri, who, named)
             .await?;
         Some(self.keep_restored(exchange, key, manifest))
     }
@@ -285,7 +282,7 @@ impl ManifestPull {
             valid_until: who.valid_until,
         };
         if let Some(stored) = &self.stored {
-            stored.keep(exchange, (&key, uri), who, &manifest, lease);
+            stored.store_fetched(exchange, (&key, uri), who, &manifest, lease);
         }
         self.cache.put(key, manifest);
         let mut res = Response::from_parts(head, MirrorBody::Local(Full::new(body)));

@@ -6,12 +6,12 @@
 
 use super::exchange::Exchange;
 use super::store_access::may_read;
-use crate::api::path;
+use crate::api::{path, DOCKER_CONTENT_DIGEST};
 use crate::auth::identity::Identity;
 use crate::cache::manifests::{Manifest, ManifestKey};
 use crate::cache::store::blobs::{BlobStore, Lookup};
 use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
-use crate::cache::store::shared::{Lease, LeaseGuard};
+use crate::cache::store::shared_state::{Lease, LeaseGuard};
 use crate::cache::store::tags::{self, TagRecord};
 use http::{HeaderValue, Uri};
 use std::sync::Arc;
@@ -104,7 +104,7 @@ impl StoredManifests {
     /// Keeps a manifest fetched from `uri` for `who`: by its digest, and for a tag fetched
     /// with a shared identity, what the tag named; then releases the fleet's `lease` on
     /// fetching it. In the background: the client is answered meanwhile.
-    pub fn keep(
+    pub fn store_fetched(
         &self,
         exchange: &Exchange<'_>,
         (key, uri): (&ManifestKey, &Uri),
@@ -174,27 +174,18 @@ impl StoredManifests {
             return FleetTurn::Fetch(None);
         };
         let digest = by_digest(uri);
-        let kind: &[u8] = if digest {
-            b"manifest-digest"
+        let kind = if digest {
+            "manifest-digest"
         } else {
-            b"manifest"
+            "manifest"
         };
-        let name = [
-            kind.to_vec(),
-            scope.as_bytes().to_vec(),
-            tag_name(key).into_bytes(),
-        ];
-        let before = match digest {
-            true => None,
-            false => self.store.tag(&scope, &tag_name(key)).await,
-        };
+        let name = [kind, &scope, &tag_name(key)].map(|part| part.as_bytes().to_vec());
+        let tag = || async { self.store.tag(&scope, &tag_name(key)).await };
+        let before = if digest { None } else { tag().await };
+        // By tag: once the tag's record changed. By digest: once the store has it.
         let fetched_meanwhile = || async {
-            if !digest {
-                let now = self.store.tag(&scope, &tag_name(key)).await;
-                if now.is_none() || now == before {
-                    return None;
-                }
-            }
+            let changed = digest || tag().await.is_some_and(|now| Some(now) != before);
+            changed.then_some(())?;
             self.restore(exchange, key, uri, who).await
         };
         let deadline = Instant::now() + wait;
@@ -230,7 +221,7 @@ impl StoredManifests {
     /// The manifest with `digest` (what a tag's `HEAD` just named), from the store, for `who`
     /// asking at `uri`: a moved tag that another replica (or this one, earlier) fetched
     /// costs no `GET`.
-    pub async fn restore_named(
+    pub async fn restore_by_digest(
         &self,
         exchange: &Exchange<'_>,
         uri: &Uri,
@@ -259,7 +250,7 @@ impl StoredManifests {
         headers: &http::HeaderMap,
     ) {
         let digest = headers
-            .get("docker-content-digest")
+            .get(DOCKER_CONTENT_DIGEST)
             .and_then(|d| ContentDigest::parse(d.to_str().ok()?));
         let (Some(Reader::Shared(scope)), Some(digest), false) =
             (reader(exchange, uri, who), digest, by_digest(uri))

@@ -85,11 +85,17 @@ impl Shared {
 /// One worker's mirror: its upstream registries, its client (and connection pools), and
 /// what it shares with the other workers. [`Mirror::handle`] answers a request.
 pub struct Mirror {
+    /// The upstream registries (`--upstream`), and which one a path goes to.
     registries: Registries,
+    /// The clients' logins to the mirror (`--htpasswd`), if it asks for them.
     users: Option<Arc<Users>>,
+    /// Pulls: through the caches and the blob store, to the upstream.
     pull: Pull,
+    /// `/token/<upstream>`: tokens for clients' own logins.
     token_endpoint: TokenEndpoint,
+    /// `/readyz`: whether the default upstream answers.
     readiness: Readiness,
+    /// The Prometheus metrics (`/metrics`).
     metrics: Arc<Metrics>,
 }
 

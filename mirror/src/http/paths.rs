@@ -6,12 +6,10 @@ use crate::api::path::{self, Endpoint, Refused};
 use crate::api::Route;
 use crate::serve::body::MirrorBody;
 use crate::upstream::registry::Registry;
-use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Response, StatusCode, Uri};
-use http_body_util::Full;
+use http::{Response, Uri};
 use std::sync::Arc;
 
 /// What a client's path asks for.
@@ -206,17 +204,4 @@ fn keep_params(query: &str, allowed: &[&str]) -> String {
         .filter(|p| allowed.contains(&p.split('=').next().unwrap_or_default()))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// A small answer the mirror writes itself: `body` as `content_type`.
-pub fn plain_answer(
-    status: StatusCode,
-    content_type: &'static str,
-    body: String,
-) -> Response<MirrorBody> {
-    let mut res = Response::new(MirrorBody::Local(Full::new(Bytes::from(body))));
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    res
 }

@@ -6,7 +6,7 @@ use super::answer::{Answers, SentUpstream};
 use super::blob_pull::{BlobAsked, BlobPull};
 use super::exchange::Exchange;
 use super::manifest_pull::ManifestPull;
-use super::paths::{plain_answer, Registries};
+use super::paths::Registries;
 use crate::api::path::Endpoint;
 use crate::api::Route;
 use crate::auth::identity::Identity;
@@ -14,7 +14,7 @@ use crate::auth::issued::IssuedTokens;
 use crate::auth::logins::Logins;
 use crate::cache::store::keys::{ContentDigest, Reader};
 use crate::serve::body::MirrorBody;
-use crate::serve::errors::registry_error;
+use crate::serve::errors::{plain_answer, registry_error};
 use crate::serve::log::RequestLog;
 use crate::serve::verify;
 use crate::upstream::registry::Registry;
@@ -27,8 +27,11 @@ use std::time::Instant;
 
 /// Pulls from the upstream registries, through the caches.
 pub struct Pull {
+    /// How requests go upstream with each registry's login.
     logins: Arc<Logins>,
+    /// The tokens `/token/` handed out: the identities of clients' own logins.
     issued: Arc<IssuedTokens>,
+    /// How upstream answers are made the client's.
     answers: Answers,
     /// The manifest cache's way, with `--manifest-cache` above 0.
     manifests: Option<ManifestPull>,
@@ -36,6 +39,7 @@ pub struct Pull {
     blobs: Option<BlobPull>,
     /// Whether the redirect cache is on.
     redirect_cache: bool,
+    /// `--verify-digests`: only sha256 and sha512 blob digests are forwarded.
     verify_digests: bool,
 }
 
@@ -72,7 +76,7 @@ impl Pull {
     pub async fn ping(&self, registry: &Arc<Registry>, parts: &Parts) -> Response<MirrorBody> {
         let exchange = self.exchange(registry, parts);
         let answer = exchange
-            .send(
+            .send_upstream(
                 &registry.api_root(),
                 &parts.method,
                 RequestMarks::uncached(Route::Ping),
@@ -108,7 +112,7 @@ impl Pull {
             route: Route::Ping,
             store: None,
         };
-        exchange.respond(sent, answer)
+        exchange.answer_client(sent, answer)
     }
 
     /// `/v2/<rest>`: a manifest, blob, tag list or referrers list, from the registry
@@ -157,7 +161,8 @@ impl Pull {
                 return blobs.answer(&exchange, asked, reader).await;
             }
         }
-        self.send(&target.registry, parts, target.uri, route).await
+        self.forward(&target.registry, parts, target.uri, route)
+            .await
     }
 
     /// A client's request on its way to `registry`.
@@ -174,7 +179,7 @@ impl Pull {
     /// Sends the client's `GET` or `HEAD` to `uri` on `registry` and streams the answer back,
     /// through the caches; `route` is what the client's path asks for (parsed once, by the
     /// caller).
-    async fn send(
+    async fn forward(
         &self,
         registry: &Arc<Registry>,
         parts: &Parts,
@@ -197,7 +202,7 @@ impl Pull {
             identity: identity.clone(),
             ..RequestMarks::uncached(route)
         };
-        let answer = exchange.send(&uri, &parts.method, marks).await;
+        let answer = exchange.send_upstream(&uri, &parts.method, marks).await;
         let sent = SentUpstream {
             uri,
             identity,
@@ -205,7 +210,7 @@ impl Pull {
             route,
             store: None,
         };
-        exchange.respond(sent, answer)
+        exchange.answer_client(sent, answer)
     }
 
     /// Who the request is, for the caches: every client of a mirror that logs in itself is

@@ -24,7 +24,7 @@ pub async fn may_read(
     key: &ObjectKey,
     reader: &Reader,
 ) -> bool {
-    if store.may_read(key, reader) || store.shared_allows(key, reader).await {
+    if store.allows_without_asking(key, reader) || store.shared_allows(key, reader).await {
         return true;
     }
     let route = match key.kind {
@@ -36,14 +36,14 @@ pub async fn may_read(
         range: RangeAsked::Whole,
         ..RequestMarks::uncached(route)
     };
-    match exchange.send(uri, &Method::HEAD, marks).await {
+    match exchange.send_upstream(uri, &Method::HEAD, marks).await {
         Ok(res) if serves_content(res.status(), res.headers()) => {
             store.allow(key, reader);
             true
         }
         Ok(res) if !fails(res.status()) => false,
         // The registry cannot say: what it served this shared identity lately still goes.
-        _ => store.may_read_stale(key, reader),
+        _ => store.allows_while_failing(key, reader),
     }
 }
 

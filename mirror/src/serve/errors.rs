@@ -1,9 +1,11 @@
-//! Registry-style errors (`{"errors":[{"code":..,"message":..}]}`), and the mapping of an
-//! upstream failure to one: 504 for a timeout, 502 for everything else.
+//! The answers the mirror writes itself: registry-style errors
+//! (`{"errors":[{"code":..,"message":..}]}`), the mapping of an upstream failure to one
+//! (504 for a timeout, 502 for everything else), and small plain answers.
 
 use super::body::MirrorBody;
 use bytes::Bytes;
-use http::{header, Response, StatusCode};
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use tower::timeout::error::Elapsed;
 use tower_signed_redirect::BoxError;
@@ -17,6 +19,19 @@ pub fn registry_error(status: StatusCode, code: &str, message: &str) -> Response
         .header(header::CONTENT_LENGTH, body.len())
         .body(MirrorBody::Local(Full::new(Bytes::from(body))))
         .expect("static response parts are valid")
+}
+
+/// A small answer the mirror writes itself: `body` as `content_type`.
+pub fn plain_answer(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<MirrorBody> {
+    let mut res = Response::new(MirrorBody::Local(Full::new(Bytes::from(body))));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
 }
 
 /// What the client is told when the upstream (or storage) could not answer, and the

@@ -1,7 +1,7 @@
 //! The log line and the counters of a request, written when its response's body ends (or
 //! is dropped): one line per request, with what the mirror did for it.
 
-use super::verify::DigestMismatch;
+use super::verify::{CachedRedirect, DigestMismatch};
 use crate::api::Route;
 use crate::metrics::{Decision, ManifestEvent, Metrics, RedirectCacheEvent, StoreEvent};
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use tower_signed_redirect::BoxError;
 pub struct RequestLog {
     /// With `--verify-digests`, where the storage URL this body came from is cached: dropped
     /// there if the body does not match.
-    pub forget: Option<(tower_signed_redirect::RedirectCache, http::Request<()>)>,
+    pub forget: Option<CachedRedirect>,
     /// The client's request method.
     pub method: http::Method,
     /// The client's request URI (only its path is logged).
@@ -151,8 +151,8 @@ where
             Some(Err(e)) => {
                 self.outcome = if e.is::<DigestMismatch>() {
                     self.log.metrics.digest_mismatch();
-                    if let Some((cache, req)) = &self.log.forget {
-                        cache.remove(req);
+                    if let Some(cached) = &self.log.forget {
+                        cached.forget();
                     }
                     "digest mismatch"
                 } else {

@@ -10,6 +10,34 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tower_signed_redirect::BoxError;
 
+/// The redirect cache's entry for one blob request: dropped when the body its storage URL
+/// gave does not match its digest, so that the next request asks the registry again.
+pub struct CachedRedirect {
+    cache: tower_signed_redirect::RedirectCache,
+    request: http::Request<()>,
+}
+
+impl CachedRedirect {
+    /// The entry of `cache` for a request of `uri` by `identity`.
+    pub fn new(
+        cache: tower_signed_redirect::RedirectCache,
+        uri: &http::Uri,
+        identity: Option<tower_signed_redirect::CacheIdentity>,
+    ) -> CachedRedirect {
+        let mut request = http::Request::new(());
+        *request.uri_mut() = uri.clone();
+        if let Some(identity) = identity {
+            request.extensions_mut().insert(identity);
+        }
+        CachedRedirect { cache, request }
+    }
+
+    /// Drops the entry.
+    pub fn forget(&self) {
+        self.cache.remove(&self.request);
+    }
+}
+
 /// Whether `--verify-digests` can check digests of `algorithm`.
 pub fn can_verify(algorithm: &str) -> bool {
     matches!(algorithm, "sha256" | "sha512")

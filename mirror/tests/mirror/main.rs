@@ -1,8 +1,12 @@
 //! The registry mirror's request handling, against loopback fakes: a registry with
 //! a Bearer token service, a real S3 store, and a plain HTTP client in the role of docker.
 //! This file has the basics and the helpers; `production.rs` what a deployment needs (TLS,
-//! metrics, health, private storage, the SSRF guard, digests), `logins.rs` the mirror's
-//! own upstream credentials, client logins and the redirect cache.
+//! metrics, health, private storage, the SSRF guard, digests); `logins.rs` the mirror's
+//! own upstream credentials, client logins and the redirect cache; `manifests.rs` the
+//! manifest cache and stale serving; `attacks.rs` the threat model's attacks; the blob
+//! store in `store.rs` (fill, hit, ranges, eviction, outages, S3), `store_attacks.rs` (who
+//! may read a stored blob), `store_shared.rs` (shared identities across restarts) and
+//! `store_bounds.rs` (what a client can make the store spend).
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;

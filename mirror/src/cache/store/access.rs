@@ -17,13 +17,13 @@ impl BlobStore {
     /// Whether `reader` may read `key`, stored or being downloaded, without asking the
     /// upstream: a shared identity the registry served it to within `--blob-store-recheck`,
     /// or a login the upstream accepted for it in that repository.
-    pub fn may_read(&self, key: &ObjectKey, reader: &Reader) -> bool {
+    pub fn allows_without_asking(&self, key: &ObjectKey, reader: &Reader) -> bool {
         self.served_within(key, reader, self.recheck)
     }
 
     /// Whether `reader` may read `key` while the registry cannot say (it fails): a shared
     /// identity the registry served it to within `--serve-stale`.
-    pub fn may_read_stale(&self, key: &ObjectKey, reader: &Reader) -> bool {
+    pub fn allows_while_failing(&self, key: &ObjectKey, reader: &Reader) -> bool {
         matches!(reader, Reader::Shared(_)) && self.served_within(key, reader, self.serve_stale)
     }
 

@@ -9,18 +9,18 @@ use super::fill::{Fill, Resume};
 use super::grants::Grants;
 use super::index::{Access, Index, Stored};
 use super::keys::{ObjectKey, Reader};
-use super::shared::{LeaseGuard, SharedState};
+use super::shared_state::{LeaseGuard, SharedState};
 use super::tags::{TagRecord, TagRecords};
 use crate::metrics::{Metrics, StoreEvent};
 use crate::options::Options;
 use crate::serve::body::UpstreamBody;
+use crate::serve::verify::CachedRedirect;
 use bytes::Bytes;
 use http::HeaderValue;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tower_signed_redirect::RedirectCache;
 
 /// The low watermark: eviction takes the store down to this share of its maximum.
 const LOW_WATERMARK: f64 = 0.9;
@@ -341,10 +341,7 @@ impl BlobStore {
         (size, media_type): (u64, HeaderValue),
         (body, resume): (UpstreamBody, Resume),
         reader: &Reader,
-        (forget, lease): (
-            Option<(RedirectCache, http::Request<()>)>,
-            Option<LeaseGuard>,
-        ),
+        (forget, lease): (Option<CachedRedirect>, Option<LeaseGuard>),
     ) -> Result<Arc<Fill>, UpstreamBody> {
         if size > self.max_size {
             return Err(body);

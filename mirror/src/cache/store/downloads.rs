@@ -6,17 +6,19 @@ use super::backend::Backend;
 use super::commit;
 use super::fill::{self, Fill, FillError, Resume};
 use super::keys::{ObjectKey, Scope};
-use super::shared::LeaseGuard;
+use super::shared_state::LeaseGuard;
 use super::spool::{self, FillState, Progress};
 use crate::metrics::{Metrics, StoreEvent};
 use crate::serve::body::UpstreamBody;
+use crate::serve::verify::CachedRedirect;
 use http::HeaderValue;
 use object_store::{ObjectStoreExt, PutPayload};
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tower_signed_redirect::{BoxError, RedirectCache};
+use tower_signed_redirect::BoxError;
 
 /// The most downloads in flight into the store at once (each holds a part of at most 8 MiB
 /// in memory on its way to S3); a request beyond them is served as without a store.
@@ -140,42 +142,11 @@ impl Downloads {
         ticket: FillTicket,
         (size, media_type): (u64, HeaderValue),
         (body, resume): (UpstreamBody, Resume),
-        (scope, forget): (Option<&Scope>, Option<(RedirectCache, http::Request<()>)>),
+        (scope, forget): (Option<&Scope>, Option<CachedRedirect>),
         (committed, lease): (Committed, Option<LeaseGuard>),
     ) -> Result<Arc<Fill>, UpstreamBody> {
-        // The budget checked and taken at once: downloads starting together do not both
-        // fit in what only one of them fits in.
-        let spooling = {
-            let mut slots = self.lock();
-            let spooling = spooling(&slots);
-            if spooling + size > self.spool_budget {
-                tracing::debug!(size, spooling, "no room in the spool budget: not stored");
-                return Err(body);
-            }
-            if let Some(Slot::Starting(_, reserved)) = slots.get_mut(&ticket.key) {
-                *reserved = size;
-            }
-            spooling
-        };
-        // The disk must hold this download and what the others will still write.
-        let spool = spool::has_room(&self.backend.spool, spooling + size).and_then(|()| {
-            spool::create(&self.backend.spool, &ticket.key).map_err(|e| e.to_string())
-        });
-        // Its room reserved before any reader is served: a disk that fills up meanwhile
-        // does not break the download half way.
-        let spool = spool.and_then(|(path, file)| match spool::reserve(&file, size) {
-            Ok(()) => Ok((path, file)),
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(format!("reserve {size} bytes: {e}"))
-            }
-        });
-        let spool = match spool {
-            Ok(spool) => spool,
-            Err(e) => {
-                self.backend.spool_failed(&self.metrics, &e);
-                return Err(body);
-            }
+        let Some(spool) = self.spool_for(&ticket.key, size) else {
+            return Err(body);
         };
         let (progress, watching) = watch::channel(Progress {
             written: 0,
@@ -199,9 +170,9 @@ impl Downloads {
             let idle = downloads.idle_timeout;
             let outcome = fill::download(&filling, progress.clone(), body, resume, idle).await;
             progress.send_modify(|p| p.state = fill::finished(&outcome));
-            if let (Err(FillError::DigestMismatch), Some((cache, req))) = (&outcome, forget) {
+            if let (Err(FillError::DigestMismatch), Some(cached)) = (&outcome, forget) {
                 downloads.metrics.digest_mismatch();
-                cache.remove(&req);
+                cached.forget();
             }
             downloads.finish(&filling, outcome, upload, committed).await;
             if let Some(lease) = lease {
@@ -209,6 +180,40 @@ impl Downloads {
             }
         });
         Ok(fill)
+    }
+
+    /// The spool file of a download of `size` bytes of `key` (its ticket's), its room taken
+    /// from the spool budget and reserved on disk; `None` (logged) when there is no room.
+    fn spool_for(&self, key: &ObjectKey, size: u64) -> Option<(std::path::PathBuf, File)> {
+        // The budget checked and taken at once: downloads starting together do not both
+        // fit in what only one of them fits in.
+        let spooling = {
+            let mut slots = self.lock();
+            let spooling = spooling(&slots);
+            if spooling + size > self.spool_budget {
+                tracing::debug!(size, spooling, "no room in the spool budget: not stored");
+                return None;
+            }
+            if let Some(Slot::Starting(_, reserved)) = slots.get_mut(key) {
+                *reserved = size;
+            }
+            spooling
+        };
+        // The disk must hold this download and what the others will still write.
+        let spool = spool::has_room(&self.backend.spool, spooling + size)
+            .and_then(|()| spool::create(&self.backend.spool, key).map_err(|e| e.to_string()));
+        // Its room reserved before any reader is served: a disk that fills up meanwhile
+        // does not break the download half way.
+        let spool = spool.and_then(|(path, file)| match spool::reserve(&file, size) {
+            Ok(()) => Ok((path, file)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(format!("reserve {size} bytes: {e}"))
+            }
+        });
+        spool
+            .map_err(|e| self.backend.spool_failed(&self.metrics, &e))
+            .ok()
     }
 
     /// After a download: committed to the store if it was verified (a local spool renamed

@@ -15,6 +15,6 @@ pub mod read;
 pub mod replicas;
 pub mod s3;
 pub mod seal;
-pub mod shared;
+pub mod shared_state;
 pub mod spool;
 pub mod tags;

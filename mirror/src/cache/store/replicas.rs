@@ -1,12 +1,12 @@
 //! What the store does for a fleet: replicas on one S3 store find what the others stored
 //! since they listed it (a `HEAD` on a miss), take a lease before they download (one
 //! download per digest across the fleet), and share the reads the registry granted clients'
-//! logins (`shared.rs`). Each step degrades to what a replica knows alone.
+//! logins (`shared_state.rs`). Each step degrades to what a replica knows alone.
 
 use super::blobs::BlobStore;
 use super::index::{Access, Stored};
 use super::keys::{Kind, ObjectKey, Reader};
-use super::shared::{Lease, LeaseGuard};
+use super::shared_state::{Lease, LeaseGuard};
 use crate::metrics::Joined;
 use futures_util::StreamExt;
 use object_store::ObjectStoreExt;
