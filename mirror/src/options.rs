@@ -100,6 +100,11 @@ pub struct Options {
     #[arg(long, env = "MIRROR_BLOB_STORE_MAX_SIZE", default_value = "20GiB", value_parser = parse_size)]
     pub blob_store_max_size: u64,
 
+    /// Bytes of the blob store's small blobs (1 MiB or less: configs, small layers) also
+    /// kept in memory, answered without reading their file (`0`: none).
+    #[arg(long, env = "MIRROR_BLOB_STORE_MEMORY", default_value = "64MiB", value_parser = parse_size)]
+    pub blob_store_memory: u64,
+
     /// How long a shared identity (the mirror's own login, or clients without one) reads
     /// what the blob store holds after the registry last said it serves it; past that, a
     /// `HEAD` (not followed to storage, free against Docker Hub's pull limit) asks again.

@@ -7,6 +7,7 @@ use super::backend::Backend;
 use super::downloads::{Downloads, FillTicket, InFlight, Starting};
 use super::fill::{Fill, Resume};
 use super::grants::Grants;
+use super::hot::HotBlobs;
 use super::index::{Access, Index, Stored};
 use super::keys::{ObjectKey, Reader};
 use super::shared_state::{LeaseGuard, SharedState};
@@ -45,6 +46,8 @@ pub struct BlobStore {
     /// The tag records it holds (`tags.rs`).
     pub(super) tag_records: TagRecords,
     pub(super) grants: Grants,
+    /// Its hottest small blobs, in memory (`--blob-store-memory`).
+    pub(super) hot: HotBlobs,
     pub(super) downloads: Arc<Downloads>,
     max_size: u64,
     pub(super) idle_timeout: Duration,
@@ -110,6 +113,7 @@ impl BlobStore {
             index: Mutex::new(index),
             tag_records,
             grants: Grants::default(),
+            hot: HotBlobs::new(options.blob_store_memory),
             max_size: options.blob_store_max_size,
             idle_timeout: options.idle_timeout,
             metrics,
@@ -301,7 +305,8 @@ impl BlobStore {
                 std::iter::once(object).chain(access).collect::<Vec<_>>()
             })
             .collect();
-        for _ in &victims {
+        for (key, _) in &victims {
+            self.hot.remove(key);
             self.metrics.store(StoreEvent::Evicted);
         }
         tracing::info!(
@@ -319,6 +324,7 @@ impl BlobStore {
 
     /// Forgets an object the store no longer has.
     pub(super) fn forget(&self, key: &ObjectKey) {
+        self.hot.remove(key);
         let mut index = self.lock_index();
         index.remove(key);
         self.metrics.store_holds(index.bytes(), index.len() as u64);

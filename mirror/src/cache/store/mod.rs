@@ -9,6 +9,7 @@ pub mod commit;
 pub mod downloads;
 pub mod fill;
 pub mod grants;
+pub mod hot;
 pub mod index;
 pub mod keys;
 pub mod read;

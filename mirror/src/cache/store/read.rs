@@ -21,7 +21,20 @@ impl BlobStore {
         key: &ObjectKey,
         (start, end, size): (u64, u64, u64),
     ) -> Option<UnsyncBoxBody<Bytes, BoxError>> {
+        let part = |blob: Bytes| Some(whole(blob.slice(start as usize..end as usize)));
+        if let Some(blob) = self.hot.get(key) {
+            return part(blob);
+        }
         let read = match self.backend.local_blob(key) {
+            // A small blob is read whole, once, and kept in memory.
+            Some(file) if self.hot.keeps(size) => match spool::read_whole(file, size).await {
+                Ok(Some(blob)) => {
+                    self.hot.put(key.clone(), blob.clone());
+                    return part(blob);
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            },
             Some(file) => spool::read_stored(file, (start, end))
                 .await
                 .map_err(|e| e.to_string()),
@@ -81,4 +94,11 @@ impl BlobStore {
             }
         });
     }
+}
+
+/// A body of `blob`, one frame of known length.
+fn whole(blob: Bytes) -> UnsyncBoxBody<Bytes, BoxError> {
+    http_body_util::Full::new(blob)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }

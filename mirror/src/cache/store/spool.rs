@@ -52,31 +52,18 @@ impl std::fmt::Display for FillFailed {
 
 impl std::error::Error for FillFailed {}
 
-/// A reader of `offset..end` of a file, following a download's progress if there is one.
+/// A reader of `offset..end` of a download's spool, following the download's progress.
 pub struct SpoolCursor {
     file: Arc<File>,
     offset: u64,
     end: u64,
-    /// `None` for a stored blob: all of it is there, and the file is this reader's alone
-    /// (read in order from its position, into memory not zeroed first).
-    progress: Option<watch::Receiver<Progress>>,
+    progress: watch::Receiver<Progress>,
     /// Whether the last byte waits for the download to be verified (a client's reader;
     /// not the store's upload, which completes only on a verified download anyway).
     hold_last: bool,
 }
 
 impl SpoolCursor {
-    /// `offset..end` of a whole, verified file.
-    pub fn stored(file: Arc<File>, offset: u64, end: u64) -> SpoolCursor {
-        SpoolCursor {
-            file,
-            offset,
-            end,
-            progress: None,
-            hold_last: false,
-        }
-    }
-
     /// `offset..end` of a download's spool, as far as `progress` says it is written.
     pub fn filling(
         file: Arc<File>,
@@ -89,7 +76,7 @@ impl SpoolCursor {
             file,
             offset,
             end,
-            progress: Some(progress),
+            progress,
             hold_last,
         }
     }
@@ -109,11 +96,9 @@ impl SpoolCursor {
             if self.offset < readable {
                 let len = (readable - self.offset).min(max);
                 let (file, offset) = (self.file.clone(), self.offset);
-                let own = self.progress.is_none();
-                let bytes =
-                    tokio::task::spawn_blocking(move || read_piece(&file, offset, len, own))
-                        .await
-                        .map_err(|e| BoxError::from(e.to_string()))??;
+                let bytes = tokio::task::spawn_blocking(move || read_at(&file, offset, len))
+                    .await
+                    .map_err(|e| BoxError::from(e.to_string()))??;
                 self.offset += len;
                 return Ok(Some(bytes));
             }
@@ -136,19 +121,13 @@ impl SpoolCursor {
     }
 
     fn state(&mut self) -> FillState {
-        match &mut self.progress {
-            Some(progress) => progress.borrow_and_update().state,
-            None => FillState::Verified,
-        }
+        self.progress.borrow_and_update().state
     }
 
     /// How far the file may be read now.
     fn readable(&mut self) -> Result<u64, FillFailed> {
         let (end, hold_last) = (self.end, self.hold_last);
-        let Some(progress) = &mut self.progress else {
-            return Ok(end);
-        };
-        let now = *progress.borrow_and_update();
+        let now = *self.progress.borrow_and_update();
         match now.state {
             FillState::Verified => Ok(end),
             FillState::Failed => Err(FillFailed),
@@ -159,9 +138,7 @@ impl SpoolCursor {
 
     /// Waits for the download to move on.
     async fn changed(&mut self) -> Result<(), FillFailed> {
-        let Some(progress) = &mut self.progress else {
-            return Ok(());
-        };
+        let progress = &mut self.progress;
         if progress.changed().await.is_err() && progress.borrow().state == FillState::Writing {
             // The download went away without an end: it failed.
             return Err(FillFailed);
@@ -171,14 +148,10 @@ impl SpoolCursor {
 
     /// The cursor as a response body.
     pub fn into_body(self) -> UnsyncBoxBody<Bytes, BoxError> {
-        let chunk = match self.progress {
-            None => STORED_CHUNK,
-            Some(_) => READ_CHUNK,
-        };
         let chunks = futures_util::stream::try_unfold(self, move |mut cursor| async move {
             Ok::<_, BoxError>(
                 cursor
-                    .next(chunk)
+                    .next(READ_CHUNK)
                     .await?
                     .map(|bytes| (Frame::data(bytes), cursor)),
             )
@@ -187,24 +160,50 @@ impl SpoolCursor {
     }
 }
 
-/// `len` bytes of `file` from `offset`: positioned (`pread`) into zeroed memory for a spool
-/// others read too, or for a file this reader has alone, from its position after a seek,
-/// into memory `read_to_end` fills without zeroing it first.
-fn read_piece(file: &File, offset: u64, len: u64, own: bool) -> std::io::Result<Bytes> {
-    use std::io::{Read, Seek, SeekFrom};
-    if !own {
-        let mut buf = vec![0; len as usize];
-        file.read_exact_at(&mut buf, offset)?;
-        return Ok(Bytes::from(buf));
-    }
-    let mut reader = file;
-    reader.seek(SeekFrom::Start(offset))?;
+/// `len` bytes of a spool others read too, from `offset`: positioned (`pread`), into zeroed
+/// memory.
+fn read_at(file: &File, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(Bytes::from(buf))
+}
+
+/// The next `len` bytes of a file this reader has alone, from its position, into memory
+/// `read_to_end` fills without zeroing it first.
+fn read_next(file: &File, len: u64) -> std::io::Result<Bytes> {
+    use std::io::Read;
     let mut buf = Vec::with_capacity(len as usize);
-    reader.take(len).read_to_end(&mut buf)?;
+    file.take(len).read_to_end(&mut buf)?;
     if (buf.len() as u64) < len {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(Bytes::from(buf))
+}
+
+/// A piece of a stored blob being read on the blocking pool.
+type Reading = tokio::task::JoinHandle<std::io::Result<(File, Bytes)>>;
+
+/// Starts reading the next `len` bytes of `file` (this reader's alone) on the blocking pool.
+fn read_ahead(file: File, len: u64) -> Reading {
+    tokio::task::spawn_blocking(move || read_next(&file, len).map(|piece| (file, piece)))
+}
+
+/// `offset..end` of a stored blob whose file is at `offset`, in [`STORED_CHUNK`] pieces,
+/// each read while the one before is written to the client (the read on the blocking
+/// pool, the write on the worker: two cores where there are two).
+fn stored_body(file: File, offset: u64, end: u64) -> UnsyncBoxBody<Bytes, BoxError> {
+    let first = read_ahead(file, (end - offset).min(STORED_CHUNK));
+    let state = (Some(first), offset, end);
+    let pieces = futures_util::stream::try_unfold(state, |(reading, offset, end)| async move {
+        let Some(reading) = reading else {
+            return Ok(None);
+        };
+        let (file, piece) = reading.await.map_err(|e| BoxError::from(e.to_string()))??;
+        let next = offset + piece.len() as u64;
+        let reading = (next < end).then(|| read_ahead(file, (end - next).min(STORED_CHUNK)));
+        Ok::<_, BoxError>(Some((Frame::data(piece), (reading, next, end))))
+    });
+    StreamBody::new(pieces).boxed_unsync()
 }
 
 /// `start..end` of the stored blob at `path` (a local store's file): opened and its first
@@ -216,12 +215,14 @@ pub async fn read_stored(
 ) -> std::io::Result<Option<UnsyncBoxBody<Bytes, BoxError>>> {
     let first = (end - start).min(STORED_CHUNK);
     let opened = tokio::task::spawn_blocking(move || {
-        let file = match File::open(&path) {
+        use std::io::{Seek, SeekFrom};
+        let mut file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let piece = read_piece(&file, start, first, true)?;
+        file.seek(SeekFrom::Start(start))?;
+        let piece = read_next(&file, first)?;
         Ok(Some((file, piece)))
     })
     .await
@@ -233,10 +234,33 @@ pub async fn read_stored(
         let whole = http_body_util::Full::new(piece).map_err(|never| match never {});
         return Ok(Some(whole.boxed_unsync()));
     }
-    let rest = SpoolCursor::stored(Arc::new(file), start + first, end).into_body();
+    let rest = stored_body(file, start + first, end);
     let first = futures_util::stream::once(async move { Ok::<_, BoxError>(Frame::data(piece)) });
     let rest = http_body_util::BodyStream::new(rest);
     Ok(Some(StreamBody::new(first.chain(rest)).boxed_unsync()))
+}
+
+/// The whole stored blob at `path` (a local store's file) of `size` bytes, in one trip to
+/// the blocking pool; `Ok(None)`: no such file. A file of another size is an error.
+pub async fn read_whole(path: std::path::PathBuf, size: u64) -> std::io::Result<Option<Bytes>> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut blob = Vec::with_capacity(size as usize);
+        (&file).take(size + 1).read_to_end(&mut blob)?;
+        match blob.len() as u64 == size {
+            true => Ok(Some(Bytes::from(blob))),
+            false => Err(std::io::Error::other(
+                "a stored blob is not the size it was stored with",
+            )),
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// A body of an S3 object's stream (already the range asked for), failed after `idle`
