@@ -136,6 +136,12 @@ pub struct Options {
     #[arg(long, env = "MIRROR_S3_VIRTUAL_HOSTED_STYLE")]
     pub s3_virtual_hosted_style: bool,
 
+    /// Answer a blob an `s3://` store holds with a `307` to a URL of the store, pre-signed
+    /// for a `GET` that long (`5m`), instead of streaming it: clients that reach the bucket
+    /// fetch from it directly. Off by default.
+    #[arg(long, env = "MIRROR_BLOB_STORE_REDIRECT", value_parser = parse_duration)]
+    pub blob_store_redirect: Option<Duration>,
+
     /// State the replicas of a fleet share: `redis://host:6379/0` or `rediss://` (Redis or
     /// Valkey): what tags named, clients' read grants, and leases on the downloads in flight.
     /// Without it, each replica knows only what it did itself.

@@ -10,16 +10,16 @@ mod support;
 #[path = "harness/mod.rs"]
 mod harness;
 
+use harness::binary::Running;
 use harness::fleet::{ask, pull, Fleet};
 use harness::redis::PASSWORD;
 use http::{Method, StatusCode};
 use registry_mirror::cache::store::seal::ReplicasKey;
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::bounded;
 use support::s3::{AuthRule, Store, ACCESS_KEY, BUCKET, SECRET_KEY};
@@ -358,59 +358,6 @@ fn fake_redis(mode: &'static str) -> u16 {
     port
 }
 
-/// The binary with `flags`, every line it writes kept.
-struct Logged {
-    child: std::process::Child,
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_logged(flags: &[String]) -> Logged {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-mirror"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let outputs: [Box<dyn Read + Send>; 2] = [
-        Box::new(child.stdout.take().unwrap()),
-        Box::new(child.stderr.take().unwrap()),
-    ];
-    for out in outputs {
-        let (lines, tx) = (lines.clone(), tx.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if json["fields"]["message"] == "registry mirror ready" {
-                        let listen = json["fields"]["listen"].as_str().unwrap_or_default();
-                        let _ = tx.send(listen.parse::<SocketAddr>().unwrap());
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    Logged { child, addr, lines }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_redis_never_fails_or_hangs_a_pull() {
     const KEY: &str = "hmac-key-never-logged-77";
@@ -425,7 +372,7 @@ async fn a_hostile_redis_never_fails_or_hangs_a_pull() {
             format!("http://{}", s3.addr),
             format!("redis://127.0.0.1:{}/0", fake_redis(mode)),
         );
-        let mirror = start_logged(&hub.flags(&[
+        let mirror = Running::start(&hub.flags(&[
             "--blob-store",
             &format!("s3://{BUCKET}/fleet"),
             "--s3-endpoint",

@@ -204,3 +204,145 @@ async fn a_full_disk_never_fails_a_pull() {
     assert!(status == 200 && body.as_deref() == Some(&slow[..]));
     assert_eq!(gets(), 4, "and it was stored: the second pull is a hit");
 }
+
+/// `--blob-store-redirect`: a blob an S3 store holds is answered with a `307` to a URL of
+/// the store pre-signed for a `GET`, which the store (s3s, checking every signature) serves
+/// to a client with no credentials at all; a byte changed in its signature, or a `HEAD`
+/// on it, is refused. Only a reader the store serves the blob to gets one (a private
+/// layer's URL goes to nobody else), the mirror's `HEAD` answers itself, and no log line
+/// holds the signature.
+// On a runtime of several threads: the in-process S3 store answers while the binary starts
+// (which blocks this thread until its ready line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_blob_is_answered_with_a_url_of_the_store_signed_for_a_get() {
+    use support::s3::{AuthRule, Store, ACCESS_KEY, BUCKET, SECRET_KEY};
+    let s3 = Store::start(AuthRule::S3).await;
+    let hub = StoreHub::start().await;
+    hub.repo("library/alpine", true, &[]);
+    hub.repo("alice/private", false, &["alice-token"]);
+    let (public, private) = (
+        support::setup::test_blob(300_000),
+        support::setup::test_blob(200_000),
+    );
+    let public_digest = hub.blob("library/alpine", &public);
+    let private_digest = hub.blob("alice/private", &private);
+    let data = tempfile::tempdir().unwrap();
+    let flags = hub.flags(&[
+        "--blob-store",
+        &format!("s3://{BUCKET}/mirror"),
+        "--s3-endpoint",
+        &format!("http://{}", s3.addr),
+        "--s3-access-key-id",
+        ACCESS_KEY,
+        "--s3-secret-access-key",
+        SECRET_KEY,
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--blob-store-redirect",
+        "5m",
+    ]);
+    let running = Running::start(&flags);
+    let mirror = running.addr;
+    let get = |path: String, auth: Option<&'static str>| async move {
+        let mut req = http::Request::get(path);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let res = bounded(http_client(&[]).request(req.body(Empty::<Bytes>::new()).unwrap()))
+            .await
+            .unwrap();
+        let (head, body) = res.into_parts();
+        (head, bounded(body.collect()).await.unwrap().to_bytes())
+    };
+    let public_path = format!("http://{mirror}/v2/library/alpine/blobs/{public_digest}");
+    let private_path = format!("http://{mirror}/v2/alice/private/blobs/{private_digest}");
+    // The first pulls fill the store, streamed as without the flag.
+    let (head, body) = get(public_path.clone(), None).await;
+    assert!(head.status == 200 && body == public[..]);
+    let (head, body) = get(private_path.clone(), Some("Bearer alice-token")).await;
+    assert!(head.status == 200 && body == private[..]);
+    let object = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]))
+    };
+    bounded(async {
+        while !object(&public_digest).exists() || !object(&private_digest).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let storage_gets = hub.state.storage_gets.load(Ordering::SeqCst);
+
+    let (head, body) = get(public_path.clone(), None).await;
+    assert_eq!(head.status, 307, "a stored blob: to the store");
+    assert!(body.is_empty());
+    assert_eq!(
+        head.headers["docker-content-digest"],
+        public_digest.as_str()
+    );
+    let location = head.headers["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("http://{}/{BUCKET}/mirror/blobs/", s3.addr))
+            && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    let (head, body) = get(location.clone(), None).await;
+    assert!(head.status == 200 && body == public[..], "{}", head.status);
+    // Tampered with: refused by the store.
+    let signature = location
+        .split("X-Amz-Signature=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let flipped = match signature.as_bytes()[0] {
+        b'0' => "1",
+        _ => "0",
+    };
+    let tampered = location.replace(&signature, &format!("{flipped}{}", &signature[1..]));
+    let (head, _) = get(tampered, None).await;
+    assert_eq!(head.status, 403, "a changed signature");
+    let res = bounded(
+        http_client(&[]).request(
+            http::Request::head(&location)
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403, "signed for a GET only");
+    // HEAD through the mirror: answered by the mirror, with the blob's size.
+    let res = bounded(
+        http_client(&[]).request(
+            http::Request::head(&public_path)
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(res.status() == 200 && res.headers()["content-length"] == "300000");
+
+    // The private layer's URL goes to alice, and to nobody the registry refuses.
+    let (head, _) = get(private_path.clone(), Some("Bearer alice-token")).await;
+    assert_eq!(head.status, 307);
+    for (who, auth) in [
+        ("anonymous", None),
+        ("mallory", Some("Bearer mallory-token")),
+    ] {
+        let (head, body) = get(private_path.clone(), auth).await;
+        assert_eq!(head.status, 401, "{who}");
+        assert!(
+            head.headers.get("location").is_none() && body != private[..],
+            "{who}"
+        );
+    }
+    assert_eq!(
+        hub.state.storage_gets.load(Ordering::SeqCst),
+        storage_gets,
+        "nothing more downloaded"
+    );
+    let lines = running.lines.lock().unwrap().join("\n");
+    assert!(lines.contains("\"status\":307"), "the 307s are logged");
+    assert!(!lines.contains(&signature), "no signature in the log");
+}

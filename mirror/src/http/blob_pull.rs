@@ -13,7 +13,7 @@ use super::answer::SentUpstream;
 use super::blob_answer::{asked_part, blob_head, blob_response, content_length, empty};
 use super::exchange::Exchange;
 use super::store_access::may_read;
-use crate::api::Route;
+use crate::api::{Route, DOCKER_CONTENT_DIGEST};
 use crate::cache::store::blobs::{BlobStore, Lookup};
 use crate::cache::store::downloads::FillTicket;
 use crate::cache::store::fill::{Fill, Resume};
@@ -209,6 +209,15 @@ impl BlobPull {
             self.metrics.store(StoreEvent::Hit);
             return Some(self.unsatisfiable(exchange, size));
         };
+        if exchange.parts.method == Method::GET {
+            let url = self.store.signed_url(key).await;
+            // A URL that is no header value (none S3 signs) is served as without it.
+            if let Some(mut location) = url.and_then(|url| HeaderValue::from_str(&url).ok()) {
+                location.set_sensitive(true);
+                self.metrics.store(StoreEvent::Hit);
+                return Some(self.to_bucket(exchange, key, location));
+            }
+        }
         let body = match exchange.parts.method {
             Method::HEAD => empty(),
             _ => self.store.read(key, (start, end, size)).await?,
@@ -249,6 +258,32 @@ impl BlobPull {
         );
         log.status = head.status.as_u16();
         blob_response(head, body, log, exchange)
+    }
+
+    /// `307` to the store's own `url` of the stored blob `key` (`--blob-store-redirect`):
+    /// the client fetches it from the bucket (its `Range` with it). The URL is not logged.
+    fn to_bucket(
+        &self,
+        exchange: &Exchange<'_>,
+        key: &ObjectKey,
+        location: HeaderValue,
+    ) -> Response<MirrorBody> {
+        let log = self.log(exchange, 307, StoreEvent::Hit);
+        let mut res = Response::new(MirrorBody::Stored(Metered::new(
+            empty(),
+            log,
+            exchange.started,
+        )));
+        *res.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        let headers = res.headers_mut();
+        headers.insert(header::LOCATION, location);
+        let digest = HeaderValue::from_str(&key.digest.to_string());
+        headers.insert(
+            DOCKER_CONTENT_DIGEST,
+            digest.expect("a digest is a header value"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        res
     }
 
     /// `416`: the client's range starts past the blob's end.

@@ -1,17 +1,19 @@
 //! The `registry-mirror` binary as operators run it, for the tests of processes: started
 //! with flags on a port of the OS's choosing, its address read from its "ready" log line,
-//! killed when dropped.
+//! every line it logs kept, killed when dropped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A running mirror process.
 pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line it wrote, on stdout and stderr (its JSON log).
+    pub lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -64,25 +66,33 @@ impl Running {
     fn spawn(mut command: Command) -> Running {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the registry-mirror binary");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if json["fields"]["message"] == "registry mirror ready" {
-                    let listen = json["fields"]["listen"].as_str().unwrap_or_default();
-                    let _ = tx.send(listen.parse::<SocketAddr>());
+        let outputs: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().expect("piped stdout")),
+            Box::new(child.stderr.take().expect("piped stderr")),
+        ];
+        for out in outputs {
+            let (lines, tx) = (lines.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if json["fields"]["message"] == "registry mirror ready" {
+                            let listen = json["fields"]["listen"].as_str().unwrap_or_default();
+                            let _ = tx.send(listen.parse::<SocketAddr>());
+                        }
+                    }
+                    lines.lock().unwrap().push(line);
                 }
-            }
-        });
+            });
+        }
         let mut running = Running {
             child,
             addr: ([127, 0, 0, 1], 0).into(),
+            lines,
         };
         running.addr = rx
             .recv_timeout(Duration::from_secs(30))

@@ -32,6 +32,9 @@ pub const DOWN_FOR: Duration = Duration::from_secs(15);
 pub struct Backend {
     /// The objects.
     pub objects: Arc<dyn ObjectStore>,
+    /// What signs URLs of them for clients, and for how long (`--blob-store-redirect`, an
+    /// S3 store only).
+    pub signer: Option<super::s3::UrlSigner>,
     /// The local directory, for a local store (its spool is `<dir>/spool`, so that a
     /// verified download is committed by a rename).
     pub local: Option<PathBuf>,
@@ -50,17 +53,25 @@ impl Backend {
     pub fn open(options: &Options) -> Result<Option<Backend>, String> {
         let data_dir = options.data_dir();
         let place = match options.blob_store.as_deref() {
+            Some("none") if options.blob_store_redirect.is_some() => {
+                return Err("--blob-store-redirect needs an s3:// blob store".into())
+            }
             Some("none") => return Ok(None),
             Some(place) if place.starts_with("s3://") => place.to_owned(),
             Some(dir) => dir.strip_prefix("file://").unwrap_or(dir).to_owned(),
             None => data_dir.join("blobs").to_string_lossy().into_owned(),
         };
         if let Some(bucket_and_prefix) = place.strip_prefix("s3://") {
-            let (objects, prefix) = super::s3::open(options, bucket_and_prefix)?;
+            let super::s3::S3Store {
+                objects,
+                signer,
+                prefix,
+            } = super::s3::open(options, bucket_and_prefix)?;
             let spool = data_dir.join("spool");
             std::fs::create_dir_all(&spool).map_err(|e| format!("{}: {e}", spool.display()))?;
             return Ok(Some(Backend {
                 objects,
+                signer,
                 local: None,
                 spool,
                 prefix,
@@ -70,6 +81,11 @@ impl Backend {
         }
         let dir = PathBuf::from(&place);
         let bad = |e: &dyn std::fmt::Display| format!("--blob-store {place}: {e}");
+        if options.blob_store_redirect.is_some() {
+            return Err(bad(
+                &"--blob-store-redirect needs an s3:// store clients can reach",
+            ));
+        }
         std::fs::create_dir_all(dir.join("spool")).map_err(|e| bad(&e))?;
         // No fsync of what object_store writes (manifests, which are hashed again when
         // read, and access and tag records, whose loss costs a question upstream); a blob's
@@ -79,6 +95,7 @@ impl Backend {
             .with_automatic_cleanup(true);
         Ok(Some(Backend {
             objects: Arc::new(objects),
+            signer: None,
             spool: dir.join("spool"),
             local: Some(dir),
             prefix: Path::default(),

@@ -47,6 +47,21 @@ impl BlobStore {
         read.ok().flatten()
     }
 
+    /// With `--blob-store-redirect`, a URL of the stored blob `key` pre-signed for a `GET`
+    /// (a bearer credential for that one object, handed only to a reader the store serves
+    /// `key` to); `None` without it, or when it cannot be signed now.
+    pub async fn signed_url(&self, key: &ObjectKey) -> Option<String> {
+        let (signer, lifetime) = self.backend.signer.as_ref()?;
+        let path = self.backend.object_path(key, None);
+        match signer.signed_url(http::Method::GET, &path, *lifetime).await {
+            Ok(url) => Some(url.to_string()),
+            Err(e) => {
+                self.unavailable("sign a URL", &e);
+                None
+            }
+        }
+    }
+
     /// `start..end` of an S3 store's object. Whoever can write the bucket could have put
     /// anything under a digest's name (the replicas verified what they wrote, not what is
     /// there now): a whole blob is hashed as it streams and its last piece held back until

@@ -9,16 +9,27 @@ use object_store::client::{
     HttpRequestBody, HttpResponse, HttpResponseBody, HttpService,
 };
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An S3-compatible store, `bucket[/prefix]` at `--s3-endpoint` in `--s3-region`: its
-/// objects and where they start.
-pub fn open(
-    options: &Options,
-    bucket_and_prefix: &str,
-) -> Result<(Arc<dyn ObjectStore>, Path), String> {
+/// What signs URLs of the store's objects for clients, and for how long.
+pub type UrlSigner = (Arc<dyn Signer>, Duration);
+
+/// An S3-compatible store, opened.
+pub struct S3Store {
+    /// Its objects.
+    pub objects: Arc<dyn ObjectStore>,
+    /// With `--blob-store-redirect`, the store as the signer of its own URLs, for as long
+    /// as that says.
+    pub signer: Option<UrlSigner>,
+    /// Where the mirror's objects start (`s3://bucket/<prefix>`).
+    pub prefix: Path,
+}
+
+/// An S3-compatible store, `bucket[/prefix]` at `--s3-endpoint` in `--s3-region`.
+pub fn open(options: &Options, bucket_and_prefix: &str) -> Result<S3Store, String> {
     let (bucket, prefix) = bucket_and_prefix
         .split_once('/')
         .unwrap_or((bucket_and_prefix, ""));
@@ -59,10 +70,19 @@ pub fn open(
     if let Some(endpoint) = &options.s3_endpoint {
         builder = builder.with_endpoint(endpoint).with_allow_http(true);
     }
-    let objects = builder
-        .build()
-        .map_err(|e| format!("--blob-store {name}: {e}"))?;
-    Ok((Arc::new(objects), Path::from(prefix)))
+    let objects = Arc::new(
+        builder
+            .build()
+            .map_err(|e| format!("--blob-store {name}: {e}"))?,
+    );
+    let signer = options
+        .blob_store_redirect
+        .map(|lifetime| (objects.clone() as Arc<dyn Signer>, lifetime));
+    Ok(S3Store {
+        objects,
+        signer,
+        prefix: Path::from(prefix),
+    })
 }
 
 /// The store's access key id and secret: the flags (or their `MIRROR_S3_*` variables),
