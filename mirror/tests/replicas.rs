@@ -50,6 +50,14 @@ async fn thirty_pulls_over_three_replicas_spend_one_manifest_get_and_one_downloa
         2,
         "one registry GET per blob"
     );
+    // And the store never failed a replica (a failure would leave it alone for 15 s, and
+    // the counts above would hold by luck).
+    for i in 0..3 {
+        let (_, metrics) = ask(fleet.replica(i), Method::GET, "/metrics", None).await;
+        let metrics = String::from_utf8(metrics.unwrap().to_vec()).unwrap();
+        let unavailable = "registry_mirror_blob_store_total{event=\"unavailable\"} 0";
+        assert!(metrics.contains(unavailable), "replica {i}: {metrics}");
+    }
 
     // The tag moves: each replica sees it on its next pull, and the fleet spends one GET.
     let (moved, _) = fleet.hub.manifest(

@@ -40,6 +40,17 @@ fn record_name(path: &str) -> String {
     hex::encode(hash.finalize())
 }
 
+/// The store's name for anonymous clients in `repository` of the hub (`docker.io`), as
+/// the code names it (an attacker reads the source too).
+fn anonymous_scope(repository: &str) -> String {
+    let mut hash = Sha256::new();
+    for part in [&b"anonymous"[..], b"docker.io", repository.as_bytes()] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
 /// Waits until the shared store holds the blob `digest`.
 async fn until_stored(s3: &Store, digest: &str) {
     let path = s3.object_path(&blob_key(digest));
@@ -149,10 +160,7 @@ async fn a_tag_record_sealed_with_the_redis_password_names_nothing() {
     // record's own name and on the name the password gives v1's.
     let json = format!(r#"{{"digest":"{v2}","fetched":4102444800}}"#);
     let name = record_name("/v2/library/app/manifests/v1");
-    let scope = format!(
-        "anonymous@docker.io/{}",
-        hex::encode(&Sha256::digest(b"library/app")[..16])
-    );
+    let scope = anonymous_scope("library/app");
     let guessed = attackers_key().hashed("tag", &[scope.as_str(), &name]);
     for key in records.iter().chain([&guessed]) {
         fleet.redis.set(key, &attackers_key().seal(key, &json));
@@ -415,5 +423,144 @@ async fn a_hostile_redis_never_fails_or_hangs_a_pull() {
                 "{mode}: a secret in {line}"
             );
         }
+    }
+}
+
+/// Someone with the Redis password writes a lease on a blob's download (its name seen with
+/// `MONITOR` while another fetch ran; the test computes it), unsealed and without end: it
+/// is no lease, so no replica waits on it (it once held a pull for ten minutes), and the
+/// fleet still downloads the blob once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_forged_in_redis_holds_no_pull() {
+    let Some(fleet) = Fleet::start(10_000).await else {
+        return;
+    };
+    let data = test_blob(200_000);
+    let digest = fleet.hub.blob("library/app", &data);
+    let key = ReplicasKey::new(Some(harness::fleet::FLEET_KEY), &None).unwrap();
+    let name = key.hashed("lease", &[b"blobs".to_vec(), digest.clone().into_bytes()]);
+    fleet
+        .redis
+        .set(&name, "held-forever-by-someone-with-the-password");
+    let path = format!("/v2/library/app/blobs/{digest}");
+    let started = Instant::now();
+    let (status, body) = ask(fleet.replica(1), Method::GET, &path, None).await;
+    assert!(status == StatusCode::OK && body.as_deref() == Some(&data[..]));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, body) = ask(fleet.replica(2), Method::GET, &path, None).await;
+    assert!(status == StatusCode::OK && body.as_deref() == Some(&data[..]));
+    assert_eq!(fleet.hub.count(&fleet.hub.state.storage_gets), 1);
+}
+
+/// Someone with the Redis password replays an older, genuinely sealed record of a tag while
+/// a replica fetches the tag's new manifest (holding the lease): a replica waiting on that
+/// lease sees the record change, and would serve the old image; the registry's `HEAD`
+/// (free) says the tag names another digest, so it waits on, and serves the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_tag_record_does_not_roll_a_tag_back() {
+    let Some(fleet) = Fleet::start(10_000).await else {
+        return;
+    };
+    let v1 = pull(&fleet, fleet.replica(0)).await;
+    let tag = "/v2/library/app/manifests/v1";
+    let records = bounded(async {
+        loop {
+            let keys = fleet.redis.keys("rm:tag:");
+            if !keys.is_empty() {
+                return keys;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let old = fleet.redis.get(&records[0]).unwrap();
+    // The tag moved once already: another genuine record, of another image.
+    let (moved, _) = fleet.hub.manifest(
+        "library/app",
+        "v1",
+        &[&fleet.layers[1].1, &fleet.layers[0].1],
+    );
+    assert_eq!(pull(&fleet, fleet.replica(0)).await, moved);
+    let older = bounded(async {
+        loop {
+            match fleet.redis.get(&records[0]) {
+                Some(now) if now != old => return now,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    // The tag moves; replica 0 fetches it slowly (holding the lease) while replica 2, cold,
+    // waits on that lease and the attacker flips the record between the two v1 records.
+    let (v2, _) = fleet
+        .hub
+        .manifest("library/app", "v1", &[&fleet.layers[1].1]);
+    fleet
+        .hub
+        .state
+        .manifest_delay_ms
+        .store(2500, Ordering::SeqCst);
+    let fetching = tokio::spawn({
+        let replica = fleet.replica(0);
+        async move { ask(replica, Method::GET, tag, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let flipping = {
+        let name = records[0].clone();
+        let (a, b) = (old.clone(), older.clone());
+        let redis = &fleet.redis;
+        let until = Instant::now() + Duration::from_millis(2000);
+        let mut flip = false;
+        async move {
+            while Instant::now() < until {
+                redis.set(&name, if flip { &a } else { &b });
+                flip = !flip;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let waiting = ask(fleet.replica(2), Method::GET, tag, None);
+    let ((status, body), ()) = futures_util::future::join(waiting, flipping).await;
+    assert_eq!(status, StatusCode::OK);
+    let served = support::registry::digest(&body.unwrap());
+    assert!(
+        served != v1 && served != moved,
+        "rolled back to a replayed record's image"
+    );
+    assert_eq!(served, v2);
+    let (status, _) = bounded(fetching).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Someone who can write the bucket records an access of anonymous to a private layer
+/// (an empty object where the replicas keep theirs, under the name the code gives it):
+/// names of access records carry a MAC of the replicas' key, so it is none, and neither a
+/// replica that looks it up nor one that lists the bucket at start serves the layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_planted_in_the_bucket_grants_nothing() {
+    let Some(mut fleet) = Fleet::start(10_000).await else {
+        return;
+    };
+    fleet.hub.repo("acme/secret", false, &["alice"]);
+    let secret = test_blob(40_000);
+    let digest = fleet.hub.blob("acme/secret", &secret);
+    let path = format!("/v2/acme/secret/blobs/{digest}");
+    let (status, _) = ask(fleet.replica(0), Method::GET, &path, Some("alice")).await;
+    assert_eq!(status, StatusCode::OK);
+    until_stored(&fleet.s3, &digest).await;
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let scope = anonymous_scope("acme/secret");
+    fleet
+        .s3
+        .put(&format!("fleet/access/{scope}/blobs/sha256/{hex}"), b"");
+    let restarted = fleet.add_replica();
+    for mirror in [fleet.replica(1), restarted] {
+        let (status, body) = ask(mirror, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "the registry's answer");
+        assert!(body.as_deref() != Some(&secret[..]));
     }
 }

@@ -280,6 +280,7 @@ async fn a_stored_blob_is_answered_with_a_url_of_the_store_signed_for_a_get() {
         head.headers["docker-content-digest"],
         public_digest.as_str()
     );
+    assert_eq!(head.headers["cache-control"], "no-store, private");
     let location = head.headers["location"].to_str().unwrap().to_owned();
     assert!(
         location.starts_with(&format!("http://{}/{BUCKET}/mirror/blobs/", s3.addr))
@@ -342,7 +343,173 @@ async fn a_stored_blob_is_answered_with_a_url_of_the_store_signed_for_a_get() {
         storage_gets,
         "nothing more downloaded"
     );
+    // Gone from the bucket (another replica evicted it): no URL to nothing; the pull is
+    // served as without the store, and the blob stored again.
+    std::fs::remove_file(object(&public_digest)).unwrap();
+    let (head, body) = get(public_path.clone(), None).await;
+    assert!(head.status == 200 && body == public[..], "{}", head.status);
+    assert_eq!(
+        hub.state.storage_gets.load(Ordering::SeqCst),
+        storage_gets + 1
+    );
     let lines = running.lines.lock().unwrap().join("\n");
     assert!(lines.contains("\"status\":307"), "the 307s are logged");
     assert!(!lines.contains(&signature), "no signature in the log");
+}
+
+/// The mirror's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A client that opens HTTP/2 streams for a stored blob and never reads them (a window of
+/// nothing, then of one byte) makes the mirror hold little: pieces are read only when the
+/// connection asks for one, small first, and read ahead only within a budget; hyper's send
+/// buffer holds 256 KiB a stream at most. (Each stream once read 1 MiB before its answer
+/// and 1 MiB ahead: 90 streams with shut windows held 180 MiB.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_are_never_read_hold_little_memory() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let hub = StoreHub::start().await;
+    hub.repo("library/alpine", true, &[]);
+    let data = support::setup::test_blob(8 * 1024 * 1024);
+    let digest = hub.blob("library/alpine", &data);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap().to_owned();
+    let running = Running::start(&hub.flags(&["--blob-store", &store]));
+    let path = format!("/v2/library/alpine/blobs/{digest}");
+    assert_eq!(
+        fetch(running.addr, &path).await.1.as_deref(),
+        Some(&data[..])
+    );
+    bounded(async {
+        while files_in(&dir.path().join("blobs")).is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let before = rss_kib(running.child.id());
+    let (mut held, mut senders, mut grew) = (Vec::new(), Vec::new(), Vec::new());
+    for window in [0, 1] {
+        let stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(window)
+                .adaptive_window(false)
+                .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        for _ in 0..90 {
+            let req = http::Request::get(format!("http://{}{path}", running.addr))
+                .body(Empty::new())
+                .unwrap();
+            let res = bounded(sender.send_request(req)).await.unwrap();
+            assert_eq!(res.status(), 200);
+            held.push(res);
+        }
+        senders.push(sender);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        grew.push(rss_kib(running.child.id()).saturating_sub(before));
+    }
+    // Shut windows: the first piece and the one read ahead, 192 KiB a stream (17 MiB for
+    // 90); a one-byte window: as much as hyper's send buffer holds besides (256 KiB).
+    assert!(
+        grew[0] < 24 * 1024,
+        "90 streams, windows shut: {} KiB",
+        grew[0]
+    );
+    assert!(grew[1] < 72 * 1024, "and 90 of one byte: {} KiB", grew[1]);
+    drop((held, senders));
+}
+
+/// A reader that stalls keeps its download's spool counted in the spool budget after the
+/// download ended (on S3 the spool's name is removed once it is uploaded; the open file
+/// still holds the disk): a client that opens streams it never reads cannot make the
+/// mirror spool more than `--blob-store-max-size`. Once it lets go, the next blob is
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_keeps_its_spool_counted() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use support::s3::{AuthRule, Store, ACCESS_KEY, BUCKET, SECRET_KEY};
+    let s3 = Store::start(AuthRule::S3).await;
+    let hub = StoreHub::start().await;
+    hub.repo("library/alpine", true, &[]);
+    let blobs: Vec<(Vec<u8>, String)> = (0..3u8)
+        .map(|i| {
+            let data: Vec<u8> = support::setup::test_blob(4 * 1024 * 1024)
+                .into_iter()
+                .map(|b| b ^ i)
+                .collect();
+            let digest = hub.blob("library/alpine", &data);
+            (data, digest)
+        })
+        .collect();
+    let data_dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&hub.flags(&[
+        "--blob-store",
+        &format!("s3://{BUCKET}/mirror"),
+        "--s3-endpoint",
+        &format!("http://{}", s3.addr),
+        "--s3-access-key-id",
+        ACCESS_KEY,
+        "--s3-secret-access-key",
+        SECRET_KEY,
+        "--data-dir",
+        data_dir.path().to_str().unwrap(),
+        "--blob-store-max-size",
+        "6MiB",
+    ]));
+    let object = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]))
+    };
+    let path = |i: usize| format!("/v2/library/alpine/blobs/{}", blobs[i].1);
+    // The first blob, on a stream whose window stays shut.
+    let stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let req = http::Request::get(format!("http://{}{}", running.addr, path(0)))
+        .body(Empty::new())
+        .unwrap();
+    let stalled = bounded(sender.send_request(req)).await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    bounded(async {
+        while !object(&blobs[0].1).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Its spool still counts: the second blob does not fit beside it, and is served
+    // without being stored.
+    assert_eq!(
+        fetch(running.addr, &path(1)).await.1.as_deref(),
+        Some(&blobs[1].0[..])
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !object(&blobs[1].1).exists(),
+        "not stored beside the stalled one"
+    );
+    drop((stalled, sender));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fetch(running.addr, &path(2)).await.1.as_deref(),
+        Some(&blobs[2].0[..])
+    );
+    bounded(async {
+        while !object(&blobs[2].1).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }

@@ -114,7 +114,7 @@ fn slice(parts: &Parts, size: u64) -> Slice {
         (false, Some(start), _) if start >= size => Slice::Unsatisfiable,
         (false, Some(start), None) if last.trim().is_empty() => Slice::Part(start, size),
         (false, Some(start), Some(last)) if last >= start => {
-            Slice::Part(start, (last + 1).min(size))
+            Slice::Part(start, last.saturating_add(1).min(size))
         }
         _ => Slice::Whole,
     }
@@ -156,6 +156,9 @@ mod tests {
             Slice::Unsatisfiable
         );
         assert_eq!(slice(&with_range("bytes=-0"), 1000), Slice::Unsatisfiable);
+        // The largest last byte there is: to the end, not past it (it once wrapped).
+        let huge = format!("bytes=999-{}", u64::MAX);
+        assert_eq!(slice(&with_range(&huge), 1000), Slice::Part(999, 1000));
         for whole in [
             "bytes=5-1",
             "bytes=0-1,5-9",

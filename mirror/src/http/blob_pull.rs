@@ -18,8 +18,8 @@ use crate::cache::store::blobs::{BlobStore, Lookup};
 use crate::cache::store::downloads::FillTicket;
 use crate::cache::store::fill::{Fill, Resume};
 use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
+use crate::cache::store::leases::LeaseGuard;
 use crate::cache::store::replicas::DownloadTurn;
-use crate::cache::store::shared_state::LeaseGuard;
 use crate::metrics::{Metrics, StoreEvent};
 use crate::serve::body::{MirrorBody, UpstreamBody};
 use crate::serve::log::{Metered, RequestLog};
@@ -76,7 +76,10 @@ impl BlobPull {
             return match self.store.lookup(&key, claim) {
                 Lookup::Stored(stored) => {
                     if may_read(&self.store, exchange, asked.uri, &key, &reader).await {
-                        if let Some(res) = self.serve_stored(exchange, &key, stored.size).await {
+                        let stored_key = (&key, &reader);
+                        if let Some(res) =
+                            self.serve_stored(exchange, stored_key, stored.size).await
+                        {
                             return res;
                         }
                     }
@@ -202,7 +205,7 @@ impl BlobPull {
     async fn serve_stored(
         &self,
         exchange: &Exchange<'_>,
-        key: &ObjectKey,
+        (key, reader): (&ObjectKey, &Reader),
         size: u64,
     ) -> Option<Response<MirrorBody>> {
         let Some((start, end)) = asked_part(exchange.parts, size) else {
@@ -210,7 +213,11 @@ impl BlobPull {
             return Some(self.unsatisfiable(exchange, size));
         };
         if exchange.parts.method == Method::GET {
-            let url = self.store.signed_url(key).await;
+            let until = match reader {
+                Reader::Login(grant) => Some(grant.until),
+                Reader::Shared(_) => None,
+            };
+            let url = self.store.signed_url(key, size, until).await;
             // A URL that is no header value (none S3 signs) is served as without it.
             if let Some(mut location) = url.and_then(|url| HeaderValue::from_str(&url).ok()) {
                 location.set_sensitive(true);
@@ -283,6 +290,11 @@ impl BlobPull {
             digest.expect("a digest is a header value"),
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        // The URL is for this reader: no cache keeps it for another.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store, private"),
+        );
         res
     }
 

@@ -9,11 +9,12 @@ use super::manifest_store::{FleetTurn, StoredManifests};
 use crate::api::{Route, DOCKER_CONTENT_DIGEST};
 use crate::auth::identity::Identity;
 use crate::cache::manifests::{self, Manifest, ManifestCache, ManifestKey, MAX_MANIFEST};
-use crate::cache::store::shared_state::LeaseGuard;
+use crate::cache::store::leases::LeaseGuard;
 use crate::metrics::{Joined, ManifestEvent, Metrics, StoreEvent};
 use crate::serve::body::MirrorBody;
 use crate::serve::errors::{registry_error, upstream_failure};
 use crate::serve::log::RequestLog;
+use crate::serve::verify;
 use crate::upstream::request::RequestMarks;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -265,8 +266,12 @@ impl ManifestPull {
             Some(digest) => digest.clone(),
             None => sha256_digest(&body),
         };
-        // By digest, what is kept must be what was asked for.
-        if reference.starts_with("sha256:") && sha256_digest(&body) != reference {
+        // By digest (sha256 or sha512), what is kept must be what was asked for.
+        if verify::expected(reference).is_some_and(|expected| {
+            let mut hasher = verify::DigestHasher::new(&expected);
+            hasher.update(&body);
+            !hasher.matches(&expected)
+        }) {
             return registry_error(
                 StatusCode::BAD_GATEWAY,
                 "MANIFEST_INVALID",

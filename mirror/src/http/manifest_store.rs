@@ -6,13 +6,14 @@
 
 use super::exchange::Exchange;
 use super::store_access::may_read;
-use crate::api::{path, DOCKER_CONTENT_DIGEST};
+use crate::api::{path, Route, DOCKER_CONTENT_DIGEST};
 use crate::auth::identity::Identity;
 use crate::cache::manifests::{Manifest, ManifestKey};
 use crate::cache::store::blobs::{BlobStore, Lookup};
 use crate::cache::store::keys::{ContentDigest, ObjectKey, Reader};
-use crate::cache::store::shared_state::{Lease, LeaseGuard};
+use crate::cache::store::leases::{Lease, LeaseGuard};
 use crate::cache::store::tags::{self, TagRecord};
+use crate::upstream::request::RequestMarks;
 use http::{HeaderValue, Uri};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -182,11 +183,14 @@ impl StoredManifests {
         let name = [kind, &scope, &tag_name(key)].map(|part| part.as_bytes().to_vec());
         let tag = || async { self.store.tag(&scope, &tag_name(key)).await };
         let before = if digest { None } else { tag().await };
-        // By tag: once the tag's record changed. By digest: once the store has it.
+        // By tag: once the tag's record changed, and the registry's `HEAD` (free) does not
+        // name another digest (a record replayed by whoever can write to Redis names an
+        // older one). By digest: once the store has it.
         let fetched_meanwhile = || async {
             let changed = digest || tag().await.is_some_and(|now| Some(now) != before);
             changed.then_some(())?;
-            self.restore(exchange, key, uri, who).await
+            let manifest = self.restore(exchange, key, uri, who).await?;
+            (digest || !names_another(exchange, uri, &manifest).await).then_some(manifest)
         };
         let deadline = Instant::now() + wait;
         loop {
@@ -265,6 +269,21 @@ impl StoredManifests {
             };
             store.put_tag(&scope, &name, &record).await;
         });
+    }
+}
+
+/// Whether the registry's answer to a `HEAD` of the tag at `uri` names another digest than
+/// `manifest`'s (a registry that cannot answer names none).
+async fn names_another(exchange: &Exchange<'_>, uri: &Uri, manifest: &Manifest) -> bool {
+    let marks = RequestMarks::uncached(Route::Manifest);
+    match exchange
+        .send_upstream(uri, &http::Method::HEAD, marks)
+        .await
+    {
+        Ok(res) if res.status() == http::StatusCode::OK => {
+            res.headers().get(DOCKER_CONTENT_DIGEST) != Some(&manifest.digest)
+        }
+        _ => false,
     }
 }
 

@@ -20,6 +20,15 @@ pub const CLIENT_MAX_BUF: usize = 768 * 1024;
 /// How long a client has to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most HTTP/2 streams a client may have open on one connection (hyper's default is
+/// 200; a pull opens a few).
+pub const H2_MAX_STREAMS: u32 = 100;
+
+/// The most a stream's answer may hold in hyper's HTTP/2 send buffer while its client's
+/// window is shut (hyper's default is 400 KiB): with [`H2_MAX_STREAMS`], what one
+/// connection whose client reads nothing can make the mirror hold, 25 MiB.
+pub const H2_SEND_BUFFER: usize = 256 * 1024;
+
 /// The server side of a connection: HTTP/1.1, or HTTP/2 where the client speaks it.
 pub fn server_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -27,6 +36,10 @@ pub fn server_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_send_buf_size(H2_SEND_BUFFER);
     builder
 }
 

@@ -954,3 +954,80 @@ async fn a_joining_pull_is_served_from_the_download_as_it_grows() {
         "one download for both"
     );
 }
+
+/// A `Range` whose last byte is the largest number there is (it once wrapped to a range
+/// ending before it starts, which failed the store's read and left the store alone for all
+/// pulls): the blob's last byte, and the store still serves the next pull.
+#[tokio::test]
+async fn a_range_to_the_largest_last_byte_is_the_rest_of_the_blob() {
+    let hub = StoreHub::start().await;
+    hub.repo("library/alpine", true, &[]);
+    let (small, large) = (test_blob(70_000), test_blob(3 * 1024 * 1024));
+    let digests = [
+        hub.blob("library/alpine", &small),
+        hub.blob("library/alpine", &large),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = start_mirror(&hub.flags(&["--blob-store", dir.path().to_str().unwrap()])).await;
+    for (data, digest) in [(&small, &digests[0]), (&large, &digests[1])] {
+        let path = format!("/v2/library/alpine/blobs/{digest}");
+        assert!(same(get_blob(mirror, &path, None).await.1.as_deref(), data));
+    }
+    until_stored(dir.path(), 2).await;
+    let gets = hub.count(&hub.state.storage_gets);
+    for (data, digest) in [(&small, &digests[0]), (&large, &digests[1])] {
+        let path = format!("/v2/library/alpine/blobs/{digest}");
+        let range = format!("bytes={}-{}", data.len() - 1, u64::MAX);
+        let res = send(pull(mirror, Method::GET, &path, None, Some(&range))).await;
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+        let expected = format!("bytes {0}-{0}/{1}", data.len() - 1, data.len());
+        assert_eq!(res.headers()["content-range"], expected.as_str());
+        let body = body_bytes(res.into_body()).await.unwrap();
+        assert_eq!(&body[..], &data[data.len() - 1..]);
+        assert!(same(get_blob(mirror, &path, None).await.1.as_deref(), data));
+    }
+    assert_eq!(hub.count(&hub.state.storage_gets), gets, "every read a hit");
+    let scrape = super::metrics_with(mirror, &[]).await;
+    assert!(
+        scrape.contains("registry_mirror_blob_store_total{event=\"unavailable\"} 0"),
+        "{scrape}"
+    );
+}
+
+/// The empty blob (some images have one) stored on S3 is answered without asking the store
+/// for a range of nothing (which S3 refuses, and which once left the store alone for every
+/// pull): the second pull is a hit, and the store never failed.
+#[tokio::test]
+async fn the_empty_blob_on_s3_is_a_hit_that_asks_the_store_nothing() {
+    use crate::support::s3::{AuthRule, Store, SECRET_KEY};
+    let s3 = Store::start(AuthRule::S3).await;
+    let hub = StoreHub::start().await;
+    hub.repo("library/alpine", true, &[]);
+    let digest = hub.blob("library/alpine", b"");
+    let mirror = start_mirror(&s3_flags(&hub, &s3, SECRET_KEY)).await;
+    let path = format!("/v2/library/alpine/blobs/{digest}");
+    let (status, body) = get_blob(mirror, &path, None).await;
+    assert!(status == StatusCode::OK && body.as_deref() == Some(&b""[..]));
+    let hex = digest.trim_start_matches("sha256:");
+    let object = s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]));
+    bounded(async {
+        while !object.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let gets = hub.count(&hub.state.storage_gets);
+    for _ in 0..2 {
+        let (status, body) = get_blob(mirror, &path, None).await;
+        assert!(
+            status == StatusCode::OK && body.as_deref() == Some(&b""[..]),
+            "{status}"
+        );
+    }
+    assert_eq!(hub.count(&hub.state.storage_gets), gets, "hits");
+    let scrape = super::metrics_with(mirror, &[]).await;
+    assert!(
+        scrape.contains("registry_mirror_blob_store_total{event=\"unavailable\"} 0"),
+        "{scrape}"
+    );
+}

@@ -9,10 +9,12 @@
 //! access/<scope>/<kind>/sha256/<hex>       what a shared identity fetched there (empty)
 //! tags/<scope>/<hash>                       what a tag named when it was last fetched
 //!
-//! (a scope, `<identity>@<registry>/<repository's hash>`, is one part: its `/` encoded)
+//! (a scope is 32 hex digits naming an identity in a repository of a registry; with
+//! replicas, an access record's name ends with `.<MAC>` of the replicas' key)
 //! ```
 
 use super::keys::{ContentDigest, Kind, ObjectKey};
+use super::seal::ReplicasKey;
 use crate::options::Options;
 use base64::Engine;
 use futures_util::StreamExt;
@@ -46,6 +48,9 @@ pub struct Backend {
     pub name: String,
     /// Until when the store is left alone, after it failed.
     down_until: Mutex<Option<Instant>>,
+    /// With replicas (`--shared-state`), their key: the names of access records carry a
+    /// MAC of it, so that whoever can write the bucket cannot record an access.
+    access_key: Option<ReplicasKey>,
 }
 
 impl Backend {
@@ -77,6 +82,7 @@ impl Backend {
                 prefix,
                 name: place,
                 down_until: Mutex::default(),
+                access_key: access_key(options),
             }));
         }
         let dir = PathBuf::from(&place);
@@ -101,6 +107,7 @@ impl Backend {
             prefix: Path::default(),
             name: place,
             down_until: Mutex::default(),
+            access_key: access_key(options),
         }))
     }
 
@@ -126,15 +133,28 @@ impl Backend {
         self.path(parts)
     }
 
-    /// The empty object that says the shared identity `scope` fetched `key`.
+    /// The empty object that says the shared identity `scope` fetched `key` (its name
+    /// sealed with the replicas' key, if there is one).
     pub fn access_path(&self, scope: &str, key: &ObjectKey) -> Path {
+        let (folder, algorithm) = (key.kind.folder(), key.digest.algorithm());
+        let mut last = key.digest.hex().to_owned();
+        if let Some(mac) = self.access_mac(scope, folder, algorithm, key.digest.hex()) {
+            last = format!("{last}.{mac}");
+        }
         self.path([
             "access".to_owned(),
             scope.to_owned(),
-            key.kind.folder().to_owned(),
-            key.digest.algorithm().to_owned(),
-            key.digest.hex().to_owned(),
+            folder.to_owned(),
+            algorithm.to_owned(),
+            last,
         ])
+    }
+
+    /// The MAC an access record's name carries, with the replicas' key.
+    fn access_mac(&self, scope: &str, folder: &str, algorithm: &str, hex: &str) -> Option<String> {
+        let key = self.access_key.as_ref()?;
+        let hashed = key.hashed("access", &[scope, folder, algorithm, hex]);
+        Some(hashed.rsplit(':').next().unwrap_or_default()[..20].to_owned())
     }
 
     /// The record of what a tag named for the shared identity `scope`; `hash` names the
@@ -185,10 +205,18 @@ impl Backend {
                     Some(media_type),
                 ))
             }
-            ["access", scope, folder, algorithm, hex] => Some(Listed::Access(
-                (*scope).into(),
-                key(kind(folder)?, algorithm, hex)?,
-            )),
+            ["access", scope, folder, algorithm, last] => {
+                // With the replicas' key, only a name sealed with it is an access.
+                let mac = self.access_mac(scope, folder, algorithm, last.split('.').next()?);
+                let hex = match mac {
+                    Some(mac) => last.strip_suffix(&mac)?.strip_suffix('.')?,
+                    None => last,
+                };
+                Some(Listed::Access(
+                    (*scope).into(),
+                    key(kind(folder)?, algorithm, hex)?,
+                ))
+            }
             _ => None,
         }
     }
@@ -242,25 +270,12 @@ impl Backend {
     fn lock_down(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
         self.down_until.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Removes what a crash left behind: downloads in flight in the spool, and a local
-    /// store's half-written files (`object_store` writes `<name>#<n>`, then renames it).
-    /// Returns how many files went.
-    pub fn clean_leftovers(&self) -> std::io::Result<usize> {
-        let mut removed = 0;
-        std::fs::create_dir_all(&self.spool)?;
-        for entry in std::fs::read_dir(&self.spool)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
-            }
-        }
-        if let Some(dir) = &self.local {
-            removed += remove_staged(dir)?;
-        }
-        Ok(removed)
-    }
+/// The replicas' key, with `--shared-state` (checked by the shared state when it opened).
+fn access_key(options: &Options) -> Option<ReplicasKey> {
+    options.shared_state.as_ref()?;
+    ReplicasKey::new(options.shared_state_key.as_deref(), &None).ok()
 }
 
 /// What a listed path names.
@@ -278,42 +293,48 @@ fn decode(part: &str) -> String {
         .into_owned()
 }
 
-/// Removes the files under `dir` that `object_store` was still writing (`<name>#<n>`).
-fn remove_staged(dir: &std::path::Path) -> std::io::Result<usize> {
-    let mut removed = 0;
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if kind.is_dir() && name != "spool" {
-                pending.push(entry.path());
-            } else if kind.is_file() && is_staged(&name) {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
-            }
-        }
-    }
-    Ok(removed)
-}
-
-/// `<name>#<digits>`: a file `object_store`'s local store writes before renaming it.
-fn is_staged(name: &str) -> bool {
-    name.rsplit_once('#').is_some_and(|(base, n)| {
-        !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn with_the_replicas_key_an_access_record_is_one_whose_name_is_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = <Options as clap::Parser>::parse_from([
+            "registry-mirror",
+            "--blob-store",
+            dir.path().to_str().unwrap(),
+            "--shared-state",
+            "redis://127.0.0.1:1/0",
+            "--shared-state-key",
+            "the-replicas-own-key-1",
+        ]);
+        let backend = Backend::open(&options).unwrap().unwrap();
+        let key = ObjectKey::blob(ContentDigest::sha256_of(b"layer"));
+        let scope = "anonymous@docker.io/0123456789abcdef0123456789abcdef";
+        let sealed = backend.access_path(scope, &key);
+        assert!(
+            sealed.as_ref().contains(&format!("{}.", key.digest.hex())),
+            "{sealed}"
+        );
+        assert!(
+            matches!(backend.read_listed(&sealed), Some(Listed::Access(s, k)) if &*s == scope && k == key)
+        );
+        // What a bucket's writer can name without the key: nothing.
+        let plain = Path::from_iter(["access", scope, "blobs", "sha256", key.digest.hex()]);
+        assert!(backend.read_listed(&plain).is_none(), "{plain}");
+        let other = sealed.as_ref().replace(
+            scope,
+            "anonymous@docker.io/ffffffffffffffffffffffffffffffff",
+        );
+        assert!(
+            backend.read_listed(&Path::from(other.as_str())).is_none(),
+            "moved to another scope"
+        );
+    }
+
+    #[test]
     fn staged_names_and_listed_paths() {
-        assert!(is_staged("abc#1") && is_staged("x#123"));
-        assert!(!is_staged("abc") && !is_staged("#1") && !is_staged("a#") && !is_staged("a#1b"));
         let dir = tempfile::tempdir().unwrap();
         let options = <Options as clap::Parser>::parse_from([
             "registry-mirror",

@@ -10,8 +10,10 @@ use super::grants::Grants;
 use super::hot::HotBlobs;
 use super::index::{Access, Index, Stored};
 use super::keys::{ObjectKey, Reader};
-use super::shared_state::{LeaseGuard, SharedState};
-use super::tags::{TagRecord, TagRecords};
+use super::leases::LeaseGuard;
+use super::pieces::ReadBudget;
+use super::shared_state::SharedState;
+use super::tags::TagRecords;
 use crate::metrics::{Metrics, StoreEvent};
 use crate::options::Options;
 use crate::serve::body::UpstreamBody;
@@ -25,6 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The low watermark: eviction takes the store down to this share of its maximum.
 const LOW_WATERMARK: f64 = 0.9;
+
+/// What reads of stored files may hold in memory beyond the hot blobs.
+const READS_BEYOND_MEMORY: u64 = 64 * 1024 * 1024;
 
 /// What the store says of an object.
 pub enum Lookup {
@@ -48,6 +53,8 @@ pub struct BlobStore {
     pub(super) grants: Grants,
     /// Its hottest small blobs, in memory (`--blob-store-memory`).
     pub(super) hot: HotBlobs,
+    /// What reads of its files may hold in memory at once (its hot blobs included).
+    pub(super) reads: Arc<ReadBudget>,
     pub(super) downloads: Arc<Downloads>,
     max_size: u64,
     pub(super) idle_timeout: Duration,
@@ -114,6 +121,11 @@ impl BlobStore {
             tag_records,
             grants: Grants::default(),
             hot: HotBlobs::new(options.blob_store_memory),
+            reads: ReadBudget::new(
+                options
+                    .blob_store_memory
+                    .saturating_add(READS_BEYOND_MEMORY),
+            ),
             max_size: options.blob_store_max_size,
             idle_timeout: options.idle_timeout,
             metrics,
@@ -133,7 +145,7 @@ impl BlobStore {
         self.relist_if_due();
         let down = self.backend.down();
         if let (false, Some(stored)) = (down, self.lock_index().get(key)) {
-            return Lookup::Stored(stored.clone());
+            return Lookup::Stored(stored.summary());
         }
         match self.downloads.find(key, claim && !down) {
             InFlight::Running(fill) => Lookup::Filling(fill),
@@ -178,51 +190,6 @@ impl BlobStore {
             self.forget(key);
         }
         bytes.ok().flatten()
-    }
-
-    /// Keeps what the tag `name` named for the shared identity `scope`: in the shared state
-    /// (for the other replicas) and in the store.
-    pub async fn put_tag(&self, scope: &str, name: &str, record: &TagRecord) {
-        if let Some(shared) = &self.shared {
-            shared.put_tag(scope, name, record, self.serve_stale).await;
-        }
-        if self.backend.down() {
-            return;
-        }
-        let path = self.backend.tag_path(scope, name);
-        let json = match &self.shared {
-            Some(shared) => shared.key().seal(path.as_ref(), &record.to_json()),
-            None => record.to_json(),
-        };
-        let json = PutPayload::from(json);
-        if let Err(e) = self.backend.objects.put(&path, json).await {
-            return self.unavailable("record a tag", &e);
-        }
-        for gone in self.tag_records.written(path) {
-            if let Err(e) = self.backend.objects.delete(&gone).await {
-                tracing::warn!(error = %e, "an old tag record could not be deleted");
-            }
-        }
-    }
-
-    /// What the tag `name` named for the shared identity `scope`, if a replica recorded it
-    /// in the shared state, or the store kept it (sealed as in the shared state when the
-    /// replicas have one: whoever can write the bucket does not name tags then).
-    pub async fn tag(&self, scope: &str, name: &str) -> Option<TagRecord> {
-        if let Some(shared) = &self.shared {
-            if let Some(record) = shared.tag(scope, name).await {
-                return Some(record);
-            }
-        }
-        let path = self.backend.tag_path(scope, name);
-        let bytes = self.get_bytes(&path, "read a tag").await.ok()??;
-        match &self.shared {
-            Some(shared) => {
-                let sealed = std::str::from_utf8(&bytes).ok()?;
-                TagRecord::parse(shared.key().unseal(path.as_ref(), sealed)?.as_bytes())
-            }
-            None => TagRecord::parse(&bytes),
-        }
     }
 
     /// The whole object at `path`: `Ok(None)` if the store does not hold it, `Err` (logged

@@ -6,7 +6,8 @@ use super::backend::Backend;
 use super::commit;
 use super::fill::{self, Fill, FillError, Resume};
 use super::keys::{ObjectKey, Scope};
-use super::shared_state::LeaseGuard;
+use super::leases::LeaseGuard;
+use super::spool::SpoolFile;
 use super::spool::{self, FillState, Progress};
 use crate::metrics::{Metrics, StoreEvent};
 use crate::serve::body::UpstreamBody;
@@ -14,7 +15,7 @@ use crate::serve::verify::CachedRedirect;
 use http::HeaderValue;
 use object_store::{ObjectStoreExt, PutPayload};
 use std::collections::HashMap;
-use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -81,6 +82,8 @@ pub struct Downloads {
     /// The most bytes the downloads in flight may spool at once (the store's maximum):
     /// clients that ask for a byte of many blobs do not make the mirror spool them all.
     spool_budget: u64,
+    /// The bytes of the spool files alive now (a download's, until its last reader is done).
+    spooled: Arc<AtomicU64>,
     backend: Arc<Backend>,
     idle_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -97,6 +100,7 @@ impl Downloads {
         Arc::new(Downloads {
             slots: Mutex::default(),
             spool_budget,
+            spooled: Arc::default(),
             backend,
             idle_timeout,
             metrics,
@@ -110,7 +114,10 @@ impl Downloads {
         match slots.get(key) {
             Some(Slot::Running(fill)) => InFlight::Running(fill.clone()),
             Some(Slot::Starting(starting, _)) => InFlight::Starting(Starting(starting.clone())),
-            None if claim && slots.len() < MAX_FILLS && spooling(&slots) < self.spool_budget => {
+            None if claim
+                && slots.len() < MAX_FILLS
+                && self.spooling(&slots) < self.spool_budget =>
+            {
                 let (tx, rx) = watch::channel(());
                 slots.insert(key.clone(), Slot::Starting(rx, 0));
                 InFlight::Claimed(FillTicket {
@@ -184,12 +191,12 @@ impl Downloads {
 
     /// The spool file of a download of `size` bytes of `key` (its ticket's), its room taken
     /// from the spool budget and reserved on disk; `None` (logged) when there is no room.
-    fn spool_for(&self, key: &ObjectKey, size: u64) -> Option<(std::path::PathBuf, File)> {
+    fn spool_for(&self, key: &ObjectKey, size: u64) -> Option<(std::path::PathBuf, SpoolFile)> {
         // The budget checked and taken at once: downloads starting together do not both
         // fit in what only one of them fits in.
-        let spooling = {
+        {
             let mut slots = self.lock();
-            let spooling = spooling(&slots);
+            let spooling = self.spooling(&slots);
             if spooling + size > self.spool_budget {
                 tracing::debug!(size, spooling, "no room in the spool budget: not stored");
                 return None;
@@ -197,15 +204,15 @@ impl Downloads {
             if let Some(Slot::Starting(_, reserved)) = slots.get_mut(key) {
                 *reserved = size;
             }
-            spooling
-        };
-        // The disk must hold this download and what the others will still write.
-        let spool = spool::has_room(&self.backend.spool, spooling + size)
+        }
+        // The disk must hold this download (the others reserved theirs already).
+        let spool = spool::has_room(&self.backend.spool, size)
             .and_then(|()| spool::create(&self.backend.spool, key).map_err(|e| e.to_string()));
         // Its room reserved before any reader is served: a disk that fills up meanwhile
         // does not break the download half way.
+        let spooled = self.spooled.clone();
         let spool = spool.and_then(|(path, file)| match spool::reserve(&file, size) {
-            Ok(()) => Ok((path, file)),
+            Ok(()) => Ok((path, SpoolFile::counted(file, size, spooled))),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
                 Err(format!("reserve {size} bytes: {e}"))
@@ -281,18 +288,20 @@ impl Downloads {
         }
     }
 
+    /// The bytes spooled now: the spool files alive (their downloads' whole size), and the
+    /// room downloads about to start took.
+    fn spooling(&self, slots: &HashMap<ObjectKey, Slot>) -> u64 {
+        let starting: u64 = slots
+            .values()
+            .map(|slot| match slot {
+                Slot::Starting(_, reserved) => *reserved,
+                Slot::Running(_) => 0,
+            })
+            .sum();
+        self.spooled.load(Ordering::Relaxed) + starting
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Slot>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The bytes the downloads running now spool, once whole.
-fn spooling(slots: &HashMap<ObjectKey, Slot>) -> u64 {
-    slots
-        .values()
-        .map(|slot| match slot {
-            Slot::Running(fill) => fill.size,
-            Slot::Starting(_, reserved) => *reserved,
-        })
-        .sum()
 }

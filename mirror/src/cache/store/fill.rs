@@ -4,7 +4,7 @@
 //! as it grows; the download goes on to its end whether or not they stay.
 
 use super::keys::{ObjectKey, Scope};
-use super::spool::{FillState, Progress, SpoolCursor};
+use super::spool::{FillState, Progress, SpoolCursor, SpoolFile};
 use crate::serve::body::{IdleTimeout, UpstreamBody};
 use crate::serve::verify::DigestHasher;
 use bytes::Bytes;
@@ -40,7 +40,7 @@ pub struct Fill {
     pub media_type: HeaderValue,
     /// The spool file.
     pub(super) path: PathBuf,
-    pub(super) file: Arc<File>,
+    pub(super) file: Arc<SpoolFile>,
     progress: watch::Receiver<Progress>,
     /// The shared identities the upstream served the blob to: the download's own, and
     /// those of readers it accepted since (recorded in the store on commit).
@@ -56,7 +56,7 @@ impl Fill {
         key: ObjectKey,
         size: u64,
         media_type: HeaderValue,
-        (path, file): (PathBuf, File),
+        (path, file): (PathBuf, SpoolFile),
         progress: watch::Receiver<Progress>,
     ) -> Fill {
         Fill {

@@ -15,7 +15,7 @@ const RECORD_AGAIN: Duration = Duration::from_secs(60);
 /// A shared identity's access to an object: when the registry last said it serves it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Access {
-    /// The shared identity in one repository (`anonymous@docker.io/<repository's hash>`).
+    /// The shared identity in one repository (its [`Scope`]).
     pub scope: Scope,
     /// When the registry last served it (or answered its `HEAD`).
     pub checked: SystemTime,
@@ -32,7 +32,20 @@ pub struct Stored {
     pub scopes: Vec<Access>,
 }
 
+/// The most shared identities' accesses kept for one object (each a repository): past
+/// it, the one checked longest ago goes (its next read costs a `HEAD`).
+const MAX_SCOPES: usize = 64;
+
 impl Stored {
+    /// Its size and media type (what a lookup answers), without its accesses.
+    pub fn summary(&self) -> Stored {
+        Stored {
+            size: self.size,
+            media_type: self.media_type.clone(),
+            scopes: Vec::new(),
+        }
+    }
+
     /// When the registry last said `scope` may read it.
     pub fn checked(&self, scope: &Scope) -> Option<SystemTime> {
         self.scopes
@@ -50,6 +63,12 @@ impl Stored {
                 record
             }
             None => {
+                if self.scopes.len() >= MAX_SCOPES {
+                    let oldest = (0..self.scopes.len()).min_by_key(|&i| self.scopes[i].checked);
+                    if let Some(oldest) = oldest {
+                        self.scopes.swap_remove(oldest);
+                    }
+                }
                 self.scopes.push(access);
                 true
             }
@@ -150,6 +169,12 @@ impl Index {
         let mut index = Index::default();
         for meta in objects {
             if let Some(Listed::Object(key, media_type)) = backend.read_listed(&meta.location) {
+                // Nothing is no blob but the empty one's (planted: its head alone would
+                // answer it as complete).
+                let empty = meta.size == 0 && !key.digest.expected().is_of_nothing();
+                if empty && key.kind == super::keys::Kind::Blob {
+                    continue;
+                }
                 let stored = Stored {
                     size: meta.size,
                     media_type: media_type.map(Into::into),
@@ -225,5 +250,30 @@ mod tests {
         );
         assert_eq!(index.bytes(), 300);
         assert!(index.remove(&key(3)).is_some() && index.bytes() == 200);
+    }
+
+    #[test]
+    fn an_object_keeps_the_most_recently_checked_scopes_only() {
+        let mut index = Index::default();
+        index.insert(key(9), stored(10, None));
+        for n in 0..(MAX_SCOPES as u64 + 6) {
+            index.add_scope(
+                &key(9),
+                access(&format!("anonymous@docker.io/{n}"), 1000 + n),
+            );
+        }
+        let stored = index.get(&key(9)).unwrap();
+        assert_eq!(stored.scopes.len(), MAX_SCOPES);
+        assert!(
+            stored.checked(&"anonymous@docker.io/0".into()).is_none(),
+            "the oldest went"
+        );
+        assert!(stored
+            .checked(&format!("anonymous@docker.io/{}", MAX_SCOPES + 5).into())
+            .is_some());
+        assert!(
+            stored.summary().scopes.is_empty(),
+            "a lookup copies no scopes"
+        );
     }
 }

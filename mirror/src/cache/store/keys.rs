@@ -128,9 +128,9 @@ pub enum Reader {
     Login(Grant),
 }
 
-/// A shared identity in one repository of a registry, as the store names it:
-/// `anonymous@docker.io/<32 hex digits of the repository's SHA-256>` (a repository's name
-/// may be longer than a file's).
+/// A shared identity in one repository of a registry, as the store names it: 32 hex
+/// digits of the SHA-256 of the identity, the registry and the repository (a name neither
+/// long, as a repository's may be, nor telling whoever lists the store who pulled what).
 pub type Scope = Arc<str>;
 
 /// A client login's read of one object in one repository: whose, where, until when.
@@ -150,13 +150,7 @@ impl Reader {
     /// The reader `who` is, asking `registry` for `repository`.
     pub fn of(who: &Identity, registry: &Arc<str>, repository: &str) -> Reader {
         match who.valid_until {
-            None => {
-                use sha2::Digest;
-                let who = String::from_utf8_lossy(&who.key);
-                let repository = sha2::Sha256::digest(repository.as_bytes());
-                let repository = hex::encode(&repository[..16]);
-                Reader::Shared(format!("{who}@{registry}/{repository}").into())
-            }
+            None => Reader::Shared(scope(&who.key, registry, repository)),
             Some(until) => Reader::Login(Grant {
                 identity: who.key.clone(),
                 registry: registry.clone(),
@@ -165,6 +159,17 @@ impl Reader {
             }),
         }
     }
+}
+
+/// The scope of the shared identity `who` in `repository` of `registry`.
+fn scope(who: &[u8], registry: &str, repository: &str) -> Scope {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for part in [who, registry.as_bytes(), repository.as_bytes()] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hex::encode(&hash.finalize()[..16]).into()
 }
 
 #[cfg(test)]
@@ -198,7 +203,7 @@ mod tests {
         };
         let alpine = scope("library/alpine");
         assert!(
-            alpine.starts_with("anonymous@docker.io/") && alpine.len() == 52,
+            alpine.len() == 32 && !alpine.contains("library"),
             "{alpine}"
         );
         // One scope per repository: what `library/alpine` served is not `library/debian`'s.

@@ -1,8 +1,10 @@
-//! A stored blob read back: a local store's file in large pieces (see [`spool`]), or an S3
-//! store's object, which others can write too, checked against its digest as it streams.
+//! A stored blob read back: from memory (`hot.rs`), a local store's file (`pieces.rs`), or
+//! an S3 store's object, which others can write too, checked against its digest as it
+//! streams.
 
 use super::blobs::BlobStore;
 use super::keys::ObjectKey;
+use super::pieces;
 use super::spool;
 use crate::serve::verify::{DigestMismatch, Verified};
 use bytes::Bytes;
@@ -21,23 +23,31 @@ impl BlobStore {
         key: &ObjectKey,
         (start, end, size): (u64, u64, u64),
     ) -> Option<UnsyncBoxBody<Bytes, BoxError>> {
+        // Nothing to read (the empty blob): nothing asked of the store.
+        if start >= end || end > size {
+            return (start == end).then(|| whole(Bytes::new()));
+        }
         let part = |blob: Bytes| Some(whole(blob.slice(start as usize..end as usize)));
         if let Some(blob) = self.hot.get(key) {
             return part(blob);
         }
+        let reads = self.reads.clone();
         let read = match self.backend.local_blob(key) {
-            // A small blob is read whole, once, and kept in memory.
-            Some(file) if self.hot.keeps(size) => match spool::read_whole(file, size).await {
-                Ok(Some(blob)) => {
-                    self.hot.put(key.clone(), blob.clone());
-                    return part(blob);
+            // A small blob is read whole, once, and kept in memory, while reads have room.
+            Some(file) if self.hot.keeps(size) && reads.has_room(size) => {
+                match pieces::read_whole(file, size, reads).await {
+                    Ok(Some(blob)) => {
+                        self.hot.put(key.clone(), blob.clone());
+                        return part(blob);
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e.to_string()),
                 }
-                Ok(None) => Ok(None),
+            }
+            Some(file) => match pieces::open(file, start).await {
+                Ok(file) => Ok(file.map(|file| pieces::stored_body(file, (start, end), reads))),
                 Err(e) => Err(e.to_string()),
             },
-            Some(file) => spool::read_stored(file, (start, end))
-                .await
-                .map_err(|e| e.to_string()),
             None => self.read_shared(key, (start, end, size)).await,
         };
         let read = read.map_err(|e| self.unavailable("read", &e));
@@ -47,13 +57,38 @@ impl BlobStore {
         read.ok().flatten()
     }
 
-    /// With `--blob-store-redirect`, a URL of the stored blob `key` pre-signed for a `GET`
-    /// (a bearer credential for that one object, handed only to a reader the store serves
-    /// `key` to); `None` without it, or when it cannot be signed now.
-    pub async fn signed_url(&self, key: &ObjectKey) -> Option<String> {
+    /// With `--blob-store-redirect`, a URL of the stored blob `key` of `size` bytes,
+    /// pre-signed for a `GET` (a bearer credential for that one object, handed only to a
+    /// reader the store serves `key` to) for the configured lifetime, and no longer than
+    /// `until` (a login's token); `None` without it, when it cannot be signed now, or when
+    /// the store no longer holds the blob at that size (another replica evicted it, or it
+    /// was changed: forgotten then, and read or fetched as without the flag).
+    pub async fn signed_url(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        size: u64,
+        until: Option<std::time::SystemTime>,
+    ) -> Option<String> {
         let (signer, lifetime) = self.backend.signer.as_ref()?;
+        let left = until.map(|until| until.duration_since(std::time::SystemTime::now()));
+        let lifetime = match left {
+            Some(Ok(left)) => left.min(*lifetime),
+            Some(Err(_)) => return None,
+            None => *lifetime,
+        };
         let path = self.backend.object_path(key, None);
-        match signer.signed_url(http::Method::GET, &path, *lifetime).await {
+        match self.backend.objects.head(&path).await {
+            Ok(meta) if meta.size == size => {}
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                self.forget(key);
+                return None;
+            }
+            Err(e) => {
+                self.unavailable("look for a blob", &e);
+                return None;
+            }
+        }
+        match signer.signed_url(http::Method::GET, &path, lifetime).await {
             Ok(url) => Some(url.to_string()),
             Err(e) => {
                 self.unavailable("sign a URL", &e);

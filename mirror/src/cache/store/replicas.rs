@@ -6,7 +6,7 @@
 use super::blobs::BlobStore;
 use super::index::{Access, Stored};
 use super::keys::{Kind, ObjectKey, Reader};
-use super::shared_state::{Lease, LeaseGuard};
+use super::leases::{Lease, LeaseGuard};
 use crate::metrics::Joined;
 use futures_util::StreamExt;
 use object_store::ObjectStoreExt;

@@ -69,6 +69,9 @@ pub fn open(options: &Options, bucket_and_prefix: &str) -> Result<S3Store, Strin
     }
     if let Some(endpoint) = &options.s3_endpoint {
         builder = builder.with_endpoint(endpoint).with_allow_http(true);
+        if options.blob_store_redirect.is_some() && endpoint.starts_with("http://") {
+            tracing::warn!("--blob-store-redirect with a plain-http --s3-endpoint: the URLs clients are sent to carry their signatures in clear");
+        }
     }
     let objects = Arc::new(
         builder

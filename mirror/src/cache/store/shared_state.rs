@@ -30,15 +30,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long Redis is left alone after a call failed.
 pub const DOWN_FOR: Duration = Duration::from_secs(5);
 
-/// How long a lease lives unless it is renewed; its holder renews it every third of that.
-pub const LEASE: Duration = Duration::from_secs(15);
-
-/// Renews the lease if `owner` holds it.
-const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
-/// Releases the lease if `owner` holds it.
-const RELEASE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-
 /// The replicas' shared state.
 pub struct SharedState {
     client: redis::Client,
@@ -48,27 +39,10 @@ pub struct SharedState {
     /// Until when Redis is left alone, after a failure.
     down_until: Mutex<Option<Instant>>,
     /// The replicas' key: what names identities and seals values.
-    key: ReplicasKey,
+    pub(super) key: ReplicasKey,
     /// This replica, as its leases name it.
-    owner: String,
+    pub(super) owner: String,
     metrics: Arc<Metrics>,
-}
-
-/// A lease on a fetch in flight.
-pub enum Lease {
-    /// This replica holds it: it fetches, and releases it when done.
-    Held(LeaseGuard),
-    /// Another replica holds it: wait for what it fetches.
-    Taken,
-    /// Redis cannot say: fetch as if alone.
-    Unknown,
-}
-
-/// A lease this replica holds, renewed in the background until it is released or dropped.
-pub struct LeaseGuard {
-    state: Arc<SharedState>,
-    name: String,
-    renewing: tokio::task::JoinHandle<()>,
 }
 
 impl SharedState {
@@ -117,7 +91,7 @@ impl SharedState {
     /// Runs `command` on this worker's connection, bounded; `None` (logged and counted
     /// once per outage) when Redis cannot answer, or refuses (an error reply: out of
     /// memory, a wrong password, a value of another type than the replicas write).
-    async fn call<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Option<T> {
+    pub(super) async fn call<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Option<T> {
         if self.lock_down().is_some_and(|until| Instant::now() < until) {
             return None;
         }
@@ -134,7 +108,7 @@ impl SharedState {
     }
 
     /// This worker's connection, made (within [`CALL_TIMEOUT`]) if it has none.
-    async fn connection(&self) -> Option<ConnectionManager> {
+    pub(super) async fn connection(&self) -> Option<ConnectionManager> {
         let thread = std::thread::current().id();
         let cell = self.lock_connections().entry(thread).or_default().clone();
         let made = cell
@@ -239,59 +213,6 @@ impl SharedState {
         self.key.hashed("grant", &parts)
     }
 
-    /// A lease on fetching `what` (a digest, or a manifest key's hash), for [`LEASE`].
-    pub async fn lease(self: &Arc<Self>, what: &[Vec<u8>]) -> Lease {
-        let name = self.key.hashed("lease", what);
-        let took: Option<Option<String>> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(&name)
-                    .arg(&self.owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(LEASE.as_millis() as u64),
-            )
-            .await;
-        match took {
-            Some(Some(_)) => {
-                let (state, renewed) = (self.clone(), name.clone());
-                let renewing = tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(LEASE / 3).await;
-                        let renew = redis::Script::new(RENEW);
-                        let mut command = renew.prepare_invoke();
-                        command
-                            .key(&renewed)
-                            .arg(&state.owner)
-                            .arg(LEASE.as_millis() as u64);
-                        let Some(mut connection) = state.connection().await else {
-                            continue;
-                        };
-                        let _ = tokio::time::timeout(
-                            CALL_TIMEOUT,
-                            command.invoke_async::<i64>(&mut connection),
-                        )
-                        .await;
-                    }
-                });
-                Lease::Held(LeaseGuard {
-                    state: self.clone(),
-                    name,
-                    renewing,
-                })
-            }
-            Some(None) => Lease::Taken,
-            None => Lease::Unknown,
-        }
-    }
-
-    /// Whether the lease on `what` is still held by some replica (`None`: Redis cannot say).
-    pub async fn leased(&self, what: &[Vec<u8>]) -> Option<bool> {
-        let name = self.key.hashed("lease", what);
-        let held: i64 = self.call(redis::cmd("EXISTS").arg(&name)).await?;
-        Some(held > 0)
-    }
-
     fn lock_down(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
         self.down_until.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -301,41 +222,5 @@ impl SharedState {
     ) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Arc<tokio::sync::OnceCell<ConnectionManager>>>>
     {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl LeaseGuard {
-    /// Releases the lease (if this replica still holds it): the others stop waiting.
-    pub async fn release(mut self) {
-        self.renewing.abort();
-        let name = std::mem::take(&mut self.name);
-        release(&self.state, &name).await;
-    }
-}
-
-impl Drop for LeaseGuard {
-    /// A lease dropped unreleased (its fetch answered nothing to keep, or failed) is
-    /// released in the background: the others stop waiting now, not when it lapses.
-    fn drop(&mut self) {
-        self.renewing.abort();
-        let name = std::mem::take(&mut self.name);
-        if name.is_empty() {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let state = self.state.clone();
-            runtime.spawn(async move { release(&state, &name).await });
-        }
-    }
-}
-
-/// Deletes the lease `name` if `state`'s replica holds it (bounded by [`CALL_TIMEOUT`]).
-async fn release(state: &SharedState, name: &str) {
-    let script = redis::Script::new(RELEASE);
-    let mut command = script.prepare_invoke();
-    command.key(name).arg(&state.owner);
-    if let Some(mut connection) = state.connection().await {
-        let _ =
-            tokio::time::timeout(CALL_TIMEOUT, command.invoke_async::<i64>(&mut connection)).await;
     }
 }

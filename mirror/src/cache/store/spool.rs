@@ -1,24 +1,21 @@
-//! Reading a blob from a file: a stored blob (whole and verified), or a download's spool
-//! as it grows. A spool reader never sends the last byte of its answer before the download
-//! was verified, so a client never sees a wrong or short blob end cleanly.
+//! Reading a download's spool as it grows, and making one. A spool reader never sends the
+//! last byte of its answer before the download was verified, so a client never sees a
+//! wrong or short blob end cleanly. (A stored blob's file is read by `pieces.rs`.)
 
 use super::keys::ObjectKey;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tower_signed_redirect::BoxError;
 
 /// How much one read takes from the file.
 const READ_CHUNK: u64 = 256 * 1024;
-
-/// How much one read takes from a stored blob: larger, as nothing waits on a writer.
-const STORED_CHUNK: u64 = 1024 * 1024;
 
 /// Where a download stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,9 +49,44 @@ impl std::fmt::Display for FillFailed {
 
 impl std::error::Error for FillFailed {}
 
+/// A download's spool file, counted in the downloads' spool budget until the last of its
+/// readers lets go of it: a reader that stalls keeps the disk it holds counted, even after
+/// the download ended and the spool's name was removed.
+pub struct SpoolFile {
+    file: File,
+    size: u64,
+    spooled: Arc<AtomicU64>,
+}
+
+impl SpoolFile {
+    /// `file`, `size` bytes of the budget `spooled` counts.
+    pub fn counted(file: File, size: u64, spooled: Arc<AtomicU64>) -> SpoolFile {
+        spooled.fetch_add(size, Ordering::Relaxed);
+        SpoolFile {
+            file,
+            size,
+            spooled,
+        }
+    }
+}
+
+impl std::ops::Deref for SpoolFile {
+    type Target = File;
+
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        self.spooled.fetch_sub(self.size, Ordering::Relaxed);
+    }
+}
+
 /// A reader of `offset..end` of a download's spool, following the download's progress.
 pub struct SpoolCursor {
-    file: Arc<File>,
+    file: Arc<SpoolFile>,
     offset: u64,
     end: u64,
     progress: watch::Receiver<Progress>,
@@ -66,7 +98,7 @@ pub struct SpoolCursor {
 impl SpoolCursor {
     /// `offset..end` of a download's spool, as far as `progress` says it is written.
     pub fn filling(
-        file: Arc<File>,
+        file: Arc<SpoolFile>,
         offset: u64,
         end: u64,
         progress: watch::Receiver<Progress>,
@@ -168,101 +200,6 @@ fn read_at(file: &File, offset: u64, len: u64) -> std::io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// The next `len` bytes of a file this reader has alone, from its position, into memory
-/// `read_to_end` fills without zeroing it first.
-fn read_next(file: &File, len: u64) -> std::io::Result<Bytes> {
-    use std::io::Read;
-    let mut buf = Vec::with_capacity(len as usize);
-    file.take(len).read_to_end(&mut buf)?;
-    if (buf.len() as u64) < len {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// A piece of a stored blob being read on the blocking pool.
-type Reading = tokio::task::JoinHandle<std::io::Result<(File, Bytes)>>;
-
-/// Starts reading the next `len` bytes of `file` (this reader's alone) on the blocking pool.
-fn read_ahead(file: File, len: u64) -> Reading {
-    tokio::task::spawn_blocking(move || read_next(&file, len).map(|piece| (file, piece)))
-}
-
-/// `offset..end` of a stored blob whose file is at `offset`, in [`STORED_CHUNK`] pieces,
-/// each read while the one before is written to the client (the read on the blocking
-/// pool, the write on the worker: two cores where there are two).
-fn stored_body(file: File, offset: u64, end: u64) -> UnsyncBoxBody<Bytes, BoxError> {
-    let first = read_ahead(file, (end - offset).min(STORED_CHUNK));
-    let state = (Some(first), offset, end);
-    let pieces = futures_util::stream::try_unfold(state, |(reading, offset, end)| async move {
-        let Some(reading) = reading else {
-            return Ok(None);
-        };
-        let (file, piece) = reading.await.map_err(|e| BoxError::from(e.to_string()))??;
-        let next = offset + piece.len() as u64;
-        let reading = (next < end).then(|| read_ahead(file, (end - next).min(STORED_CHUNK)));
-        Ok::<_, BoxError>(Some((Frame::data(piece), (reading, next, end))))
-    });
-    StreamBody::new(pieces).boxed_unsync()
-}
-
-/// `start..end` of the stored blob at `path` (a local store's file): opened and its first
-/// piece read in one trip to the blocking pool, and a blob of one piece (most layers'
-/// configs, small layers) answered as one frame of known length. `Ok(None)`: no such file.
-pub async fn read_stored(
-    path: std::path::PathBuf,
-    (start, end): (u64, u64),
-) -> std::io::Result<Option<UnsyncBoxBody<Bytes, BoxError>>> {
-    let first = (end - start).min(STORED_CHUNK);
-    let opened = tokio::task::spawn_blocking(move || {
-        use std::io::{Seek, SeekFrom};
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        file.seek(SeekFrom::Start(start))?;
-        let piece = read_next(&file, first)?;
-        Ok(Some((file, piece)))
-    })
-    .await
-    .map_err(std::io::Error::other)??;
-    let Some((file, piece)) = opened else {
-        return Ok(None);
-    };
-    if start + first == end {
-        let whole = http_body_util::Full::new(piece).map_err(|never| match never {});
-        return Ok(Some(whole.boxed_unsync()));
-    }
-    let rest = stored_body(file, start + first, end);
-    let first = futures_util::stream::once(async move { Ok::<_, BoxError>(Frame::data(piece)) });
-    let rest = http_body_util::BodyStream::new(rest);
-    Ok(Some(StreamBody::new(first.chain(rest)).boxed_unsync()))
-}
-
-/// The whole stored blob at `path` (a local store's file) of `size` bytes, in one trip to
-/// the blocking pool; `Ok(None)`: no such file. A file of another size is an error.
-pub async fn read_whole(path: std::path::PathBuf, size: u64) -> std::io::Result<Option<Bytes>> {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut blob = Vec::with_capacity(size as usize);
-        (&file).take(size + 1).read_to_end(&mut blob)?;
-        match blob.len() as u64 == size {
-            true => Ok(Some(Bytes::from(blob))),
-            false => Err(std::io::Error::other(
-                "a stored blob is not the size it was stored with",
-            )),
-        }
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
 /// A body of an S3 object's stream (already the range asked for), failed after `idle`
 /// without a chunk.
 pub fn body_of(
@@ -337,7 +274,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool");
         std::fs::write(&path, b"").unwrap();
-        let file = Arc::new(File::options().read(true).write(true).open(&path).unwrap());
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let spooled = Arc::new(AtomicU64::new(0));
+        let file = Arc::new(SpoolFile::counted(file, 6, spooled.clone()));
+        assert_eq!(spooled.load(Ordering::Relaxed), 6, "counted while it lives");
         let (tx, rx) = watch::channel(Progress {
             written: 0,
             state: FillState::Writing,
@@ -359,37 +299,15 @@ mod tests {
             written: 6,
             state: FillState::Writing,
         });
-        let mut reader = SpoolCursor::filling(file, 0, 6, rx, true);
-        assert_eq!(reader.next(100).await.unwrap().unwrap(), "abcde");
+        let mut failing = SpoolCursor::filling(file, 0, 6, rx, true);
+        assert_eq!(failing.next(100).await.unwrap().unwrap(), "abcde");
         tx.send_modify(|p| p.state = FillState::Failed);
-        assert!(reader.next(100).await.unwrap_err().is::<FillFailed>());
-        drop(tx);
-    }
-
-    #[tokio::test]
-    async fn a_stored_blob_reads_back_whole_and_by_range_in_one_piece_or_many() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("blob");
-        let data: Vec<u8> = (0..(2 * STORED_CHUNK + 5))
-            .map(|i| (i % 251) as u8)
-            .collect();
-        std::fs::write(&path, &data).unwrap();
-        let read = |range: (u64, u64)| {
-            let path = path.clone();
-            async move {
-                let body = read_stored(path, range).await.unwrap().unwrap();
-                let exact = http_body::Body::size_hint(&body).exact();
-                (body.collect().await.unwrap().to_bytes(), exact)
-            }
-        };
-        let (whole, _) = read((0, data.len() as u64)).await;
-        assert!(whole == data[..], "every piece, in order");
-        let (middle, _) = read((STORED_CHUNK - 3, 2 * STORED_CHUNK + 2)).await;
-        assert!(middle == data[STORED_CHUNK as usize - 3..2 * STORED_CHUNK as usize + 2]);
-        // One piece: one frame, its length known (hyper sends it with the head).
-        let (small, exact) = read((10, 20)).await;
-        assert_eq!((&small[..], exact), (&data[10..20], Some(10)));
-        let gone = read_stored(dir.path().join("gone"), (0, 1)).await.unwrap();
-        assert!(gone.is_none());
+        assert!(failing.next(100).await.unwrap_err().is::<FillFailed>());
+        drop((tx, reader, failing));
+        assert_eq!(
+            spooled.load(Ordering::Relaxed),
+            0,
+            "and no longer once its last reader let go"
+        );
     }
 }
