@@ -21,4 +21,5 @@ pub mod s3;
 pub mod seal;
 pub mod shared_state;
 pub mod spool;
+pub mod tag_store;
 pub mod tags;
