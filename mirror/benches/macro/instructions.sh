@@ -10,7 +10,9 @@
 #   cached   the same with the redirect cache on and warm (storage only);
 #   bare     mirror/benches/macro/bare_follower.rs (follows every 307, nothing else);
 #   alt      (with ALT_BIN) another build of the mirror, as "mirror" (or with ALT_FLAGS
-#            instead of `--redirect-cache 0`: ALT_FLAGS= for the warm cache): an A/B.
+#            instead of `--redirect-cache 0`: ALT_FLAGS= for the warm cache): an A/B. A
+#            build with a blob store wants `--blob-store none` in its ALT_FLAGS; one from
+#            before the store (eb40a40, say) knows no such flag.
 #
 # Origin as in run.sh: the registry stand-in and nginx as storage, on ports 7000 and 7001.
 #
@@ -96,12 +98,15 @@ measure() { # variant command...: COUNT[variant] = instructions per request of t
   [[ -n $dump ]] || { echo "$variant: no callgrind dump" >&2; exit 1; }
   total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   [[ $total =~ ^[0-9]+$ ]] || { echo "$variant: no total in $dump" >&2; exit 1; }
+  [[ -n ${KEEP_DUMPS:-} ]] && cp "$dump" "$KEEP_DUMPS.$variant"
   rm -f "$WORK"/cg.out*
   COUNT[$variant]=$((total / 2000))
 }
 
-measure mirror "$BIN/registry-mirror" "${MIRROR_FLAGS[@]}" --redirect-cache 0
-measure cached "$BIN/registry-mirror" "${MIRROR_FLAGS[@]}"
+# This build without its blob store (which would answer the blob from memory after the
+# warm-up, and write to the default data directory): the path through registry and storage.
+measure mirror "$BIN/registry-mirror" "${MIRROR_FLAGS[@]}" --blob-store none --redirect-cache 0
+measure cached "$BIN/registry-mirror" "${MIRROR_FLAGS[@]}" --blob-store none
 measure bare "$BIN/examples/bench_bare_follower" 127.0.0.1:7010 http://127.0.0.1:7000
 if [[ -n ${ALT_BIN:-} ]]; then
   read -r -a ALT_EXTRA <<<"${ALT_FLAGS---redirect-cache 0}"

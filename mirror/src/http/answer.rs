@@ -146,17 +146,17 @@ impl Answers {
         let mut log = self.log_upstream(registry, parts, sent.route, &mut head);
         log.store = sent.store;
         // Any 2xx to a whole-blob GET is checked (storage's 203 or unasked-for 206 too); a
-        // Range the client asked for cannot be.
+        // Range the client asked for cannot be. (Its digest read only when it is needed.)
+        let empty = http_body::Body::size_hint(&body).exact() == Some(0);
         let whole_blob = (parts.method == Method::GET
             && head.status.is_success()
-            && !parts.headers.contains_key(header::RANGE))
-        .then(|| verify::expected_digest(sent.uri.path()))
-        .flatten();
+            && !parts.headers.contains_key(header::RANGE)
+            && (empty || self.verify_digests))
+            .then(|| verify::expected_digest(sent.uri.path()))
+            .flatten();
         // An empty body for a digest of something, refused whatever `--verify-digests`
         // says: it costs nothing to see, and has no last byte to hold back.
-        if whole_blob.as_ref().is_some_and(|e| !e.is_of_nothing())
-            && http_body::Body::size_hint(&body).exact() == Some(0)
-        {
+        if empty && whole_blob.as_ref().is_some_and(|e| !e.is_of_nothing()) {
             if log.followed.is_some() {
                 log.forget = self.cached_redirect(&sent.uri, sent.identity);
             }
