@@ -183,14 +183,14 @@ impl StoredManifests {
         let name = [kind, &scope, &tag_name(key)].map(|part| part.as_bytes().to_vec());
         let tag = || async { self.store.tag(&scope, &tag_name(key)).await };
         let before = if digest { None } else { tag().await };
-        // By tag: once the tag's record changed, and the registry's `HEAD` (free) does not
-        // name another digest (a record replayed by whoever can write to Redis names an
-        // older one). By digest: once the store has it.
+        // By tag: once the tag's record changed, and the registry's `HEAD` (free) names
+        // the same digest, or cannot answer (a record replayed by whoever can write to Redis
+        // names an older one). By digest: once the store has it.
         let fetched_meanwhile = || async {
             let changed = digest || tag().await.is_some_and(|now| Some(now) != before);
             changed.then_some(())?;
             let manifest = self.restore(exchange, key, uri, who).await?;
-            (digest || !names_another(exchange, uri, &manifest).await).then_some(manifest)
+            (digest || !contradicted(exchange, uri, &manifest).await).then_some(manifest)
         };
         let deadline = Instant::now() + wait;
         loop {
@@ -272,18 +272,23 @@ impl StoredManifests {
     }
 }
 
-/// Whether the registry's answer to a `HEAD` of the tag at `uri` names another digest than
-/// `manifest`'s (a registry that cannot answer names none).
-async fn names_another(exchange: &Exchange<'_>, uri: &Uri, manifest: &Manifest) -> bool {
+/// Whether the registry's answer to a `HEAD` of the tag at `uri` contradicts `manifest`:
+/// it names another digest, or refuses the tag (`404`, `401`...). A registry that fails
+/// (no answer, `429`, `5xx`) contradicts nothing.
+async fn contradicted(exchange: &Exchange<'_>, uri: &Uri, manifest: &Manifest) -> bool {
     let marks = RequestMarks::uncached(Route::Manifest);
-    match exchange
+    let answer = exchange
         .send_upstream(uri, &http::Method::HEAD, marks)
-        .await
-    {
+        .await;
+    match answer {
         Ok(res) if res.status() == http::StatusCode::OK => {
             res.headers().get(DOCKER_CONTENT_DIGEST) != Some(&manifest.digest)
         }
-        _ => false,
+        Ok(res) => {
+            let status = res.status();
+            status != http::StatusCode::TOO_MANY_REQUESTS && !status.is_server_error()
+        }
+        Err(_) => false,
     }
 }
 

@@ -42,7 +42,7 @@ pub struct SharedState {
     pub(super) key: ReplicasKey,
     /// This replica, as its leases name it.
     pub(super) owner: String,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl SharedState {
@@ -92,7 +92,7 @@ impl SharedState {
     /// once per outage) when Redis cannot answer, or refuses (an error reply: out of
     /// memory, a wrong password, a value of another type than the replicas write).
     pub(super) async fn call<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Option<T> {
-        if self.lock_down().is_some_and(|until| Instant::now() < until) {
+        if self.is_down() {
             return None;
         }
         let mut connection = self.connection().await?;
@@ -130,8 +130,13 @@ impl SharedState {
         }
     }
 
+    /// Whether Redis failed less than [`DOWN_FOR`] ago (it is left alone meanwhile).
+    pub(super) fn is_down(&self) -> bool {
+        self.lock_down().is_some_and(|until| Instant::now() < until)
+    }
+
     /// Redis failed: left alone for [`DOWN_FOR`], counted, and logged if it was up.
-    fn down<T>(&self, error: &dyn std::fmt::Display) -> Option<T> {
+    pub(super) fn down<T>(&self, error: &dyn std::fmt::Display) -> Option<T> {
         self.metrics.shared_state_error();
         let was_up = self
             .lock_down()
