@@ -88,24 +88,12 @@ impl SharedState {
         self.key.seal(name, &format!("{} {end}", self.owner))
     }
 
-    /// A script's answer, bounded, timed, and failing as every call does (Redis is left
-    /// alone for a while after it failed).
+    /// A script's answer, as every call's: bounded, timed, failing alike.
     async fn invoke(&self, script: &redis::ScriptInvocation<'_>) -> Option<i64> {
-        if self.is_down() {
-            return None;
-        }
-        let mut connection = self.connection().await?;
-        let started = std::time::Instant::now();
-        let call = tokio::time::timeout(super::shared_state::CALL_TIMEOUT, async {
+        self.on_connection(|mut connection| async move {
             script.invoke_async::<i64>(&mut connection).await
-        });
-        let answer = call.await;
-        self.metrics.observe_shared_state(started.elapsed());
-        match answer {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(e)) => self.down(&e),
-            Err(elapsed) => self.down(&elapsed),
-        }
+        })
+        .await
     }
 
     /// The lease `name`, now this replica's, renewed every third of its life.

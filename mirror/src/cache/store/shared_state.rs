@@ -42,7 +42,7 @@ pub struct SharedState {
     pub(super) key: ReplicasKey,
     /// This replica, as its leases name it.
     pub(super) owner: String,
-    pub(super) metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
 }
 
 impl SharedState {
@@ -92,13 +92,26 @@ impl SharedState {
     /// once per outage) when Redis cannot answer, or refuses (an error reply: out of
     /// memory, a wrong password, a value of another type than the replicas write).
     pub(super) async fn call<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Option<T> {
-        if self.is_down() {
+        self.on_connection(
+            |mut connection| async move { command.query_async(&mut connection).await },
+        )
+        .await
+    }
+
+    /// What `request` answers on this worker's connection: bounded by [`CALL_TIMEOUT`],
+    /// timed, and `None` (Redis left alone, counted, logged once) when it fails; `None`
+    /// without asking while Redis is left alone. Every call to Redis goes through here.
+    pub(super) async fn on_connection<T, F, Fut>(&self, request: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if self.lock_down().is_some_and(|until| Instant::now() < until) {
             return None;
         }
-        let mut connection = self.connection().await?;
+        let connection = self.connection().await?;
         let started = Instant::now();
-        let answer = tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection));
-        let answer = answer.await;
+        let answer = tokio::time::timeout(CALL_TIMEOUT, request(connection)).await;
         self.metrics.observe_shared_state(started.elapsed());
         match answer {
             Ok(Ok(value)) => Some(value),
@@ -108,7 +121,7 @@ impl SharedState {
     }
 
     /// This worker's connection, made (within [`CALL_TIMEOUT`]) if it has none.
-    pub(super) async fn connection(&self) -> Option<ConnectionManager> {
+    async fn connection(&self) -> Option<ConnectionManager> {
         let thread = std::thread::current().id();
         let cell = self.lock_connections().entry(thread).or_default().clone();
         let made = cell
@@ -130,13 +143,8 @@ impl SharedState {
         }
     }
 
-    /// Whether Redis failed less than [`DOWN_FOR`] ago (it is left alone meanwhile).
-    pub(super) fn is_down(&self) -> bool {
-        self.lock_down().is_some_and(|until| Instant::now() < until)
-    }
-
     /// Redis failed: left alone for [`DOWN_FOR`], counted, and logged if it was up.
-    pub(super) fn down<T>(&self, error: &dyn std::fmt::Display) -> Option<T> {
+    fn down<T>(&self, error: &dyn std::fmt::Display) -> Option<T> {
         self.metrics.shared_state_error();
         let was_up = self
             .lock_down()
