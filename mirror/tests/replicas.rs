@@ -13,8 +13,9 @@ mod harness;
 
 use base64::Engine;
 use bytes::Bytes;
-use harness::fleet::{ask, pull, Fleet, FLEET_KEY};
+use harness::fleet::{pull, Fleet, FLEET_KEY};
 use harness::redis::PASSWORD;
+use harness::store_hub::ask;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use std::sync::atomic::Ordering;
@@ -346,16 +347,7 @@ async fn a_tag_record_forged_in_redis_names_nothing() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let keys = bounded(async {
-        loop {
-            let keys = fleet.redis.keys("rm:tag:");
-            if keys.len() >= 2 {
-                return keys;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let keys = fleet.redis.until_keys("rm:tag:", 2).await;
     let values: Vec<String> = keys.iter().map(|k| fleet.redis.get(k).unwrap()).collect();
     for (i, key) in keys.iter().enumerate() {
         fleet.redis.set(key, &values[(i + 1) % values.len()]);

@@ -11,8 +11,9 @@ mod support;
 mod harness;
 
 use harness::binary::Running;
-use harness::fleet::{ask, pull, Fleet};
+use harness::fleet::{pull, Fleet};
 use harness::redis::PASSWORD;
+use harness::store_hub::ask;
 use http::{Method, StatusCode};
 use registry_mirror::cache::store::seal::ReplicasKey;
 use sha2::{Digest, Sha256};
@@ -63,8 +64,7 @@ async fn until_stored(s3: &Store, digest: &str) {
 }
 
 fn blob_key(digest: &str) -> String {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    format!("fleet/blobs/sha256/{}/{hex}", &hex[..2])
+    Store::blob_key("fleet", digest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,16 +146,7 @@ async fn a_tag_record_sealed_with_the_redis_password_names_nothing() {
         ask(fleet.replica(0), Method::GET, path, None).await.0,
         StatusCode::OK
     );
-    let records = bounded(async {
-        loop {
-            let keys = fleet.redis.keys("rm:tag:");
-            if keys.len() >= 2 {
-                return keys;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let records = fleet.redis.until_keys("rm:tag:", 2).await;
     // v1 (whichever record it is) made to name v2: sealed with the password, on every
     // record's own name and on the name the password gives v1's.
     let json = format!(r#"{{"digest":"{v2}","fetched":4102444800}}"#);
@@ -467,16 +458,7 @@ async fn a_replayed_tag_record_does_not_roll_a_tag_back() {
     };
     let v1 = pull(&fleet, fleet.replica(0)).await;
     let tag = "/v2/library/app/manifests/v1";
-    let records = bounded(async {
-        loop {
-            let keys = fleet.redis.keys("rm:tag:");
-            if !keys.is_empty() {
-                return keys;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let records = fleet.redis.until_keys("rm:tag:", 1).await;
     let old = fleet.redis.get(&records[0]).unwrap();
     // The tag moved once already: another genuine record, of another image.
     let (moved, _) = fleet.hub.manifest(

@@ -215,7 +215,7 @@ async fn a_full_disk_never_fails_a_pull() {
 // (which blocks this thread until its ready line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_blob_is_answered_with_a_url_of_the_store_signed_for_a_get() {
-    use support::s3::{AuthRule, Store, ACCESS_KEY, BUCKET, SECRET_KEY};
+    use support::s3::{AuthRule, Store, BUCKET, SECRET_KEY};
     let s3 = Store::start(AuthRule::S3).await;
     let hub = StoreHub::start().await;
     hub.repo("library/alpine", true, &[]);
@@ -227,20 +227,13 @@ async fn a_stored_blob_is_answered_with_a_url_of_the_store_signed_for_a_get() {
     let public_digest = hub.blob("library/alpine", &public);
     let private_digest = hub.blob("alice/private", &private);
     let data = tempfile::tempdir().unwrap();
-    let flags = hub.flags(&[
-        "--blob-store",
-        &format!("s3://{BUCKET}/mirror"),
-        "--s3-endpoint",
-        &format!("http://{}", s3.addr),
-        "--s3-access-key-id",
-        ACCESS_KEY,
-        "--s3-secret-access-key",
-        SECRET_KEY,
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--blob-store-redirect",
-        "5m",
-    ]);
+    let data_dir = ["--data-dir", data.path().to_str().unwrap()];
+    let redirect = ["--blob-store-redirect", "5m"];
+    let flags = hub.s3_flags(
+        &s3,
+        ("mirror", SECRET_KEY),
+        &[&data_dir[..], &redirect].concat(),
+    );
     let running = Running::start(&flags);
     let mirror = running.addr;
     let get = |path: String, auth: Option<&'static str>| async move {
@@ -261,10 +254,7 @@ async fn a_stored_blob_is_answered_with_a_url_of_the_store_signed_for_a_get() {
     assert!(head.status == 200 && body == public[..]);
     let (head, body) = get(private_path.clone(), Some("Bearer alice-token")).await;
     assert!(head.status == 200 && body == private[..]);
-    let object = |digest: &str| {
-        let hex = digest.trim_start_matches("sha256:");
-        s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]))
-    };
+    let object = |digest: &str| s3.blob_path("mirror", digest);
     bounded(async {
         while !object(&public_digest).exists() || !object(&private_digest).exists() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -436,7 +426,7 @@ async fn streams_that_are_never_read_hold_little_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_keeps_its_spool_counted() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    use support::s3::{AuthRule, Store, ACCESS_KEY, BUCKET, SECRET_KEY};
+    use support::s3::{AuthRule, Store, SECRET_KEY};
     let s3 = Store::start(AuthRule::S3).await;
     let hub = StoreHub::start().await;
     hub.repo("library/alpine", true, &[]);
@@ -451,24 +441,17 @@ async fn a_stalled_reader_keeps_its_spool_counted() {
         })
         .collect();
     let data_dir = tempfile::tempdir().unwrap();
-    let running = Running::start(&hub.flags(&[
-        "--blob-store",
-        &format!("s3://{BUCKET}/mirror"),
-        "--s3-endpoint",
-        &format!("http://{}", s3.addr),
-        "--s3-access-key-id",
-        ACCESS_KEY,
-        "--s3-secret-access-key",
-        SECRET_KEY,
-        "--data-dir",
-        data_dir.path().to_str().unwrap(),
-        "--blob-store-max-size",
-        "6MiB",
-    ]));
-    let object = |digest: &str| {
-        let hex = digest.trim_start_matches("sha256:");
-        s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]))
-    };
+    let running = Running::start(&hub.s3_flags(
+        &s3,
+        ("mirror", SECRET_KEY),
+        &[
+            "--data-dir",
+            data_dir.path().to_str().unwrap(),
+            "--blob-store-max-size",
+            "6MiB",
+        ],
+    ));
+    let object = |digest: &str| s3.blob_path("mirror", digest);
     let path = |i: usize| format!("/v2/library/alpine/blobs/{}", blobs[i].1);
     // The first blob, on a stream whose window stays shut.
     let stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();

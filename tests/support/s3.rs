@@ -162,6 +162,18 @@ impl Store {
         self.root.join(BUCKET).join(key)
     }
 
+    /// The object key of the blob `digest` (`sha256:<hex>`) in a registry mirror's store
+    /// under `prefix`, as the mirror names it.
+    pub fn blob_key(prefix: &str, digest: &str) -> String {
+        let hex = digest.trim_start_matches("sha256:");
+        format!("{prefix}/blobs/sha256/{}/{hex}", &hex[..2])
+    }
+
+    /// Where the store keeps the blob `digest` of a mirror's store under `prefix`.
+    pub fn blob_path(&self, prefix: &str, digest: &str) -> PathBuf {
+        self.object_path(&Self::blob_key(prefix, digest))
+    }
+
     /// A pre-signed URL for `method` on `key`, signed at `signed_at` for `expires_in`.
     pub fn presign_at(
         &self,

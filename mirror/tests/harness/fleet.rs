@@ -5,14 +5,10 @@
 
 use super::binary::Running;
 use super::redis::{RedisServer, PASSWORD};
-use super::store_hub::{StoreHub, MANIFEST_TYPE};
-use crate::support::bounded;
-use crate::support::net::http_client;
-use crate::support::s3::{AuthRule, Store, ACCESS_KEY, BUCKET, SECRET_KEY};
+use super::store_hub::{ask, StoreHub};
+use crate::support::s3::{AuthRule, Store, SECRET_KEY};
 use crate::support::setup::test_blob;
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, StatusCode};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
@@ -60,22 +56,18 @@ impl Fleet {
             .tls
             .as_ref()
             .map(|(_, ca)| ca.to_str().unwrap().to_owned());
-        let mut flags = hub.flags(&[
-            "--blob-store",
-            &format!("s3://{BUCKET}/fleet"),
-            "--s3-endpoint",
-            &format!("http://{}", s3.addr),
-            "--s3-access-key-id",
-            ACCESS_KEY,
-            "--s3-secret-access-key",
-            SECRET_KEY,
-            "--shared-state",
-            &redis.url(),
-            "--shared-state-password",
-            PASSWORD,
-            "--shared-state-key",
-            FLEET_KEY,
-        ]);
+        let mut flags = hub.s3_flags(
+            &s3,
+            ("fleet", SECRET_KEY),
+            &[
+                "--shared-state",
+                &redis.url(),
+                "--shared-state-password",
+                PASSWORD,
+                "--shared-state-key",
+                FLEET_KEY,
+            ],
+        );
         if let Some(ca) = ca {
             flags.extend(["--upstream-ca".to_owned(), ca]);
         }
@@ -123,30 +115,6 @@ impl Fleet {
     pub fn count(&self, counter: &std::sync::atomic::AtomicUsize) -> usize {
         counter.load(Ordering::SeqCst)
     }
-}
-
-/// `method` on `path` at `mirror` (anonymous unless `token`): status and body (if whole).
-pub async fn ask(
-    mirror: SocketAddr,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-) -> (StatusCode, Option<Bytes>) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{mirror}{path}"))
-        .header("accept", MANIFEST_TYPE);
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    let res = bounded(http_client(&[]).request(req.body(Empty::<Bytes>::new()).unwrap()))
-        .await
-        .unwrap();
-    let status = res.status();
-    (
-        status,
-        res.into_body().collect().await.ok().map(|b| b.to_bytes()),
-    )
 }
 
 /// A pull of `library/app:v1` through `mirror`, as a client does it (manifest by tag, then

@@ -198,6 +198,20 @@ impl RedisServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The keys that start with `prefix`, once there are `at_least` (bounded).
+    pub async fn until_keys(&self, prefix: &str, at_least: usize) -> Vec<String> {
+        crate::support::bounded(async {
+            loop {
+                let keys = self.keys(prefix);
+                if keys.len() >= at_least {
+                    return keys;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
     /// Stops the server (the tests of an outage).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

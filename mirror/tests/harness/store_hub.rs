@@ -3,10 +3,11 @@
 //! requests redirect to a storage server on loopback whose faults a test sets (down, wrong
 //! bytes, slow, a reset mid-body, `Range` honoured); every request is counted.
 
-use crate::support::net::{self, ServerBody};
+use crate::support::bounded;
+use crate::support::net::{self, http_client, ServerBody};
 use bytes::Bytes;
-use http::{Method, Request, Response};
-use http_body_util::{BodyExt, StreamBody};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Incoming;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -154,9 +155,60 @@ impl StoreHub {
         f
     }
 
+    /// [`StoreHub::flags`] with a blob store in the real S3 store `s3`'s bucket, under
+    /// `prefix`, signed with `secret`, and `extra`.
+    pub fn s3_flags(
+        &self,
+        s3: &crate::support::s3::Store,
+        (prefix, secret): (&str, &str),
+        extra: &[&str],
+    ) -> Vec<String> {
+        use crate::support::s3::{ACCESS_KEY, BUCKET};
+        let (store, endpoint) = (
+            format!("s3://{BUCKET}/{prefix}"),
+            format!("http://{}", s3.addr),
+        );
+        let mut flags = vec![
+            "--blob-store",
+            &store,
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-access-key-id",
+            ACCESS_KEY,
+            "--s3-secret-access-key",
+            secret,
+        ];
+        flags.extend_from_slice(extra);
+        self.flags(&flags)
+    }
+
     pub fn count(&self, counter: &AtomicUsize) -> usize {
         counter.load(Ordering::SeqCst)
     }
+}
+
+/// `method` on `path` at `mirror` (anonymous unless `token`): status and body (if whole).
+pub async fn ask(
+    mirror: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, Option<Bytes>) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{mirror}{path}"))
+        .header("accept", MANIFEST_TYPE);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let res = bounded(http_client(&[]).request(req.body(Empty::<Bytes>::new()).unwrap()))
+        .await
+        .unwrap();
+    let status = res.status();
+    (
+        status,
+        res.into_body().collect().await.ok().map(|b| b.to_bytes()),
+    )
 }
 
 fn status(code: u16) -> Response<ServerBody> {

@@ -617,18 +617,12 @@ async fn a_restarted_mirror_keeps_its_store_and_pulls_an_image_through_an_outage
 
 /// The mirror's flags for a blob store in the real S3 store's bucket, under `mirror/`.
 fn s3_flags(hub: &StoreHub, s3: &crate::support::s3::Store, secret: &str) -> Vec<String> {
-    hub.flags(&[
-        "--blob-store",
-        &format!("s3://{}/mirror", crate::support::s3::BUCKET),
-        "--s3-endpoint",
-        &format!("http://{}", s3.addr),
-        "--s3-access-key-id",
-        crate::support::s3::ACCESS_KEY,
-        "--s3-secret-access-key",
-        secret,
-        "--data-dir",
-        tempfile::tempdir().unwrap().keep().to_str().unwrap(),
-    ])
+    let data = tempfile::tempdir().unwrap().keep();
+    hub.s3_flags(
+        s3,
+        ("mirror", secret),
+        &["--data-dir", data.to_str().unwrap()],
+    )
 }
 
 #[tokio::test]
@@ -654,10 +648,7 @@ async fn the_s3_backend_keeps_blobs_in_a_real_s3_store_that_checks_every_signatu
             "{status}"
         );
     }
-    let object = |digest: &str| {
-        let hex = digest.trim_start_matches("sha256:");
-        s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]))
-    };
+    let object = |digest: &str| s3.blob_path("mirror", digest);
     bounded(async {
         while !object(&big_digest).exists() || !object(&small_digest).exists() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -906,8 +897,7 @@ async fn an_s3_upload_of_wrong_bytes_is_aborted_and_leaves_nothing() {
             .any(|r| r.method == "POST" && r.target.contains("uploadId")),
         "never completed"
     );
-    let hex = digest.trim_start_matches("sha256:");
-    let object = s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]));
+    let object = s3.blob_path("mirror", &digest);
     assert!(!object.exists(), "nothing under its digest");
 }
 
@@ -1008,8 +998,7 @@ async fn the_empty_blob_on_s3_is_a_hit_that_asks_the_store_nothing() {
     let path = format!("/v2/library/alpine/blobs/{digest}");
     let (status, body) = get_blob(mirror, &path, None).await;
     assert!(status == StatusCode::OK && body.as_deref() == Some(&b""[..]));
-    let hex = digest.trim_start_matches("sha256:");
-    let object = s3.object_path(&format!("mirror/blobs/sha256/{}/{hex}", &hex[..2]));
+    let object = s3.blob_path("mirror", &digest);
     bounded(async {
         while !object.exists() {
             tokio::time::sleep(Duration::from_millis(20)).await;

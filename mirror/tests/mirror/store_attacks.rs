@@ -4,14 +4,12 @@
 //! learnt elsewhere get nothing the registry would not give them.
 
 use crate::harness::start_mirror;
-use crate::harness::store_hub::StoreHub;
-use crate::support::net::http_client;
+use crate::harness::store_hub::{ask, StoreHub};
+use crate::support::bounded;
 use crate::support::setup::test_blob;
-use crate::support::{body_bytes, bounded};
 use base64::Engine;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Empty;
+use http::{Method, StatusCode};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -27,26 +25,6 @@ fn token(name: &str, secs: u64) -> String {
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!(r#"{{"sub":"{name}","exp":{exp}}}"#));
     format!("eyJhbGciOiJub25lIn0.{payload}.sig")
-}
-
-/// `method` on `path` with `token`: the status, and the body if it ended cleanly.
-async fn ask(
-    mirror: SocketAddr,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-) -> (StatusCode, Option<Bytes>) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{mirror}{path}"));
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    let res = bounded(http_client(&[]).request(req.body(Empty::<Bytes>::new()).unwrap()))
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, body_bytes(res.into_body()).await.ok())
 }
 
 struct Private {
