@@ -159,10 +159,11 @@ impl BlobPull {
             .as_ref()
             .ok()
             .and_then(|res| storable_size(res, &asked.digest));
-        let sent = self.sent(exchange, &asked, StoreEvent::Miss);
+        // What was sent, for an answer the store does not keep (built only then).
+        let sent = || self.sent(exchange, &asked, StoreEvent::Miss);
         let (res, size) = match (answer, size) {
             (Ok(res), Some(size)) => (res, size),
-            (answer, _) => return exchange.answer_client(sent, answer),
+            (answer, _) => return exchange.answer_client(sent(), answer),
         };
         let (mut head, body) = res.into_parts();
         let media_type = head
@@ -195,7 +196,7 @@ impl BlobPull {
             }
             Err(body) => {
                 self.metrics.store(StoreEvent::Miss);
-                exchange.answer_client(sent, Ok(Response::from_parts(head, body)))
+                exchange.answer_client(sent(), Ok(Response::from_parts(head, body)))
             }
         }
     }
